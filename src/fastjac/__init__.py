@@ -1,0 +1,25 @@
+"""fastjac: exact, structured Jacobians of element-wise operations.
+
+The Jacobian of an element-wise operation is diagonal, that of a scalar
+expansion a vector, that of a sum a gradient: fastjac computes these compact
+forms with Cython kernels, in one pass over the data, and never builds a
+dense n x n matrix unless you ask for one.
+
+Public API
+----------
+jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
+sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
+kernel(op, wrt=0)      -> a Kernel for hot loops: k(a, out) or k(a, b, out)
+BINARY_OPS, UNARY_OPS, FORMATS, LAYOUTS
+show_config()
+"""
+from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
+from ._config import show_config
+from ._ops import BINARY_OPS, UNARY_OPS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "jacobian", "sum_gradient", "kernel", "Kernel",
+    "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
+]

@@ -1,0 +1,252 @@
+# Design note
+# -----------
+# One formula, one place: the derivative of every element-wise operation of
+# the specification (../shared/docs/matrix-calculus.md, sections 2 and 3).
+#
+# Each derivative is named by a *tag*: an empty struct type. The loops in
+# _kernels.pyx are written once, over the fused type ``Derivative`` of all
+# tags; Cython compiles one copy of a loop per tag and per float type, and
+# inside each copy ``derivative(tag, a, b)`` collapses, at compile time, to
+# the single formula of that tag. The C compiler therefore sees a plain loop
+# with an inlined body that it can vectorise: no function pointer and no
+# switch inside the loop. The tag argument is always NULL; only its type
+# matters.
+#
+# ``a`` is the first operand (w in the spec), ``b`` the second (x). Unary
+# functions read ``a`` only. "Da" names the derivative with respect to a,
+# "Db" with respect to b.
+#
+# Conventions at the points where a derivative is not defined (documented in
+# the README and tested):
+# * maximum/minimum at a tie: 0.5 to each operand (as JAX, PyTorch, autograd);
+# * relu'(0) = 0, abs'(0) = sign(0) = 0;
+# * d(a**b)/da = 0 where b == 0 (a**0 is the constant 1), and
+#   d(a**b)/db = 0 where a == 0 and b >= 0 (as PyTorch);
+# * a NaN argument of a piecewise function (relu, abs, maximum, minimum)
+#   gives a NaN derivative; every other formula is plain IEEE arithmetic.
+
+from cython cimport floating
+from libc.math cimport (cos, cosf, exp, expf, fabs, fabsf, log, logf, pow,
+                        powf, sin, sinf, sqrt, sqrtf, NAN)
+
+cdef struct AddDa:
+    char _
+cdef struct AddDb:
+    char _
+cdef struct SubtractDa:
+    char _
+cdef struct SubtractDb:
+    char _
+cdef struct MultiplyDa:
+    char _
+cdef struct MultiplyDb:
+    char _
+cdef struct DivideDa:
+    char _
+cdef struct DivideDb:
+    char _
+cdef struct MaximumDa:
+    char _
+cdef struct MaximumDb:
+    char _
+cdef struct MinimumDa:
+    char _
+cdef struct MinimumDb:
+    char _
+cdef struct PowerDa:
+    char _
+cdef struct PowerDb:
+    char _
+cdef struct Zero:          # greater, less: piecewise constant
+    char _
+cdef struct One:           # identity
+    char _
+cdef struct NegativeD:
+    char _
+cdef struct SquareD:
+    char _
+cdef struct SqrtD:
+    char _
+cdef struct ExpD:
+    char _
+cdef struct LogD:
+    char _
+cdef struct SinD:
+    char _
+cdef struct CosD:
+    char _
+cdef struct TanhD:
+    char _
+cdef struct SigmoidD:
+    char _
+cdef struct ReluD:
+    char _
+cdef struct AbsD:
+    char _
+
+ctypedef fused Derivative:
+    AddDa
+    AddDb
+    SubtractDa
+    SubtractDb
+    MultiplyDa
+    MultiplyDb
+    DivideDa
+    DivideDb
+    MaximumDa
+    MaximumDb
+    MinimumDa
+    MinimumDb
+    PowerDa
+    PowerDb
+    Zero
+    One
+    NegativeD
+    SquareD
+    SqrtD
+    ExpD
+    LogD
+    SinD
+    CosD
+    TanhD
+    SigmoidD
+    ReluD
+    AbsD
+
+
+# Precision-preserving libm wrappers: float32 calls the *f variant, so a
+# float32 kernel never round-trips through double.
+cdef inline floating f_exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+cdef inline floating f_log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+cdef inline floating f_sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+cdef inline floating f_sin(floating x) noexcept nogil:
+    if floating is float:
+        return sinf(x)
+    else:
+        return sin(x)
+
+cdef inline floating f_cos(floating x) noexcept nogil:
+    if floating is float:
+        return cosf(x)
+    else:
+        return cos(x)
+
+cdef inline floating f_pow(floating x, floating y) noexcept nogil:
+    if floating is float:
+        return powf(x, y)
+    else:
+        return pow(x, y)
+
+cdef inline floating f_abs(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline floating step_up(floating u, floating v) noexcept nogil:
+    """d max(u, v) / du: 1 if u > v, 0 if u < v, 0.5 at a tie, NaN if unordered."""
+    if u > v:
+        return 1
+    if u < v:
+        return 0
+    if u == v:
+        return 0.5
+    return <floating>NAN
+
+
+cdef inline floating logistic_slope(floating x) noexcept nogil:
+    """sigmoid'(x) = e / (1 + e)**2 with e = exp(-|x|).
+
+    Symmetric and free of cancellation: s(1 - s) loses all relative accuracy
+    once s rounds to 1, this form keeps a few-ulp error for every x.
+    """
+    cdef floating e = f_exp(-f_abs(x))
+    cdef floating d = 1 + e
+    return e / (d * d)
+
+
+cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcept nogil:
+    # -- section 2: binary operators ---------------------------------------
+    if Derivative is AddDa or Derivative is AddDb or Derivative is SubtractDa:
+        return 1
+    elif Derivative is SubtractDb:
+        return -1
+    elif Derivative is MultiplyDa:
+        return b
+    elif Derivative is MultiplyDb:
+        return a
+    elif Derivative is DivideDa:
+        return 1 / b
+    elif Derivative is DivideDb:
+        return -a / (b * b)
+    elif Derivative is MaximumDa:
+        return step_up(a, b)
+    elif Derivative is MaximumDb:
+        return step_up(b, a)
+    elif Derivative is MinimumDa:
+        return step_up(b, a)
+    elif Derivative is MinimumDb:
+        return step_up(a, b)
+    elif Derivative is PowerDa:
+        if b == 0:
+            return 0
+        return b * f_pow(a, b - 1)
+    elif Derivative is PowerDb:
+        if a == 0 and b >= 0:
+            return 0
+        return f_pow(a, b) * f_log(a)
+    elif Derivative is Zero:
+        return 0
+    # -- section 3: unary functions (argument a) ---------------------------
+    elif Derivative is One:
+        return 1
+    elif Derivative is NegativeD:
+        return -1
+    elif Derivative is SquareD:
+        return 2 * a
+    elif Derivative is SqrtD:
+        return <floating>0.5 / f_sqrt(a)
+    elif Derivative is ExpD:
+        return f_exp(a)
+    elif Derivative is LogD:
+        return 1 / a
+    elif Derivative is SinD:
+        return f_cos(a)
+    elif Derivative is CosD:
+        return -f_sin(a)
+    elif Derivative is TanhD:
+        # tanh'(x) = 1 - tanh(x)**2 = 4 sigmoid'(2x): one exp, and no
+        # cancellation where tanh(x) rounds to +-1.
+        return 4 * logistic_slope(2 * a)
+    elif Derivative is SigmoidD:
+        return logistic_slope(a)
+    elif Derivative is ReluD:
+        if a > 0:
+            return 1
+        if a <= 0:
+            return 0
+        return a            # NaN
+    elif Derivative is AbsD:
+        if a > 0:
+            return 1
+        if a < 0:
+            return -1
+        if a == 0:
+            return 0
+        return a            # NaN

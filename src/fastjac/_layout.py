@@ -1,0 +1,192 @@
+"""From a compact result to a 2-D matrix: layouts, dense and sparse.
+
+This is the only module that knows numerator and denominator layout and the
+dense and sparse formats (specification, section 1). A compact result comes
+in one of four *kinds*:
+
+========== ============================== ============== ==============
+kind       compact result                 numerator      denominator
+========== ============================== ============== ==============
+diagonal   d, the Jacobian's diagonal     n x n diag(d)  n x n diag(d)
+by_scalar  dy/dz, shaped like y           p x q, or m x 1 q x p, or 1 x m
+gradient   dy/dX, shaped like X           q x p, or 1 x n p x q, or n x 1
+scalar     one number                     1 x 1          1 x 1
+========== ============================== ============== ==============
+
+Matrices (2-D) keep their two axes as in section 1; any other number of
+dimensions is flattened in C order to a vector of n = size elements.
+
+Sparse results are ``scipy.sparse`` arrays built straight from the compact
+values in O(n): index arrays come from ``arange``, never from a dense
+matrix. Every entry of the structure is stored (a diagonal stores n entries
+even where a value is 0), except for the structurally-zero Jacobians of the
+comparisons, which store none. SciPy is imported here, lazily, only when a
+sparse format is asked for.
+"""
+import os
+
+import numpy as np
+
+SPARSE_FORMATS = ("csr", "csc", "coo", "dia")
+
+
+def as_matrix(compact, kind, denominator, fmt, structurally_zero, out=None):
+    """Return the compact result as a 2-D matrix in format ``fmt``."""
+    compact = np.asarray(compact)
+    if fmt == "dense":
+        return _dense(compact, kind, denominator, out)
+    if out is not None:
+        raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
+                         f"not {fmt!r}")
+    sparse = _scipy_sparse(fmt)
+    if kind == "diagonal":
+        return _sparse_diagonal(sparse, compact.ravel(), fmt, structurally_zero)
+    full = _full_matrix(compact, kind, denominator)
+    return _sparse_full(sparse, full, fmt, structurally_zero)
+
+
+def _full_matrix(compact, kind, denominator):
+    """The numerator (or, transposed, denominator) matrix of a non-diagonal kind."""
+    if kind == "scalar":
+        matrix = compact.reshape(1, 1)
+    elif compact.ndim == 2:
+        # by_scalar: p x q entries dY_ij/dz; gradient: q x p entries dy/dX_ji.
+        matrix = compact if kind == "by_scalar" else compact.T
+    else:
+        flat = compact.reshape(-1)
+        matrix = flat[:, None] if kind == "by_scalar" else flat[None, :]
+    return matrix.T if denominator else matrix
+
+
+def check_dense_size(shape, dtype, what="dense Jacobian"):
+    """Raise MemoryError, before allocating, for a matrix larger than RAM."""
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    limit = _physical_memory()
+    if nbytes > limit:
+        raise MemoryError(
+            f"a {what} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "
+            f"{nbytes} bytes ({_human(nbytes)}), more than this machine's memory "
+            f"({_human(limit)}); use format='compact' or a sparse format")
+
+
+def _dense(compact, kind, denominator, out):
+    if kind == "diagonal":
+        n = compact.size
+        shape = (n, n)
+    else:
+        full = _full_matrix(compact, kind, denominator)
+        shape = full.shape
+    if out is not None:
+        _check_dense_out(out, shape, compact.dtype)
+        result = out
+    else:
+        check_dense_size(shape, compact.dtype)
+        result = np.empty(shape, compact.dtype)
+    if kind == "diagonal":
+        result[...] = 0
+        np.einsum("ii->i", result)[...] = compact.ravel()
+    else:
+        result[...] = full
+    return result
+
+
+def _check_dense_out(out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype} but the result has dtype "
+                         f"{np.dtype(dtype)}; they must match exactly")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape} but the dense result has shape "
+                         f"{tuple(shape)}; they must match")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array")
+
+
+def _index_dtype(n):
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
+def _sparse_diagonal(sparse, diag, fmt, structurally_zero):
+    n = diag.size
+    shape = (n, n)
+    itype = _index_dtype(n)
+    if fmt == "dia":
+        if structurally_zero:
+            return sparse.dia_array((np.empty((0, n), diag.dtype), np.empty(0, itype)),
+                                    shape=shape)
+        return sparse.dia_array((diag[None, :].copy(), np.zeros(1, itype)), shape=shape)
+    if structurally_zero:
+        return _empty(sparse, fmt, shape, diag.dtype)
+    idx = np.arange(n, dtype=itype)
+    if fmt == "coo":
+        return sparse.coo_array((diag.copy(), (idx, idx.copy())), shape=shape)
+    indptr = np.arange(n + 1, dtype=itype)
+    cls = sparse.csr_array if fmt == "csr" else sparse.csc_array
+    return cls((diag.copy(), idx, indptr), shape=shape)
+
+
+def _sparse_full(sparse, matrix, fmt, structurally_zero):
+    """Every entry of the r x c ``matrix`` stored (none if structurally zero)."""
+    r, c = matrix.shape
+    itype = _index_dtype(max(r, c, r * c))
+    if structurally_zero:
+        if fmt == "dia":
+            return sparse.dia_array((np.empty((0, c), matrix.dtype), np.empty(0, itype)),
+                                    shape=(r, c))
+        return _empty(sparse, fmt, (r, c), matrix.dtype)
+    if fmt == "csr":
+        indptr = np.arange(r + 1, dtype=itype) * c
+        indices = np.tile(np.arange(c, dtype=itype), r)
+        return sparse.csr_array((matrix.ravel(order="C").copy(), indices, indptr),
+                                shape=(r, c))
+    if fmt == "csc":
+        indptr = np.arange(c + 1, dtype=itype) * r
+        indices = np.tile(np.arange(r, dtype=itype), c)
+        return sparse.csc_array((matrix.ravel(order="F").copy(), indices, indptr),
+                                shape=(r, c))
+    rows = np.repeat(np.arange(r, dtype=itype), c)
+    cols = np.tile(np.arange(c, dtype=itype), r)
+    coo = sparse.coo_array((matrix.ravel(order="C").copy(), (rows, cols)), shape=(r, c))
+    if fmt == "coo":
+        return coo
+    # DIA stores one row of length c per occupied diagonal: r + c - 1 of them
+    # for a full matrix, which for a 1 x n row is n x n numbers.
+    check_dense_size((r + c - 1, c), matrix.dtype, what="DIA storage")
+    return coo.todia()
+
+
+def _empty(sparse, fmt, shape, dtype):
+    itype = _index_dtype(max(shape))
+    if fmt == "coo":
+        return sparse.coo_array((np.empty(0, dtype), (np.empty(0, itype), np.empty(0, itype))),
+                                shape=shape)
+    cls = sparse.csr_array if fmt == "csr" else sparse.csc_array
+    n_ptr = shape[0] if fmt == "csr" else shape[1]
+    return cls((np.empty(0, dtype), np.empty(0, itype), np.zeros(n_ptr + 1, itype)),
+               shape=shape)
+
+
+def _scipy_sparse(fmt):
+    try:
+        import scipy.sparse as sparse
+    except ImportError as exc:
+        raise ImportError(
+            f"format={fmt!r} returns a scipy.sparse array and needs SciPy, which is "
+            f"not installed: pip install 'fastjac[sparse]' (or pip install scipy)"
+        ) from exc
+    return sparse
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 64 GiB
+        return 64 << 30
+
+
+def _human(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.1f} {unit}" if unit != "bytes" else f"{nbytes} bytes"
+        nbytes /= 1024

@@ -1,0 +1,55 @@
+"""The operator vocabulary of ``jacobian`` and ``sum_gradient``.
+
+Each name maps to the derivative codes of the kernels (see _derivatives.pxd):
+a binary operator has one derivative per operand, a unary function one.
+NumPy ufuncs with the same meaning are accepted as aliases (``np.multiply``
+for ``"multiply"``), so code written against NumPy reads the same.
+"""
+import numpy as np
+
+# name: (derivative with respect to a, derivative with respect to b)
+BINARY = {
+    "add": ("add_da", "add_db"),
+    "subtract": ("subtract_da", "subtract_db"),
+    "multiply": ("multiply_da", "multiply_db"),
+    "divide": ("divide_da", "divide_db"),
+    "maximum": ("maximum_da", "maximum_db"),
+    "minimum": ("minimum_da", "minimum_db"),
+    "greater": ("zero", "zero"),
+    "less": ("zero", "zero"),
+    "power": ("power_da", "power_db"),
+}
+
+# name: derivative with respect to the single operand
+UNARY = {
+    "identity": "one",
+    "negative": "negative",
+    "square": "square",
+    "sqrt": "sqrt",
+    "exp": "exp",
+    "log": "log",
+    "sin": "sin",
+    "cos": "cos",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "relu": "relu",
+    "abs": "abs",
+}
+
+# Piecewise-constant operators: their Jacobian is structurally zero, so a
+# sparse result stores no entries at all.
+STRUCTURALLY_ZERO = frozenset({"greater", "less"})
+
+# Alternative spellings: NumPy ufuncs and their names.
+ALIASES = {
+    np.add: "add", np.subtract: "subtract", np.multiply: "multiply",
+    np.divide: "divide", np.true_divide: "divide", np.maximum: "maximum",
+    np.minimum: "minimum", np.greater: "greater", np.less: "less",
+    np.power: "power", np.negative: "negative", np.square: "square",
+    np.sqrt: "sqrt", np.exp: "exp", np.log: "log", np.sin: "sin",
+    np.cos: "cos", np.tanh: "tanh", np.absolute: "abs", np.positive: "identity",
+    "absolute": "abs", "true_divide": "divide",
+}
+
+BINARY_OPS = tuple(BINARY)
+UNARY_OPS = tuple(UNARY)
