@@ -61,11 +61,13 @@ def _full_matrix(compact, kind, denominator):
 def check_dense_size(shape, dtype, what="dense Jacobian"):
     """Raise MemoryError, before allocating, for a matrix larger than RAM."""
     nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    limit = _physical_memory()
+    if nbytes <= 1 << 26:          # 64 MiB: always fine, skip reading /proc
+        return
+    limit = _available_memory()
     if nbytes > limit:
         raise MemoryError(
             f"a {what} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "
-            f"{nbytes} bytes ({_human(nbytes)}), more than this machine's memory "
+            f"{nbytes} bytes ({_human(nbytes)}), more than the memory available "
             f"({_human(limit)}); use format='compact' or a sparse format")
 
 
@@ -81,9 +83,10 @@ def _dense(compact, kind, denominator, out):
         result = out
     else:
         check_dense_size(shape, compact.dtype)
-        result = np.empty(shape, compact.dtype)
+        result = np.zeros(shape, compact.dtype)
     if kind == "diagonal":
-        result[...] = 0
+        if out is not None:
+            result[...] = 0
         np.einsum("ii->i", result)[...] = compact.ravel()
     else:
         result[...] = full
@@ -178,7 +181,15 @@ def _scipy_sparse(fmt):
     return sparse
 
 
-def _physical_memory():
+def _available_memory():
+    """Bytes the OS could give us now: MemAvailable on Linux, else physical RAM."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not POSIX: assume 64 GiB
