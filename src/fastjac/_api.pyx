@@ -31,6 +31,9 @@ import numpy as np
 from ._kernels cimport derivative_into, derivative_sum
 from . import _kernels, _layout, _ops
 
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
 cnp.import_array()
 
 # Below this many elements the GIL is kept: releasing and re-taking it costs
@@ -249,7 +252,9 @@ cdef cnp.ndarray unalias(cnp.ndarray operand, cnp.ndarray out):
 
 cdef object as_scalar(double value, int typenum):
     """A NumPy scalar of typenum (a float32 total is rounded once, here)."""
-    return np.float64(value) if typenum == cnp.NPY_DOUBLE else np.float32(value)
+    cdef float single = <float>value
+    cdef void* data = <void*>&value if typenum == cnp.NPY_DOUBLE else <void*>&single
+    return PyArray_Scalar(data, cnp.PyArray_DescrFromType(typenum), None)
 
 
 cdef void call_into(int code, int typenum, void* a, Py_ssize_t a_step,
