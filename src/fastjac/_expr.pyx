@@ -1,0 +1,383 @@
+# Design note
+# -----------
+# The fused pass behind compiled expressions (fastjac.compile, expr.py).
+#
+# expr.py turns an expression DAG into a *program*: a short list of
+# instructions over *registers*, each register a block of BLOCK numbers.
+# Forward mode is already spelled out in the program: for every variable we
+# differentiate with respect to, the tangent of each node is computed by
+# ordinary instructions (t_y = f'(a) * t_a, ...), so this file only knows how
+# to run straight-line vector code, not calculus. Derivative formulas come
+# from _derivatives.pxd through ``derivative_into`` of _kernels (one formula,
+# one place): the DERIV instruction applies one of its codes to a block.
+#
+# Registers are of four kinds:
+#   TEMP    scratch memory of the thread (L1-resident: BLOCK * 8 bytes each);
+#   SCALAR  scratch filled once per thread with one number (a constant, a
+#           scalar variable, a reduction computed by an earlier stage);
+#   ARRAY   a window into an input array: no copy, each input is read once;
+#   OUT     a window into an output array: the instruction that computes an
+#           output writes it in place, so each output is written once.
+#
+# The data is cut into one contiguous chunk per thread (as in _kernels.pyx)
+# and each chunk into blocks of BLOCK elements; the program runs on one block
+# at a time. The ``switch`` on the opcode happens once per instruction and
+# block, so every inner loop is a plain loop the compiler can vectorise, and
+# no temporary ever has the length of the data.
+#
+# SUM instructions add a register's block into a per-thread accumulator (in
+# double, four lanes); the thread totals are added in thread order, so a
+# result does not depend on scheduling.
+#
+# Nothing here validates anything: expr.py has built a consistent program
+# and _expr.pyx's callers (the Compiled object) have checked every array.
+
+from cython.parallel cimport prange, threadid
+from libc.stdlib cimport malloc, free
+from libc.math cimport tanh, tanhf
+
+import numpy as np
+cimport numpy as cnp
+from cpython.pystate cimport PyThreadState
+
+from cython cimport floating
+from ._derivatives cimport f_exp, f_log, f_sqrt, f_sin, f_cos, f_pow, f_abs
+from ._kernels cimport derivative_into, threads_for
+
+cdef extern from "Python.h":
+    PyThreadState* PyEval_SaveThread() noexcept
+    void PyEval_RestoreThread(PyThreadState*) noexcept
+
+cnp.import_array()
+
+cdef enum:
+    BLOCK = 256            # elements per register: 2 KiB of float64
+    MAX_THREADS = 256
+    MAX_REGS = 4096
+
+# Below this many elements the GIL is kept (as in _api.pyx).
+cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
+
+# -- opcodes (mirrored by OPCODES for expr.py) -----------------------------------
+cdef enum Opcode:
+    OP_COPY
+    OP_ADD
+    OP_SUB
+    OP_MUL
+    OP_DIV
+    OP_MAX
+    OP_MIN
+    OP_GT
+    OP_LT
+    OP_POW
+    OP_NEG
+    OP_SQUARE
+    OP_SQRT
+    OP_EXP
+    OP_LOG
+    OP_SIN
+    OP_COS
+    OP_TANH
+    OP_SIGMOID
+    OP_RELU
+    OP_ABS
+    OP_MULADD        # d = a * b + c
+    OP_DERIV         # d = derivative(code c, a, b), formulas of _derivatives.pxd
+    OP_SUM           # acc[d] += sum(a)
+
+OPCODES = {
+    "copy": OP_COPY, "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL,
+    "divide": OP_DIV, "maximum": OP_MAX, "minimum": OP_MIN, "greater": OP_GT,
+    "less": OP_LT, "power": OP_POW, "negative": OP_NEG, "square": OP_SQUARE,
+    "sqrt": OP_SQRT, "exp": OP_EXP, "log": OP_LOG, "sin": OP_SIN, "cos": OP_COS,
+    "tanh": OP_TANH, "sigmoid": OP_SIGMOID, "relu": OP_RELU, "abs": OP_ABS,
+    "muladd": OP_MULADD, "deriv": OP_DERIV, "sum": OP_SUM,
+}
+
+# register kinds
+cdef enum:
+    K_TEMP = 0
+    K_SCALAR = 1
+    K_ARRAY = 2
+    K_OUT = 3
+
+REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
+BLOCK_SIZE = BLOCK
+
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating f_sigmoid(floating x) noexcept nogil:
+    # 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: never exp of a large
+    # positive number, so no overflow and no cancellation.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + f_exp(-x))
+    e = f_exp(x)
+    return e / (1 + e)
+
+
+cdef inline double block_sum(const floating* a, Py_ssize_t m) noexcept nogil:
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i, m4 = m - m % 4
+    for i in range(0, m4, 4):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+    for i in range(m4, m):
+        s0 += a[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
+                     double* acc, Py_ssize_t m) noexcept nogil:
+    """Run the program once over one block of m elements."""
+    cdef Py_ssize_t k, i
+    cdef int op
+    cdef floating* d
+    cdef const floating* a
+    cdef const floating* b
+    cdef const floating* c
+    cdef floating u, v
+    for k in range(n_instr):
+        op = prog[5 * k]
+        if op == OP_SUM:
+            acc[prog[5 * k + 1]] += block_sum(R[prog[5 * k + 2]], m)
+            continue
+        d = R[prog[5 * k + 1]]
+        a = R[prog[5 * k + 2]]
+        if op == OP_DERIV:
+            derivative_into(prog[5 * k + 4], a, 1, R[prog[5 * k + 3]], 1, d, m)
+            continue
+        if op == OP_COPY:
+            for i in range(m):
+                d[i] = a[i]
+        elif op == OP_NEG:
+            for i in range(m):
+                d[i] = -a[i]
+        elif op == OP_SQUARE:
+            for i in range(m):
+                d[i] = a[i] * a[i]
+        elif op == OP_SQRT:
+            for i in range(m):
+                d[i] = f_sqrt(a[i])
+        elif op == OP_EXP:
+            for i in range(m):
+                d[i] = f_exp(a[i])
+        elif op == OP_LOG:
+            for i in range(m):
+                d[i] = f_log(a[i])
+        elif op == OP_SIN:
+            for i in range(m):
+                d[i] = f_sin(a[i])
+        elif op == OP_COS:
+            for i in range(m):
+                d[i] = f_cos(a[i])
+        elif op == OP_TANH:
+            for i in range(m):
+                d[i] = f_tanh(a[i])
+        elif op == OP_SIGMOID:
+            for i in range(m):
+                d[i] = f_sigmoid(a[i])
+        elif op == OP_RELU:
+            for i in range(m):
+                d[i] = 0 if a[i] <= 0 else a[i]      # NaN stays NaN
+        elif op == OP_ABS:
+            for i in range(m):
+                d[i] = f_abs(a[i])
+        else:
+            b = R[prog[5 * k + 3]]
+            if op == OP_ADD:
+                for i in range(m):
+                    d[i] = a[i] + b[i]
+            elif op == OP_SUB:
+                for i in range(m):
+                    d[i] = a[i] - b[i]
+            elif op == OP_MUL:
+                for i in range(m):
+                    d[i] = a[i] * b[i]
+            elif op == OP_DIV:
+                for i in range(m):
+                    d[i] = a[i] / b[i]
+            elif op == OP_MULADD:
+                c = R[prog[5 * k + 4]]
+                for i in range(m):
+                    d[i] = a[i] * b[i] + c[i]
+            elif op == OP_MAX:
+                for i in range(m):
+                    # NaN in either operand gives NaN, as np.maximum
+                    u = a[i]
+                    v = b[i]
+                    d[i] = u if u > v else (v if v >= u else u + v)
+            elif op == OP_MIN:
+                for i in range(m):
+                    u = a[i]
+                    v = b[i]
+                    d[i] = u if u < v else (v if v <= u else u + v)
+            elif op == OP_GT:
+                for i in range(m):
+                    d[i] = 1 if a[i] > b[i] else 0
+            elif op == OP_LT:
+                for i in range(m):
+                    d[i] = 1 if a[i] < b[i] else 0
+            elif op == OP_POW:
+                for i in range(m):
+                    d[i] = f_pow(a[i], b[i])
+
+
+cdef void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                    const int* kind, const int* index, const int* slot,
+                    floating** arrays, const double* scalars, floating** outs,
+                    floating* scratch, floating** R, double* acc, Py_ssize_t n_acc,
+                    Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t r, i, pos, m
+    cdef floating s
+    for i in range(n_acc):
+        acc[i] = 0
+    for r in range(n_regs):
+        if kind[r] == K_TEMP:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+        elif kind[r] == K_SCALAR:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+            s = <floating>scalars[index[r]]
+            for i in range(BLOCK):
+                R[r][i] = s
+    pos = start
+    while pos < stop:
+        m = stop - pos
+        if m > BLOCK:
+            m = BLOCK
+        for r in range(n_regs):
+            if kind[r] == K_ARRAY:
+                R[r] = arrays[index[r]] + pos
+            elif kind[r] == K_OUT:
+                R[r] = outs[index[r]] + pos
+        exec_block(prog, n_instr, R, acc, m)
+        pos += m
+
+
+cdef int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                     const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
+                     floating** arrays, const double* scalars, floating** outs,
+                     double* sums, Py_ssize_t n_acc, Py_ssize_t n) noexcept nogil:
+    """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM."""
+    cdef int n_threads = threads_for(n)
+    cdef Py_ssize_t chunk, c, j, start, stop
+    cdef Py_ssize_t per_thread = n_slots * BLOCK
+    cdef floating* scratch = <floating*>malloc(
+        (n_threads * per_thread + 1) * sizeof(floating))
+    cdef floating** R = <floating**>malloc((n_threads * n_regs + 1) * sizeof(floating*))
+    cdef double* acc = <double*>malloc((n_threads * n_acc + 1) * sizeof(double))
+    if scratch == NULL or R == NULL or acc == NULL:
+        free(scratch)
+        free(R)
+        free(acc)
+        return -1
+    if n_threads <= 1:
+        run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
+                  scratch, R, acc, n_acc, 0, n)
+    else:
+        # one contiguous chunk per thread, a whole number of blocks
+        chunk = (n + n_threads - 1) // n_threads
+        chunk = (chunk + BLOCK - 1) // BLOCK * BLOCK
+        for c in prange(n_threads, num_threads=n_threads, schedule="static"):
+            start = c * chunk
+            stop = start + chunk
+            if stop > n:
+                stop = n
+            if start < stop:
+                run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
+                          scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
+                          n_acc, start, stop)
+            else:
+                for j in range(n_acc):
+                    acc[c * n_acc + j] = 0
+    for j in range(n_acc):
+        sums[j] = 0
+    for c in range(n_threads):
+        for j in range(n_acc):
+            sums[j] += acc[c * n_acc + j]
+    free(scratch)
+    free(R)
+    free(acc)
+    return 0
+
+
+cdef class Program:
+    """A compiled straight-line program; see the design note.
+
+    Built by expr.py (``_build_stage``); ``run`` executes it over n elements.
+    """
+    cdef readonly cnp.ndarray prog, kind, index, slot
+    cdef readonly Py_ssize_t n_instr, n_regs, n_slots, n_acc, n_arrays, n_scalars, n_outs
+    cdef readonly object listing          # human-readable instructions (debugging)
+
+    def __init__(self, prog, kind, index, slot, n_slots, n_acc, n_arrays, n_scalars,
+                 n_outs, listing=None):
+        self.prog = np.ascontiguousarray(prog, dtype=np.intc).reshape(-1)
+        self.kind = np.ascontiguousarray(kind, dtype=np.intc)
+        self.index = np.ascontiguousarray(index, dtype=np.intc)
+        self.slot = np.ascontiguousarray(slot, dtype=np.intc)
+        self.n_instr = self.prog.shape[0] // 5
+        self.n_regs = self.kind.shape[0]
+        if self.n_regs > MAX_REGS:
+            raise ValueError(f"expression too large: {self.n_regs} registers "
+                             f"(at most {MAX_REGS})")
+        self.n_slots = n_slots
+        self.n_acc = n_acc
+        self.n_arrays = n_arrays
+        self.n_scalars = n_scalars
+        self.n_outs = n_outs
+        self.listing = listing
+
+    cpdef list run(self, tuple arrays, object scalars, tuple outs, Py_ssize_t n,
+                   bint is_double):
+        """Run over n elements.
+
+        arrays, outs: C-contiguous arrays of the run's dtype, at least n long
+        (checked by the caller); scalars: float values of the SCALAR
+        registers' indices. Returns the n_acc sums as Python floats.
+        """
+        cdef void* aptr[64]
+        cdef void* optr[64]
+        cdef double svals[256]
+        cdef double sums[256]
+        cdef Py_ssize_t i
+        cdef int status
+        cdef PyThreadState* state = NULL
+        if len(arrays) != self.n_arrays or len(outs) != self.n_outs or \
+                len(scalars) != self.n_scalars:
+            raise ValueError("internal error: program called with the wrong operands")
+        if self.n_arrays > 64 or self.n_outs > 64 or self.n_scalars > 256 or self.n_acc > 256:
+            raise ValueError("expression too large for one fused pass")
+        for i in range(self.n_arrays):
+            aptr[i] = cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+        for i in range(self.n_outs):
+            optr[i] = cnp.PyArray_DATA(<cnp.ndarray>outs[i])
+        for i in range(self.n_scalars):
+            svals[i] = scalars[i]
+        cdef const int* prog = <const int*>cnp.PyArray_DATA(self.prog)
+        cdef const int* kind = <const int*>cnp.PyArray_DATA(self.kind)
+        cdef const int* index = <const int*>cnp.PyArray_DATA(self.index)
+        cdef const int* slot = <const int*>cnp.PyArray_DATA(self.slot)
+        if n >= NOGIL_MIN_SIZE:
+            state = PyEval_SaveThread()
+        if is_double:
+            status = run_program(prog, self.n_instr, self.n_regs, kind, index, slot,
+                                 self.n_slots, <double**>aptr, svals, <double**>optr,
+                                 sums, self.n_acc, n)
+        else:
+            status = run_program(prog, self.n_instr, self.n_regs, kind, index, slot,
+                                 self.n_slots, <float**>aptr, svals, <float**>optr,
+                                 sums, self.n_acc, n)
+        if state != NULL:
+            PyEval_RestoreThread(state)
+        if status != 0:
+            raise MemoryError("fastjac: could not allocate scratch registers")
+        return [sums[i] for i in range(self.n_acc)]

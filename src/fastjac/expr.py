@@ -1,0 +1,1096 @@
+"""Composed expressions: write a function once, get its Jacobian many times.
+
+Design note
+-----------
+An expression is a small DAG of :class:`Expr` nodes built with Python
+operators over named variables::
+
+    w, x = fastjac.var("w"), fastjac.var("x")
+    f = fastjac.compile(fastjac.sin(w) * fastjac.exp(x) - w / x, wrt=["w", "x"])
+    f.jacobian("w", w=w0, x=x0)          # the diagonal cos(w) exp(x) - 1/x
+
+``compile`` checks the expression once. The first call with a given
+*signature* (which variables are scalars, which derivatives are asked for)
+builds a plan, cached on the compiled object; later calls only check the
+arrays and run it.
+
+A plan is a list of *stages*, one per reduction (``sum``, ``dot``) and one
+for the result. A stage is element-wise work over arrays of one shape,
+optionally ending in a sum; it is compiled to a straight-line program
+(_expr.pyx) that computes the value and, forward mode, the tangent with
+respect to each variable asked for, block by block in one pass over the
+data. A tangent seeded with ones is exactly the Jacobian here: the diagonal
+for an array variable (element-wise work has a diagonal Jacobian), the
+column dy/dz for a scalar z, the gradient (a row) after a final sum.
+
+A reduction inside the expression (a dot product feeding an element-wise
+op) makes the Jacobian non-diagonal. Its stage runs first; its value enters
+later stages as a scalar input, which is differentiated like a scalar
+variable; the chain rule then joins the stages on structured factors
+(expr_factors.py): a column times a row is a rank-1 term, never a silently
+wrong diagonal, and never an n x n matrix unless format="dense" asks.
+"""
+import numbers
+
+import numpy as np
+
+from . import _expr, _kernels, _ops
+from .expr_factors import Factor
+
+__all__ = [
+    "Expr", "Factor", "var", "compile", "CompiledExpression", "neuron_gradient",
+    "maximum", "minimum", "greater", "less", "power", "sum", "dot",
+    "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
+    "sigmoid", "relu", "abs",
+]
+
+_RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
+_FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse")
+
+
+# =============================================================================
+# Expression nodes
+# =============================================================================
+
+class Expr:
+    """A node of an expression. Build them with :func:`var`, Python operators
+    (``+ - * / **``, unary ``-``, ``>`` and ``<``) and the functions of this
+    module; compile them with :func:`compile`."""
+
+    __slots__ = ()
+    __array_ufunc__ = None        # ndarray <op> Expr defers to Expr (and is refused)
+
+    def __add__(self, other):
+        return _binary("add", self, other)
+
+    def __radd__(self, other):
+        return _binary("add", other, self)
+
+    def __sub__(self, other):
+        return _binary("subtract", self, other)
+
+    def __rsub__(self, other):
+        return _binary("subtract", other, self)
+
+    def __mul__(self, other):
+        return _binary("multiply", self, other)
+
+    def __rmul__(self, other):
+        return _binary("multiply", other, self)
+
+    def __truediv__(self, other):
+        return _binary("divide", self, other)
+
+    def __rtruediv__(self, other):
+        return _binary("divide", other, self)
+
+    def __pow__(self, other):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool) and other == 2:
+            return Unary("square", self)
+        return _binary("power", self, other)
+
+    def __rpow__(self, other):
+        return _binary("power", other, self)
+
+    def __neg__(self):
+        return Unary("negative", self)
+
+    def __pos__(self):
+        return self
+
+    def __gt__(self, other):
+        return _binary("greater", self, other)
+
+    def __lt__(self, other):
+        return _binary("less", self, other)
+
+    def __ge__(self, other):
+        raise TypeError("fastjac expressions support > and < (piecewise constant, "
+                        "zero derivative); >= and <= are not supported")
+
+    __le__ = __ge__
+
+    def __bool__(self):
+        raise TypeError("an expression has no truth value: use fastjac.maximum, "
+                        "fastjac.minimum or fastjac.relu instead of Python's max/min/if")
+
+    def __repr__(self):
+        return f"<fastjac expression {self}>"
+
+
+class Var(Expr):
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __str__(self):
+        return self.name
+
+
+class Const(Expr):
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return repr(self.value)
+
+
+class Unary(Expr):
+    __slots__ = ("op", "arg")
+
+    def __init__(self, op, arg):
+        self.op, self.arg = op, arg
+
+    def __str__(self):
+        return f"{self.op}({self.arg})"
+
+
+class Binary(Expr):
+    __slots__ = ("op", "a", "b")
+
+    def __init__(self, op, a, b):
+        self.op, self.a, self.b = op, a, b
+
+    def __str__(self):
+        return f"{self.op}({self.a}, {self.b})"
+
+
+class Sum(Expr):
+    __slots__ = ("arg",)
+
+    def __init__(self, arg):
+        self.arg = arg
+
+    def __str__(self):
+        return f"sum({self.arg})"
+
+
+def _wrap(x, what="operand"):
+    if isinstance(x, Expr):
+        return x
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        x = x[()]
+    if isinstance(x, (complex, np.complexfloating)):
+        raise TypeError(f"{what} must be real, got the complex number {x!r}")
+    if isinstance(x, (bool, np.bool_, numbers.Real)):
+        return Const(float(x))
+    if isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(
+            f"array constants are not supported in an expression ({what} is an array); "
+            f"name it with fastjac.var(...) and pass the array when you call the "
+            f"compiled expression")
+    raise TypeError(f"{what} must be a fastjac expression or a real number, "
+                    f"got {type(x).__name__}")
+
+
+def _binary(op, a, b):
+    return Binary(op, _wrap(a, "a"), _wrap(b, "b"))
+
+
+def var(name):
+    """A named variable: an array (any shape) or a scalar, given at call time.
+
+    Examples
+    --------
+    >>> import fastjac
+    >>> x = fastjac.var("x")
+    >>> fastjac.compile(fastjac.sum(x * x)).jacobian(x=[1.0, 2.0])
+    array([2., 4.])
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a variable name must be a Python identifier, got {name!r}")
+    if name in _RESERVED:
+        raise ValueError(f"{name!r} is reserved for a keyword argument of the compiled "
+                         f"expression; choose another variable name")
+    return Var(name)
+
+
+def _unary_function(op):
+    def f(x):
+        return Unary(op, _wrap(x, "x"))
+    f.__name__ = op
+    f.__qualname__ = op
+    f.__doc__ = (f"Element-wise ``{op}`` of an expression (derivative as in "
+                 f"``fastjac.jacobian({op!r}, ...)``).")
+    return f
+
+
+identity = _unary_function("identity")
+negative = _unary_function("negative")
+square = _unary_function("square")
+sqrt = _unary_function("sqrt")
+exp = _unary_function("exp")
+log = _unary_function("log")
+sin = _unary_function("sin")
+cos = _unary_function("cos")
+tanh = _unary_function("tanh")
+sigmoid = _unary_function("sigmoid")
+relu = _unary_function("relu")
+abs = _unary_function("abs")
+
+
+def maximum(a, b):
+    """Element-wise maximum; at a tie each operand gets derivative 0.5."""
+    return _binary("maximum", a, b)
+
+
+def minimum(a, b):
+    """Element-wise minimum; at a tie each operand gets derivative 0.5."""
+    return _binary("minimum", a, b)
+
+
+def greater(a, b):
+    """1.0 where a > b, else 0.0 (zero derivative)."""
+    return _binary("greater", a, b)
+
+
+def less(a, b):
+    """1.0 where a < b, else 0.0 (zero derivative)."""
+    return _binary("less", a, b)
+
+
+def power(a, b):
+    """Element-wise a ** b."""
+    return _binary("power", a, b)
+
+
+def sum(x):
+    """The sum of all elements of an expression (a scalar)."""
+    return Sum(_wrap(x, "x"))
+
+
+def dot(a, b):
+    """The dot product sum(a * b) of two expressions of the same shape."""
+    return Sum(Binary("multiply", _wrap(a, "a"), _wrap(b, "b")))
+
+
+# =============================================================================
+# Analysis
+# =============================================================================
+
+def _children(node):
+    if isinstance(node, Unary):
+        return (node.arg,)
+    if isinstance(node, Binary):
+        return (node.a, node.b)
+    if isinstance(node, Sum):
+        return (node.arg,)
+    return ()
+
+
+def _topological(roots):
+    """All nodes reachable from roots, children before parents (iterative)."""
+    order, seen = [], set()
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for c in reversed(_children(node)):
+            if id(c) not in seen:
+                stack.append((c, False))
+    return order
+
+
+def _stage_nodes(root):
+    """Nodes of the stage ending at root: element-wise work, stopping at sums
+    other than root (those are inputs of the stage)."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        if isinstance(node, Sum) and node is not root:
+            continue
+        for c in reversed(_children(node)):
+            if id(c) not in seen:
+                stack.append((c, False))
+    return order
+
+
+class _Stage:
+    """One pass: element-wise work over one shape, ending at ``root``."""
+
+    def __init__(self, root):
+        self.root = root
+        self.is_sum = isinstance(root, Sum)
+        self.nodes = _stage_nodes(root)
+        self.vars = []            # variable names read element-wise, in order
+        self.inner = []           # inner Sum nodes read as scalar inputs
+        seen = set()
+        for node in self.nodes:
+            if isinstance(node, Var) and node.name not in seen:
+                seen.add(node.name)
+                self.vars.append(node.name)
+            elif isinstance(node, Sum) and node is not root:
+                self.inner.append(node)
+
+
+# =============================================================================
+# Program building (one stage, one signature)
+# =============================================================================
+
+_OPCODES = _expr.OPCODES
+_KINDS = _expr.REGISTER_KINDS
+_CODES = _kernels.DERIVATIVE_CODES
+_ONE = "one"                      # the tangent of a seed: all ones
+_LINEAR = frozenset({"add", "subtract", "multiply", "identity", "negative"})
+
+
+class _Builder:
+    def __init__(self):
+        self.kind, self.index = [], []
+        self.instr = []           # [op, dst, a, b, c]
+        self.scalars = []         # sources of SCALAR registers
+        self.arrays = []          # variable names of ARRAY registers
+        self.n_outs = 0
+        self.n_acc = 0
+        self._scalar_regs = {}
+        self._array_regs = {}
+
+    def reg(self, kind, index=0):
+        self.kind.append(_KINDS[kind])
+        self.index.append(index)
+        return len(self.kind) - 1
+
+    def scalar(self, source):
+        r = self._scalar_regs.get(source)
+        if r is None:
+            r = self.reg("scalar", len(self.scalars))
+            self.scalars.append(source)
+            self._scalar_regs[source] = r
+        return r
+
+    def array(self, name):
+        r = self._array_regs.get(name)
+        if r is None:
+            r = self.reg("array", len(self.arrays))
+            self.arrays.append(name)
+            self._array_regs[name] = r
+        return r
+
+    def const(self, value):
+        return self.scalar(("const", float(value)))
+
+    def emit(self, op, a, b=None, c=None, dst=None):
+        if dst is None:
+            dst = self.reg("temp")
+        self.instr.append([_OPCODES[op], dst, a, a if b is None else b, 0 if c is None else c])
+        return dst
+
+    def deriv(self, code_name, a, b):
+        dst = self.reg("temp")
+        self.instr.append([_OPCODES["deriv"], dst, a, b, _CODES[code_name]])
+        return dst
+
+    # tangent arithmetic with symbolic zero (None) and one (_ONE)
+    def reg_of(self, t):
+        return self.const(1.0) if t is _ONE else t
+
+    def t_add(self, x, y):
+        if x is None:
+            return y
+        if y is None:
+            return x
+        return self.emit("add", self.reg_of(x), self.reg_of(y))
+
+    def t_sub(self, x, y):
+        if y is None:
+            return x
+        if x is None:
+            return self.t_neg(y)
+        return self.emit("subtract", self.reg_of(x), self.reg_of(y))
+
+    def t_neg(self, x):
+        if x is None:
+            return None
+        if x is _ONE:
+            return self.const(-1.0)
+        return self.emit("negative", x)
+
+    def t_scale(self, d, t):
+        """d * t for a register d and a tangent t."""
+        if t is None:
+            return None
+        if t is _ONE:
+            return d
+        return self.emit("multiply", d, t)
+
+    def t_scale_add(self, d, t, acc):
+        """d * t + acc."""
+        if t is None:
+            return acc
+        if acc is None:
+            return self.t_scale(d, t)
+        if t is _ONE:
+            return self.emit("add", d, self.reg_of(acc))
+        return self.emit("muladd", d, t, self.reg_of(acc))
+
+
+def _build_stage(stage, scalar_vars, directions, want_value, reduction_index):
+    """Compile one stage for one signature.
+
+    scalar_vars: names of variables that are scalars in this call.
+    directions: list of ("var", name) or ("red", sum_node) to differentiate by.
+    Returns (Program, recipe) where recipe says where each result lands.
+    """
+    B = _Builder()
+    V, T = {}, {}
+    nd = len(directions)
+    dir_of = {}
+    for k, (what, key) in enumerate(directions):
+        dir_of[(what, key if what == "var" else id(key))] = k
+    for node in stage.nodes:
+        tang = [None] * nd
+        if isinstance(node, Var):
+            if node.name in scalar_vars:
+                V[node] = B.scalar(("var", node.name))
+            else:
+                V[node] = B.array(node.name)
+            k = dir_of.get(("var", node.name))
+            if k is not None:
+                tang[k] = _ONE
+        elif isinstance(node, Const):
+            V[node] = B.const(node.value)
+        elif isinstance(node, Sum) and node is not stage.root:
+            V[node] = B.scalar(("red", reduction_index[id(node)]))
+            k = dir_of.get(("red", id(node)))
+            if k is not None:
+                tang[k] = _ONE
+        elif isinstance(node, Sum):            # the root of a sum stage
+            V[node] = V[node.arg]
+            tang = list(T[node.arg])
+        elif isinstance(node, Unary):
+            a, ta = V[node.arg], T[node.arg]
+            op = node.op
+            if op == "identity":
+                V[node] = a
+                tang = list(ta)
+            elif op == "negative":
+                V[node] = B.emit("negative", a)
+                tang = [B.t_neg(t) for t in ta]
+            else:
+                V[node] = B.emit(op, a)
+                if any(t is not None for t in ta):
+                    d = B.deriv(_ops.UNARY[op], a, a)
+                    tang = [B.t_scale(d, t) for t in ta]
+        else:                                   # Binary
+            a, b = V[node.a], V[node.b]
+            ta, tb = T[node.a], T[node.b]
+            op = node.op
+            V[node] = B.emit(op, a, b)
+            if op in ("greater", "less"):
+                pass                            # piecewise constant: zero tangent
+            elif op == "add":
+                tang = [B.t_add(x, y) for x, y in zip(ta, tb)]
+            elif op == "subtract":
+                tang = [B.t_sub(x, y) for x, y in zip(ta, tb)]
+            elif op == "multiply":
+                # t = ta * b + a * tb
+                tang = [B.t_scale_add(b, x, B.t_scale(a, y)) for x, y in zip(ta, tb)]
+            else:
+                code_a, code_b = _ops.BINARY[op]
+                da = B.deriv(code_a, a, b) if any(x is not None for x in ta) else None
+                db = B.deriv(code_b, a, b) if any(y is not None for y in tb) else None
+                tang = [B.t_scale_add(da, x, B.t_scale(db, y)) for x, y in zip(ta, tb)]
+        T[node] = tang
+
+    # -- sinks ----------------------------------------------------------------
+    # recipe entries: ("out", j) -> outs[j]; ("acc", j) -> sums[j]; per result
+    bound = set()
+    produced = {ins[1] for ins in B.instr}
+
+    def to_out(r):
+        j = B.n_outs
+        B.n_outs += 1
+        if r in produced and B.kind[r] == _KINDS["temp"] and r not in bound:
+            B.kind[r] = _KINDS["out"]
+            B.index[r] = j
+            bound.add(r)
+        else:
+            dst = B.reg("out", j)
+            B.emit("copy", r, dst=dst)
+        return ("out", j)
+
+    def to_acc(r):
+        j = B.n_acc
+        B.n_acc += 1
+        B.instr.append([_OPCODES["sum"], j, r, r, 0])
+        return ("acc", j)
+
+    root = stage.root
+    recipe_value = None
+    if want_value:
+        recipe_value = to_acc(V[root]) if stage.is_sum else to_out(V[root])
+    recipe_tangents = []
+    for k, (what, key) in enumerate(directions):
+        t = T[root][k]
+        scalar_dir = what == "red" or key in scalar_vars
+        if t is None:
+            recipe_tangents.append(None)        # structurally zero
+            continue
+        r = B.reg_of(t)
+        if stage.is_sum and scalar_dir:
+            recipe_tangents.append(to_acc(r))
+        else:
+            recipe_tangents.append(to_out(r))
+
+    prog = _finish(B)
+    return prog, recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
+
+
+def _finish(B):
+    """Dead-code elimination, then scratch slots for the temporaries."""
+    temp, out_k = _KINDS["temp"], _KINDS["out"]
+    sum_op = _OPCODES["sum"]
+    live = set()
+    kept = []
+    for ins in reversed(B.instr):
+        op, dst = ins[0], ins[1]
+        if op == sum_op or B.kind[dst] == out_k or dst in live:
+            kept.append(ins)
+            live.update(_operands(ins))
+    kept.reverse()
+    # last use of every register
+    last = {}
+    for i, ins in enumerate(kept):
+        for r in _operands(ins):
+            last[r] = i
+    n_regs = len(B.kind)
+    slot = [0] * n_regs
+    free, n_slots = [], 0
+    for r in range(n_regs):                     # scalars: one slot each
+        if B.kind[r] == _KINDS["scalar"]:
+            slot[r] = n_slots
+            n_slots += 1
+    for i, ins in enumerate(kept):
+        for r in set(_operands(ins)):
+            if B.kind[r] == temp and last.get(r) == i:
+                free.append(slot[r])
+        dst = ins[1]
+        if ins[0] != sum_op and B.kind[dst] == temp:
+            if free:
+                slot[dst] = free.pop()
+            else:
+                slot[dst] = n_slots
+                n_slots += 1
+            if dst not in last:                 # written, never read: free at once
+                free.append(slot[dst])
+    prog = np.array(kept, dtype=np.intc).reshape(-1, 5)
+    return _expr.Program(prog, B.kind, B.index, slot, n_slots, B.n_acc, len(B.arrays),
+                         len(B.scalars), B.n_outs, listing=kept)
+
+
+def _operands(ins):
+    op = ins[0]
+    if op == _OPCODES["sum"]:
+        return (ins[2],)
+    if op == _OPCODES["muladd"]:
+        return (ins[2], ins[3], ins[4])
+    return (ins[2], ins[3])
+
+
+# =============================================================================
+# Coercion (the core's rules: float32 stays, ints/bool -> float64, else TypeError)
+# =============================================================================
+
+def _dtype_vote(arr, name):
+    t = arr.dtype
+    if t == np.float64:
+        return 2
+    if t == np.float32 or t == np.float16:
+        return 1
+    if t.kind in "iub":
+        return 2
+    if t == np.longdouble:
+        raise TypeError(f"{name} has dtype {t}, which fastjac does not compute in; "
+                        f"convert it to float64 (the kernels run in float32 or float64)")
+    raise TypeError(f"{name} has dtype {t}; fastjac takes real numbers: float32, "
+                    f"float64, integer or bool arrays (integers and bool become float64)")
+
+
+def _is_python_number(x):
+    return type(x) is float or type(x) is int or type(x) is bool
+
+
+def coerce_named(values):
+    """Coerce a dict name -> array_like to C-contiguous arrays of one dtype.
+
+    Python numbers are weak (take the arrays' dtype). Returns (dtype, dict).
+    """
+    vote = 0
+    arrays = {}
+    for name, x in values.items():
+        if _is_python_number(x):
+            continue
+        if x is None:
+            raise TypeError(f"{name} must be an array_like of real numbers, got None")
+        if isinstance(x, (str, bytes)):
+            raise TypeError(f"{name} must be an array_like of real numbers, got a string {x!r}")
+        if type(x) is complex:
+            raise TypeError(f"{name} must be real, got the complex number {x!r}")
+        arr = x if type(x) is np.ndarray else np.asarray(x)
+        vote = max(vote, _dtype_vote(arr, name))
+        arrays[name] = arr
+    dtype = np.dtype(np.float32) if vote == 1 else np.dtype(np.float64)
+    out = {}
+    for name, x in values.items():
+        arr = arrays.get(name)
+        if arr is None:
+            out[name] = np.array(x, dtype=dtype)
+        elif arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned \
+                and arr.dtype.isnative:
+            out[name] = arr
+        else:
+            out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    return dtype, out
+
+
+def check_out(out, shape, dtype, what="result"):
+    """The core's out= checks and wording."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype} but the {what} has dtype "
+                         f"{np.dtype(dtype)}; they must match exactly")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape} but the {what} has shape "
+                         f"{tuple(shape)}; they must match")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array")
+    return out
+
+
+def _check_layout(layout):
+    if layout == "numerator":
+        return False
+    if layout == "denominator":
+        return True
+    raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
+
+
+def _check_format(fmt):
+    if isinstance(fmt, str) and fmt in _FORMATS:
+        return "csr" if fmt == "sparse" else fmt
+    raise ValueError(f"format must be one of {', '.join(repr(f) for f in _FORMATS)}, "
+                     f"got {fmt!r}")
+
+
+# =============================================================================
+# The compiled expression
+# =============================================================================
+
+class _Plan:
+    """Stages of one signature, with their programs and recipes."""
+    __slots__ = ("stages",)
+
+
+class _StagePlan:
+    __slots__ = ("stage", "program", "value", "tangents", "arrays", "scalars", "directions",
+                 "index")
+
+
+class CompiledExpression:
+    """An expression (or a list of them) analysed once, to evaluate and
+    differentiate many times. Obtain it with :func:`fastjac.compile`.
+
+    Variables are passed as keyword arguments: arrays of one shape (the
+    element-wise operands of one pass), or scalars (Python numbers or 0-d
+    arrays, expanded to that shape). dtypes follow ``fastjac.jacobian``:
+    float32 stays float32, integers and bool become float64.
+    """
+
+    def __init__(self, outputs, wrt=None):
+        single = isinstance(outputs, Expr)
+        if single:
+            outputs = [outputs]
+        elif isinstance(outputs, (list, tuple)) and outputs:
+            outputs = [_wrap(o, "output") if not isinstance(o, Expr) else o for o in outputs]
+        else:
+            raise TypeError("compile takes an expression or a non-empty list of expressions, "
+                            f"got {type(outputs).__name__}")
+        self._single = single
+        self._outputs = outputs
+        nodes = _topological(outputs)
+        names = []
+        for node in nodes:
+            if isinstance(node, Unary) and node.op not in _ops.UNARY:
+                raise ValueError(f"unsupported operation {node.op!r}")
+            if isinstance(node, Binary) and node.op not in _ops.BINARY:
+                raise ValueError(f"unsupported operation {node.op!r}")
+            if isinstance(node, Var) and node.name not in names:
+                names.append(node.name)
+        self.variables = tuple(names)
+        if wrt is None:
+            wrt = self.variables
+        elif isinstance(wrt, str):
+            wrt = (wrt,)
+        else:
+            wrt = tuple(wrt)
+        for name in wrt:
+            self._check_name(name)
+        if len(set(wrt)) != len(wrt):
+            raise ValueError(f"wrt names a variable twice: {list(wrt)}")
+        self.wrt = wrt
+        # stages: every Sum node (inner ones first), then each output root
+        self._sums = [n for n in nodes if isinstance(n, Sum)]
+        self._has_inner = any(s not in outputs for s in self._sums)
+        self._plans = {}
+
+    def __repr__(self):
+        outs = ", ".join(str(o) for o in self._outputs)
+        return f"<fastjac compiled [{outs}] wrt {list(self.wrt)}>"
+
+    def _check_name(self, name):
+        if not isinstance(name, str) or name not in self.variables:
+            known = ", ".join(self.variables) or "(none)"
+            raise ValueError(f"unknown variable {name!r}; the expression's variables "
+                             f"are: {known}")
+
+    # -- call-time checks ---------------------------------------------------------
+    def _values(self, kwargs):
+        for name in kwargs:
+            if name not in self.variables:
+                self._check_name(name)
+        missing = [n for n in self.variables if n not in kwargs]
+        if missing:
+            raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(repr(m) for m in missing)}")
+        return coerce_named(kwargs)
+
+    def _wrt_list(self, wrt):
+        if wrt is None:
+            wrt = self.wrt
+            return (wrt[0],) if len(wrt) == 1 else tuple(wrt), len(wrt) != 1
+        if isinstance(wrt, str):
+            if wrt not in self.wrt:
+                self._check_name(wrt)
+                raise ValueError(f"variable {wrt!r} was not compiled for differentiation; "
+                                 f"compile with wrt={list(self.wrt) + [wrt]}")
+            return (wrt,), False
+        wrt = tuple(wrt)
+        for name in wrt:
+            self._wrt_list(name)
+        return wrt, True
+
+    # -- planning (once per signature) ---------------------------------------------
+    def _plan(self, scalar_vars, wrt, want_value):
+        key = (scalar_vars, wrt, want_value)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        scalar_set = frozenset(n for n, s in zip(self.variables, scalar_vars) if s)
+        stages = [_Stage(s) for s in self._sums]
+        out_stages = []
+        for o in self._outputs:
+            st = next((s for s in stages if s.root is o), None)
+            if st is None:
+                st = _Stage(o)
+                stages.append(st)
+            out_stages.append(st)
+        # which variables each stage depends on, transitively
+        depends = {}
+        for st in stages:                   # inner sums come first (topological)
+            d = set(st.vars)
+            for inner in st.inner:
+                d |= depends[id(inner)]
+            depends[id(st.root)] = d
+        reduction_index = {}
+        plans = []
+        for i, st in enumerate(stages):
+            is_output = any(st is s for s in out_stages)
+            dirs = [("var", v) for v in wrt if v in st.vars]
+            dirs += [("red", inner) for inner in st.inner if depends[id(inner)] & set(wrt)]
+            prog, rv, rt, arrays, scalars = _build_stage(
+                st, scalar_set, dirs, want_value or not is_output, reduction_index)
+            sp = _StagePlan()
+            sp.stage, sp.program, sp.value, sp.tangents = st, prog, rv, rt
+            sp.arrays, sp.scalars, sp.directions, sp.index = arrays, scalars, dirs, i
+            reduction_index[id(st.root)] = i
+            plans.append(sp)
+        plan = _Plan()
+        plan.stages = (plans, [stages.index(s) for s in out_stages], depends)
+        self._plans[key] = plan
+        return plan
+
+    # -- running -------------------------------------------------------------------------
+    def _run(self, values, dtype, wrt, want_value, value_out=None, tangent_out=None):
+        scalar_vars = tuple(values[n].ndim == 0 for n in self.variables)
+        plan = self._plan(scalar_vars, wrt, want_value)
+        plans, out_idx, depends = plan.stages
+        results = []
+        last = len(plans) - 1
+        for sp in plans:
+            shape = None
+            shape_owner = None
+            for name in sp.arrays:
+                s = values[name].shape
+                if shape is None:
+                    shape, shape_owner = s, name
+                elif s != shape:
+                    raise ValueError(
+                        f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
+                        f"variables of an element-wise expression must have the same "
+                        f"shape, or be scalars")
+            if shape is None:
+                shape = ()
+            n = int(np.prod(shape, dtype=np.int64))
+            y_shape = () if sp.stage.is_sum else shape
+            outs = [None] * sp.program.n_outs
+            # values[] of this stage's outputs; the final stage may write into user arrays
+            value_slot = sp.value
+            if value_slot is not None and value_slot[0] == "out":
+                if value_out is not None and sp.index == last and len(out_idx) == 1:
+                    outs[value_slot[1]] = _out_target(value_out, y_shape, dtype, "value")
+                else:
+                    outs[value_slot[1]] = np.empty(y_shape, dtype)
+            for k, rec in enumerate(sp.tangents):
+                if rec is not None and rec[0] == "out":
+                    target = None
+                    t_shape = (values[sp.directions[k][1]].shape if sp.stage.is_sum
+                               else y_shape)
+                    if tangent_out is not None and sp.index == last and len(out_idx) == 1:
+                        target = tangent_out.get(k)
+                    outs[rec[1]] = (_out_target(target, t_shape, dtype, "result")
+                                    if target is not None else np.empty(t_shape, dtype))
+            arrays = tuple(values[name] for name in sp.arrays)
+            for o in outs:
+                for a in arrays:
+                    if o is not a and np.shares_memory(o, a):
+                        raise ValueError("out overlaps an input variable; use a separate array")
+            scalars = []
+            for kind, key in sp.scalars:
+                if kind == "const":
+                    scalars.append(key)
+                elif kind == "var":
+                    scalars.append(float(values[key]))
+                else:
+                    scalars.append(float(results[key][0]))
+            sums = sp.program.run(arrays, scalars, tuple(outs), n, dtype == np.float64)
+
+            def fetch(rec):
+                if rec is None:
+                    return None
+                if rec[0] == "out":
+                    return outs[rec[1]]
+                return dtype.type(sums[rec[1]])
+            value = fetch(sp.value)
+            tangents = [fetch(r) for r in sp.tangents]
+            results.append((value, tangents, y_shape))
+        return plans, out_idx, results
+
+    def _factor(self, plans, results, stage_i, name, values, dtype, memo):
+        """The structured total derivative of stage stage_i by variable name."""
+        key = (stage_i, name)
+        if key in memo:
+            return memo[key]
+        sp = plans[stage_i]
+        value, tangents, y_shape = results[stage_i]
+        x_shape = values[name].shape
+        total = None
+        for k, (what, d_key) in enumerate(sp.directions):
+            t = tangents[k]
+            if what == "var" and d_key == name:
+                if t is None:
+                    f = Factor.zero(y_shape, x_shape, dtype)
+                elif sp.stage.is_sum:
+                    f = Factor.row(np.asarray(t, dtype), x_shape) if x_shape != () else \
+                        Factor.scalar(t, dtype)
+                elif x_shape == ():
+                    f = Factor.column(t, y_shape) if y_shape != () else Factor.scalar(t, dtype)
+                else:
+                    f = Factor.diagonal(t, y_shape)
+            elif what == "red":
+                j = next(i for i, p in enumerate(plans) if p.stage.root is d_key)
+                if name not in [v for v in plans[j].stage.vars] and \
+                        not self._depends(plans, j, name):
+                    continue
+                inner = self._factor(plans, results, j, name, values, dtype, memo)
+                if t is None:
+                    continue
+                partial = Factor.column(t, y_shape) if y_shape != () else \
+                    Factor.scalar(t, dtype)
+                f = partial @ inner
+            else:
+                continue
+            total = f if total is None else total + f
+        if total is None:
+            total = Factor.zero(y_shape, x_shape, dtype)
+        memo[key] = total
+        return total
+
+    def _depends(self, plans, j, name):
+        st = plans[j].stage
+        if name in st.vars:
+            return True
+        for inner in st.inner:
+            i = next(i for i, p in enumerate(plans) if p.stage.root is inner)
+            if self._depends(plans, i, name):
+                return True
+        return False
+
+    # -- public methods ---------------------------------------------------------------
+    def value(self, *, out=None, **variables):
+        """The value of the expression(s): an array, a NumPy scalar (after a
+        sum), or a tuple of them for a list of expressions."""
+        values_dtype, values = self._values(variables)
+        plans, out_idx, results = self._run(values, values_dtype, (), True, value_out=out)
+        vals = tuple(_present(results[i][0]) for i in out_idx)
+        return vals[0] if self._single else vals
+
+    def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
+                 **variables):
+        """The Jacobian (or gradient) with respect to one variable, or the
+        stacked Jacobian with respect to a list of them.
+
+        Parameters
+        ----------
+        wrt : str or list of str, optional
+            The variable; default: the ``wrt`` given to compile (stacked if
+            it names several).
+        layout : {"numerator", "denominator"}
+        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+            "compact": the diagonal (element-wise result by an array), the
+            vector dy/dz (by a scalar z), the gradient shaped like x (scalar
+            result), a NumPy scalar, or, for a Jacobian that is none of those
+            (a reduction feeding element-wise work), a :class:`Factor`
+            ``diag(d) + U V^T``. Stacked Jacobians are 2-D (functions x
+            variables' elements, i.e. numerator layout) in compact format.
+        out : ndarray, optional
+            For "compact" or "dense", where to write the result.
+        **variables
+            The value of every variable of the expression.
+        """
+        return self.value_and_jacobian(wrt, layout=layout, format=format, out=out,
+                                       _want_value=False, **variables)[1]
+
+    gradient = jacobian
+
+    def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
+                           value_out=None, _want_value=True, **variables):
+        """``(value, jacobian)`` from one pass over the data (see :meth:`jacobian`).
+
+        ``value_out`` receives the value when it is an array."""
+        denominator = _check_layout(layout)
+        fmt = _check_format(format)
+        names, stacked = self._wrt_list(wrt)
+        dtype, values = self._values(variables)
+        if stacked:
+            return self._stacked(names, values, dtype, denominator, fmt, out, value_out,
+                                 _want_value)
+        name = names[0]
+        tangent_out = None
+        if out is not None and fmt == "compact" and not self._has_inner and \
+                isinstance(out, np.ndarray) and out.flags.c_contiguous and out.flags.aligned:
+            tangent_out = {0: out}      # written in place by the pass, no copy
+        plans, out_idx, results = self._run(values, dtype, (name,), _want_value,
+                                            value_out=value_out, tangent_out=tangent_out)
+        memo = {}
+        if len(out_idx) != 1:
+            raise ValueError("a list of expressions has a stacked Jacobian: pass wrt as a "
+                             "list of names")
+        factor = self._factor(plans, results, out_idx[0], name, values, dtype, memo)
+        value = _present(results[out_idx[0]][0])
+        return value, _deliver(factor, denominator, fmt, out)
+
+    def _stacked(self, names, values, dtype, denominator, fmt, out, value_out, want_value):
+        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
+        rows = []
+        for i in out_idx:
+            if results[i][2] != ():
+                raise ValueError(
+                    "a stacked Jacobian (wrt given as a list) needs scalar-valued "
+                    "expressions (use fastjac.sum, fastjac.dot, or scalar variables); ask "
+                    "for the Jacobian of an element-wise expression one variable at a time")
+            memo = {}
+            parts = []
+            for name in names:
+                f = self._factor(plans, results, i, name, values, dtype, memo)
+                parts.append(f._full().reshape(-1))
+            rows.append(np.concatenate(parts))
+        M = np.array(rows, dtype=dtype).reshape(len(out_idx), -1)
+        vals = tuple(_present(results[i][0]) for i in out_idx)
+        value = vals[0] if self._single else vals
+        if fmt == "compact":
+            if out is not None:
+                check_out(out, M.shape, dtype)
+                out[...] = M
+                return value, out
+            return value, M
+        from . import _layout
+        return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
+
+
+def _out_target(out, shape, dtype, what):
+    check_out(out, shape, dtype, what)
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"out for the {what} must be C-contiguous")
+    return out
+
+
+def _present(v):
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        return v[()]
+    return v
+
+
+def _deliver(factor, denominator, fmt, out):
+    if fmt == "compact":
+        c = factor.compact()
+        if out is None:
+            return c
+        if isinstance(c, Factor):
+            raise ValueError("this Jacobian is not diagonal (a reduction feeds element-wise "
+                             "work), so it has no compact array form for out=; use "
+                             "format='dense' with out=")
+        if c is out:
+            return out
+        c = np.asarray(c)
+        check_out(out, c.shape, c.dtype)
+        out[...] = c
+        return out
+    return factor.to_matrix(denominator, fmt, out)
+
+
+def compile(expr, wrt=None):
+    """Analyse an expression (or a list of them) once, for fast repeated calls.
+
+    Parameters
+    ----------
+    expr : Expr or list of Expr
+        Built from :func:`var`, numbers, ``+ - * / **``, ``>``, ``<`` and the
+        functions of fastjac (``tanh``, ``maximum``, ``sum``, ``dot``, ...).
+    wrt : str or list of str, optional
+        The variables to differentiate by (default: all, in order of
+        appearance).
+
+    Returns
+    -------
+    CompiledExpression
+
+    Examples
+    --------
+    >>> import numpy as np, fastjac
+    >>> w, x = fastjac.var("w"), fastjac.var("x")
+    >>> f = fastjac.compile(fastjac.sum(fastjac.tanh(w * x) + 3), wrt="w")
+    >>> f.jacobian(w=np.zeros(3), x=np.array([1.0, 2.0, 3.0]))
+    array([1., 2., 3.])
+    """
+    return CompiledExpression(expr, wrt)
+
+
+from ._neuron import neuron_gradient  # noqa: E402  (the neuron reuses coerce_named)
