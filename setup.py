@@ -30,7 +30,7 @@ DIRECTIVES = {
     "binding": False,
 }
 
-EXTENSIONS = ["_kernels", "_api"]
+EXTENSIONS = ["_kernels", "_api", "_expr", "_neuron"]
 
 
 def openmp_flags():

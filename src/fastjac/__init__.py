@@ -16,10 +16,11 @@ show_config()
 from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
+from .expr import *  # noqa: F401,F403  composed expressions: var, compile, neuron_gradient, ...
 
 __version__ = "0.1.0"
 
 __all__ = [
     "jacobian", "sum_gradient", "kernel", "Kernel",
     "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
-]
+] + expr.__all__  # noqa: F405
