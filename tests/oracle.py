@@ -124,7 +124,8 @@ DERIVATIVE = {
     "multiply": (lambda w, x: np.broadcast_to(x, np.broadcast(w, x).shape) * 1.0,
                  lambda w, x: np.broadcast_to(w, np.broadcast(w, x).shape) * 1.0),
     "divide": (lambda w, x: np.broadcast_to(1.0 / x, np.broadcast(w, x).shape) * 1.0,
-               lambda w, x: -w / (x * x)),
+               # -(w/x)/x, not -w/(x*x): x*x overflows where the answer does not
+               lambda w, x: -(w / x) / x),
     "maximum": (lambda w, x: _step(w, x), lambda w, x: _step(x, w)),
     "minimum": (lambda w, x: _step(x, w), lambda w, x: _step(w, x)),
     "greater": (lambda w, x: np.zeros(np.broadcast(w, x).shape),
@@ -177,7 +178,10 @@ def compact_sum_gradient(op, w, x=None, wrt=0):
         # A scalar operand: its derivative is the sum over the expansion.
         terms = d.reshape(-1)
         if np.all(np.isfinite(terms)):
-            return np.float64(math.fsum(terms.tolist()))
+            try:
+                return np.float64(math.fsum(terms.tolist()))
+            except OverflowError:           # partial sums beyond float64
+                pass
         return np.float64(np.sum(terms))
     return d
 
