@@ -105,18 +105,20 @@ cdef int check_wrt(object wrt, Op op) except -1:
 
 cdef bint check_layout(object layout) except -1:
     """True for denominator layout."""
-    if layout == "numerator":
-        return False
-    if layout == "denominator":
-        return True
+    if isinstance(layout, str):     # not ==: an array would compare element-wise
+        if layout == "numerator":
+            return False
+        if layout == "denominator":
+            return True
     raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
 
 
 cdef object check_format(object format):
-    if format == "compact":
-        return "compact"
-    if isinstance(format, str) and format in FORMATS:
-        return "csr" if format == "sparse" else format
+    if isinstance(format, str):     # not ==: an array would compare element-wise
+        if format == "compact":
+            return "compact"
+        if format in FORMATS:
+            return "csr" if format == "sparse" else format
     raise ValueError(
         f"format must be one of {', '.join(repr(f) for f in FORMATS)}, got {format!r}")
 
@@ -149,6 +151,11 @@ cdef int dtype_vote(cnp.ndarray arr, str name) except -1:
 
 cdef cnp.ndarray as_array(object x, str name):
     if cnp.PyArray_Check(x):
+        if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
+            # Computing on the data under the mask would be a silent wrong answer.
+            raise TypeError(
+                f"{name} is a numpy.ma.MaskedArray; fastjac does not apply masks: pass "
+                f"{name}.filled(value) or {name}.data to differentiate at every element")
         return <cnp.ndarray>x
     if x is None:
         raise TypeError(f"{name} must be an array_like of real numbers, got None")
