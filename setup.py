@@ -8,6 +8,7 @@ OpenMP is probed with a tiny test program: where the compiler lacks it the
 kernels still build, serially (Cython's ``prange`` degrades to ``range``).
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,16 @@ DIRECTIVES = {
 }
 
 EXTENSIONS = ["_kernels", "_api", "_expr", "_neuron"]
+
+# The kernel loops again, compiled for wider x86-64 vector units; _kernels
+# imports the best one the CPU runs, at run time, so the baseline build (and
+# a wheel) still runs on any x86-64. Built where the compiler accepts the
+# flags; FASTJAC_SIMD_VARIANTS=0 skips them (faster development builds).
+SIMD_VARIANTS = {
+    "_kernels_avx2": ["-mavx2", "-mfma"],
+    "_kernels_avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512cd", "-mavx512bw",
+                        "-mavx512dq", "-mavx512vl"],
+}
 
 
 def openmp_flags():
@@ -56,25 +67,54 @@ def openmp_flags():
     return "-fopenmp"
 
 
+def simd_variants():
+    """The SIMD_VARIANTS this compiler builds, on x86-64 only."""
+    if os.environ.get("FASTJAC_SIMD_VARIANTS", "1") in ("", "0"):
+        return {}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    found = {}
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int main(void){return 0;}\n")
+        for name, flags in SIMD_VARIANTS.items():
+            cmd = cc.split() + flags + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
+            try:
+                if subprocess.run(cmd, capture_output=True).returncode == 0:
+                    found[name] = flags
+            except OSError:
+                pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return found
+
+
 def extensions():
     omp = openmp_flags()
-    compile_args = ["-O3", "-fno-math-errno"]
+    # -fno-trapping-math lets gcc if-convert the selects of _vecmath.h (so it
+    # vectorises them); unlike -ffast-math it keeps NaN, inf and signed zeros.
+    compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     link_args = []
     if omp:
         compile_args.append(omp)
         link_args.append(omp)
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
               ("FASTJAC_OPENMP", "1" if omp else "0")]
+    variants = simd_variants()
     return [
         Extension(
             f"fastjac.{name}",
             [f"src/fastjac/{name}.pyx"],
             include_dirs=[numpy.get_include(), "src/fastjac"],
             define_macros=macros,
-            extra_compile_args=compile_args,
+            extra_compile_args=compile_args + variants.get(name, []),
             extra_link_args=link_args,
+            depends=["src/fastjac/_vecmath.h"],
         )
-        for name in EXTENSIONS
+        for name in EXTENSIONS + list(variants)
     ]
 
 

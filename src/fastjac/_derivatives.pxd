@@ -24,10 +24,31 @@
 #   d(a**b)/db = 0 where a == 0 and b >= 0 (as PyTorch);
 # * a NaN argument of a piecewise function (relu, abs, maximum, minimum)
 #   gives a NaN derivative; every other formula is plain IEEE arithmetic.
+#
+# Vector math: exp, sin and cos come from _vecmath.h, branch-free C that the
+# compiler inlines and vectorises inside the loops (a libm call per element
+# cannot be vectorised). exp is valid everywhere; the vectorised sin and cos
+# (v_sin, v_cos) only for |x| < 2**17, so the loops flag the tags whose
+# formula uses them (``exceptional``) and recompute those rare elements with
+# ``derivative_exceptional``: the same formulas on libm. f_sin and f_cos
+# (for other modules) are complete on their own and not vectorised.
+#
+# Kind: ``costly(tag)`` is True, at compile time, for the formulas that cost
+# more than the memory traffic of their loop (transcendental functions and
+# divisions by a square root); the loops start threads for them at a smaller n.
 
 from cython cimport floating
-from libc.math cimport (cos, cosf, exp, expf, fabs, fabsf, log, logf, pow,
+from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
                         powf, sin, sinf, sqrt, sqrtf, NAN)
+
+cdef extern from "_vecmath.h" nogil:
+    double fj_exp(double x)
+    float fj_expf(float x)
+    double fj_sin(double x)
+    float fj_sinf(float x)
+    double fj_cos(double x)
+    float fj_cosf(float x)
+    bint fj_trig_fast(double x)
 
 cdef struct AddDa:
     char _
@@ -84,6 +105,38 @@ cdef struct ReluD:
 cdef struct AbsD:
     char _
 
+# One code per tag, so that Python can name a derivative
+# by an integer and the kernels turn it back into a compile-time tag.
+cdef enum DerivativeCode:
+    ADD_DA
+    ADD_DB
+    SUBTRACT_DA
+    SUBTRACT_DB
+    MULTIPLY_DA
+    MULTIPLY_DB
+    DIVIDE_DA
+    DIVIDE_DB
+    MAXIMUM_DA
+    MAXIMUM_DB
+    MINIMUM_DA
+    MINIMUM_DB
+    POWER_DA
+    POWER_DB
+    ZERO
+    ONE
+    NEGATIVE_D
+    SQUARE_D
+    SQRT_D
+    EXP_D
+    LOG_D
+    SIN_D
+    COS_D
+    TANH_D
+    SIGMOID_D
+    RELU_D
+    ABS_D
+    N_DERIVATIVE_CODES
+
 ctypedef fused Derivative:
     AddDa
     AddDb
@@ -114,13 +167,14 @@ ctypedef fused Derivative:
     AbsD
 
 
-# Precision-preserving libm wrappers: float32 calls the *f variant, so a
-# float32 kernel never round-trips through double.
+# Precision-preserving math wrappers: float32 calls the *f variant, so a
+# float32 kernel never round-trips through double (_vecmath.h's sinf/cosf do,
+# internally, and round once). Each f_* is valid for every argument.
 cdef inline floating f_exp(floating x) noexcept nogil:
     if floating is float:
-        return expf(x)
+        return fj_expf(x)
     else:
-        return exp(x)
+        return fj_exp(x)
 
 cdef inline floating f_log(floating x) noexcept nogil:
     if floating is float:
@@ -135,16 +189,34 @@ cdef inline floating f_sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 cdef inline floating f_sin(floating x) noexcept nogil:
+    if fj_trig_fast(x):
+        return v_sin(x)
     if floating is float:
         return sinf(x)
     else:
         return sin(x)
 
 cdef inline floating f_cos(floating x) noexcept nogil:
+    if fj_trig_fast(x):
+        return v_cos(x)
     if floating is float:
         return cosf(x)
     else:
         return cos(x)
+
+# Vectorisable sin and cos, valid where fj_trig_fast(x) (|x| < 2**17, or
+# not finite): see ``exceptional`` below.
+cdef inline floating v_sin(floating x) noexcept nogil:
+    if floating is float:
+        return fj_sinf(x)
+    else:
+        return fj_sin(x)
+
+cdef inline floating v_cos(floating x) noexcept nogil:
+    if floating is float:
+        return fj_cosf(x)
+    else:
+        return fj_cos(x)
 
 cdef inline floating f_pow(floating x, floating y) noexcept nogil:
     if floating is float:
@@ -227,9 +299,9 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is LogD:
         return 1 / a
     elif Derivative is SinD:
-        return f_cos(a)
+        return v_cos(a)             # where exceptional(): see below
     elif Derivative is CosD:
-        return -f_sin(a)
+        return -v_sin(a)
     elif Derivative is TanhD:
         # tanh'(x) = 1 - tanh(x)**2 = 4 sigmoid'(2x): one exp, and no
         # cancellation where tanh(x) rounds to +-1.
@@ -250,3 +322,37 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         if a == 0:
             return 0
         return a            # NaN
+
+
+# -- compile-time properties of a tag ------------------------------------------
+
+cdef inline bint costly(Derivative* tag) noexcept nogil:
+    """True for compute-bound formulas (a transcendental function, a square
+    root): worth threads at a smaller n than a memory-bound one."""
+    return (Derivative is PowerDa or Derivative is PowerDb or Derivative is SqrtD
+            or Derivative is ExpD or Derivative is SinD or Derivative is CosD
+            or Derivative is TanhD or Derivative is SigmoidD)
+
+
+cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:
+    """True for the tags whose derivative() is not valid everywhere."""
+    return Derivative is SinD or Derivative is CosD
+
+
+cdef inline bint exceptional(Derivative* tag, floating a) noexcept nogil:
+    """True where derivative(tag, a, b) is not valid: sin and cos of
+    |a| >= 2**17, beyond the vectorised argument reduction."""
+    if Derivative is SinD or Derivative is CosD:
+        return not fj_trig_fast(a)
+    return False
+
+
+cdef inline floating derivative_exceptional(Derivative* tag, floating a,
+                                            floating b) noexcept nogil:
+    """derivative() where exceptional(): the same formulas, on libm."""
+    if Derivative is SinD:
+        return f_cos(a)
+    elif Derivative is CosD:
+        return -f_sin(a)
+    else:
+        return derivative(tag, a, b)

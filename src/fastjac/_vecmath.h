@@ -1,0 +1,218 @@
+/* _vecmath.h: exp, sin and cos that a C compiler vectorises.
+ *
+ * Design note
+ * -----------
+ * A loop that calls libm's exp() once per element runs one element at a
+ * time: the call is opaque, so the compiler cannot vectorise the loop. The
+ * functions below are branch-free `static inline` straight-line code (range
+ * reduction, a polynomial, exponent arithmetic on the bit pattern, selects
+ * written as `c ? x : y` or as bit masks), so gcc/clang at -O3 inline them
+ * into the caller's loop and vectorise it for whatever instruction set the
+ * loop is compiled for: SSE2 in a baseline x86-64 build, AVX2+FMA or
+ * AVX-512 in the variants that _kernels.pyx selects at run time. Nothing
+ * here depends on an instruction set, a library or a table: the same source
+ * is correct everywhere, only faster where vectors are wider.
+ *
+ * Accuracy (tests/test_accuracy.py, against mpmath at 200 bits):
+ *   fj_exp, fj_sin, fj_cos   < 1 ulp (double);
+ *   fj_expf                  < 2 ulp;  fj_sinf, fj_cosf < 1 ulp (float,
+ *                            computed in double and rounded once).
+ * They need IEEE semantics (no -ffast-math: the NaN tests below must stay).
+ *
+ * Special values behave as C99 says: exp(-inf) = 0, exp(+inf) = +inf,
+ * overflow gives +inf, underflow gives (correctly scaled) subnormals or 0,
+ * exp(nan) = sin(nan) = cos(nan) = nan, sin(+-inf) = cos(+-inf) = nan,
+ * sin(-0) = -0.
+ *
+ * Limits: sin and cos reduce their argument with a three-part pi/2
+ * (Cody-Waite), exact for |x| < FJ_TRIG_FAST_MAX = 2**17. Beyond it (and
+ * only there) a caller must use libm: fj_trig_fast(x) says whether the
+ * vector result is valid, so a loop can compute everything vectorised, OR
+ * the flags, and redo the (rare) other elements with sin()/cos(); see
+ * apply_serial() in _kernels.pyx. Non-finite x is "fast" (the result is nan).
+ *
+ * Algorithms: exp as in fdlibm (k = round(x/ln2), r = x - k ln2 with a
+ * two-part ln2, a degree-13 Taylor polynomial of e^r, then 2^k as two
+ * factors 2^(k/2) built in the exponent field, so that results near
+ * overflow and in the subnormal range need no branch); sin/cos
+ * with fdlibm's __kernel_sin/__kernel_cos polynomials (Sun Microsystems,
+ * 1993, freely redistributable) on r + r_lo, |r| <= pi/4, and the quadrant
+ * chosen by bit masks.
+ *
+ * Reuse: #include "_vecmath.h" from any Cython module (cdef extern from
+ * "_vecmath.h") and call fj_exp & co. inside a plain loop compiled with -O3
+ * (and -fno-math-errno, which the build sets).
+ */
+#ifndef FASTJAC_VECMATH_H
+#define FASTJAC_VECMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FJ_TRIG_FAST_MAX 131072.0 /* 2**17 */
+
+/* -- bit patterns (memcpy is how C spells a reinterpretation; it compiles
+ *    to nothing, or to a register move) ------------------------------------ */
+static inline uint64_t fj_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
+static inline double fj_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
+static inline uint32_t fj_bitsf(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static inline float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+
+/* -- exp, double ------------------------------------------------------------ */
+
+static inline double fj_exp(double x)
+{
+    const double shift = 0x1.8p52;          /* x + shift rounds x to an integer */
+    const double inv_ln2 = 0x1.71547652b82fep0;
+    const double ln2_hi = 0x1.62e42feep-1;  /* 32 bits: k * ln2_hi is exact */
+    const double ln2_lo = 0x1.a39ef35793c76p-33;
+    /* Clamp (NaN passes through both tests): beyond these, exp is 0 or inf
+     * and the clamped value still rounds to 0 or inf below. */
+    double xc = x < -746.0 ? -746.0 : x;
+    xc = xc > 710.0 ? 710.0 : xc;
+    double kd = xc * inv_ln2 + shift;
+    double k = kd - shift;
+    double r = (xc - k * ln2_hi) - k * ln2_lo;   /* |r| <= ln2/2 (+ tiny) */
+    /* e^r - 1 - r = r^2 (1/2 + r (1/6 + ...)), Taylor to degree 13: the
+     * truncation error is below 2^-60 on |r| <= ln2/2. */
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    double er = 1.0 + (r + (r * r) * p);        /* e^r in [0.7, 1.42] */
+    /* 2^k = 2^k1 * 2^k2 with k1 = k/2 rounded, each built by writing the
+     * exponent field: both stay normal for every k of the clamped range
+     * (|k| <= 1076), so results near overflow and in the subnormal range
+     * need no special case, and the second product is the only rounding. */
+    double k1 = (k * 0.5 + shift) - shift;
+    double k2 = k - k1;
+    double s1 = fj_from_bits(fj_bits(1.0) + (fj_bits(k1 + shift) << 52));
+    double s2 = fj_from_bits(fj_bits(1.0) + (fj_bits(k2 + shift) << 52));
+    double y = (er * s1) * s2;
+    return x != x ? x + x : y;                   /* NaN in, NaN out */
+}
+
+/* -- exp, float ---------------------------------------------------------------- */
+
+static inline float fj_expf(float x)
+{
+    const float shift = 0x1.8p23f;
+    const float inv_ln2 = 0x1.715476p0f;
+    const float ln2_hi = 0x1.62e4p-1f;        /* 15 bits: k * ln2_hi is exact */
+    const float ln2_lo = 0x1.7f7d1cp-20f;
+    float xc = x < -104.0f ? -104.0f : x;
+    xc = xc > 89.0f ? 89.0f : xc;
+    float kd = xc * inv_ln2 + shift;
+    float k = kd - shift;
+    float r = (xc - k * ln2_hi) - k * ln2_lo;
+    float p = 1.0f / 5040.0f;                 /* Taylor to degree 7 */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    float er = 1.0f + (r + (r * r) * p);
+    float k1 = (k * 0.5f + shift) - shift;
+    float k2 = k - k1;
+    float s1 = fj_from_bitsf(fj_bitsf(1.0f) + (fj_bitsf(k1 + shift) << 23));
+    float s2 = fj_from_bitsf(fj_bitsf(1.0f) + (fj_bitsf(k2 + shift) << 23));
+    float y = (er * s1) * s2;
+    return x != x ? x + x : y;
+}
+
+/* -- sin and cos, double --------------------------------------------------------- */
+
+/* fdlibm __kernel_sin(x, y) and __kernel_cos(x, y) on |x| <= pi/4, y the
+ * tail of the reduced argument. */
+static inline double fj_kernel_sin(double x, double y)
+{
+    const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03,
+                 S3 = -1.98412698298579493134e-04, S4 = 2.75573137070700676789e-06,
+                 S5 = -2.50507602534068634195e-08, S6 = 1.58969099521155010221e-10;
+    double z = x * x, v = z * x;
+    double r = S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)));
+    return x - ((z * (0.5 * y - v * r) - y) - v * S1);
+}
+
+static inline double fj_kernel_cos(double x, double y)
+{
+    const double C1 = 4.16666666666666019037e-02, C2 = -1.38888888888741095749e-03,
+                 C3 = 2.48015872894767294178e-05, C4 = -2.75573143513906633035e-07,
+                 C5 = 2.08757232129817482790e-09, C6 = -1.13596475577881948265e-11;
+    double z = x * x;
+    double r = z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))));
+    double hz = 0.5 * z, w = 1.0 - hz;
+    return w + (((1.0 - w) - hz) + (z * r - x * y));
+}
+
+/* x = q pi/2 + (r + r_lo), |r| <= pi/4; the quadrant q mod 4 in the low
+ * bits of *quadrant. Exact for |x| < 2^17: q < 2^17 and each part of pi/2
+ * has 33 bits, so q * part is exact. */
+static inline double fj_reduce_pio2(double x, double *r_lo, uint64_t *quadrant)
+{
+    const double shift = 0x1.8p52, two_over_pi = 0x1.45f306dc9c883p-1;
+    const double p1 = 1.57079632673412561417e+00;   /* pi/2, bits 1-33 */
+    const double p2 = 6.07710050630396597660e-11;   /* bits 34-66 */
+    const double p3 = 2.02226624871116645580e-21;   /* bits 67-99 */
+    const double p3t = 8.47842766036889956997e-32;  /* pi/2 - p1 - p2 - p3 */
+    double kd = x * two_over_pi + shift;
+    double q = kd - shift;
+    double r1 = x - q * p1;                 /* exact */
+    double w = q * p2;                      /* exact */
+    double r2 = r1 - w;                     /* TwoSum: r2 + e2 = r1 - w exactly */
+    double bv = r2 - r1;
+    double e2 = (r1 - (r2 - bv)) - (w + bv);
+    double lo = e2 - (q * p3 + q * p3t);
+    double r = r2 + lo;
+    *r_lo = (r2 - r) + lo;
+    *quadrant = fj_bits(kd);
+    return r;
+}
+
+/* Nonzero where fj_sin/fj_cos (and the float versions) are valid. */
+static inline int fj_trig_fast(double x)
+{
+    return (fabs(x) < FJ_TRIG_FAST_MAX) | (x != x) | (fabs(x) == INFINITY);
+}
+
+static inline double fj_sincos_select(double s, double c, uint64_t n)
+{
+    /* n & 1 picks c over s; n & 2 flips the sign. */
+    uint64_t swap = (uint64_t)0 - (n & 1);
+    uint64_t bits = (fj_bits(c) & swap) | (fj_bits(s) & ~swap);
+    return fj_from_bits(bits ^ ((n & 2) << 62));
+}
+
+static inline double fj_sin(double x)
+{
+    double lo;
+    uint64_t n;
+    double r = fj_reduce_pio2(x, &lo, &n);
+    double y = fj_sincos_select(fj_kernel_sin(r, lo), fj_kernel_cos(r, lo), n);
+    return fabs(x) < 0x1p-27 ? x : y;       /* sin(x) = x there, and -0 stays -0 */
+}
+
+static inline double fj_cos(double x)
+{
+    double lo;
+    uint64_t n;
+    double r = fj_reduce_pio2(x, &lo, &n);
+    /* cos(x) = sin(x + pi/2): quadrant n + 1 */
+    return fj_sincos_select(fj_kernel_sin(r, lo), fj_kernel_cos(r, lo), n + 1);
+}
+
+/* -- sin and cos, float: in double, rounded once ------------------------------------- */
+
+static inline float fj_sinf(float x) { return (float)fj_sin((double)x); }
+static inline float fj_cosf(float x) { return (float)fj_cos((double)x); }
+
+#endif /* FASTJAC_VECMATH_H */
