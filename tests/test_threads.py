@@ -1,0 +1,217 @@
+"""Concurrency: the public functions from many threads at once, on shared inputs.
+
+* Every result computed concurrently equals, bit for bit, the result of the
+  same call made serially beforehand (sizes below the GIL threshold, above
+  it, and above the OpenMP threshold, so Python threads and OpenMP teams
+  run at the same time).
+* Kernels release the GIL for large arrays, and keep it for small ones, as
+  the README says. This is shown without timing: with a huge switch
+  interval, the interpreter never hands the GIL to another thread on its
+  own, so a second thread makes progress during a call only if the call
+  releases the GIL.
+* No module of the library changes its global state while it works.
+"""
+import sys
+import threading
+import types
+
+import numpy as np
+import pytest
+
+import fastjac
+
+N_THREADS = 8
+SIZES = (17, 4096, 70_000)          # small; > GIL threshold (2048); > OpenMP (32768)
+
+
+def workload():
+    """(name, thunk) pairs over shared, read-only inputs."""
+    rng = np.random.default_rng(1234)
+    calls = []
+    for n in SIZES:
+        a = rng.uniform(0.5, 2.0, n)
+        b = rng.uniform(-2.0, 2.0, n)
+        a32 = a.astype(np.float32)
+        for arr in (a, b, a32):
+            arr.flags.writeable = False
+        calls += [
+            (f"jacobian-divide-{n}", lambda a=a, b=b: fastjac.jacobian("divide", a, b, wrt=1)),
+            (f"jacobian-tanh32-{n}", lambda a=a32: fastjac.jacobian("tanh", a)),
+            (f"jacobian-expand-{n}", lambda a=a: fastjac.jacobian("power", a, 2.5, wrt=1)),
+            (f"sum-scalar-{n}", lambda a=a: fastjac.sum_gradient("multiply", a, 3.0, wrt=1)),
+            (f"sum-scalar32-{n}", lambda a=a32: fastjac.sum_gradient("sigmoid", a32)),
+            (f"sum-by-scalar-{n}", lambda b=b: fastjac.sum_gradient("maximum", b, 0.0, wrt=1)),
+            (f"sum-gradient-{n}", lambda a=a, b=b: fastjac.sum_gradient("power", a, b)),
+            (f"csr-{n}", lambda a=a: fastjac.jacobian("log", a, format="csr").toarray()
+             if n < 5000 else fastjac.jacobian("log", a, format="csr").data),
+        ]
+    m = rng.uniform(-1, 1, (30, 40))
+    m.flags.writeable = False
+    calls += [
+        ("dense-diag", lambda: fastjac.jacobian("sin", m[:5, :5], format="dense")),
+        ("dense-grad-denominator", lambda: fastjac.sum_gradient(
+            "square", m, format="dense", layout="denominator")),
+        ("coo-by-scalar", lambda: fastjac.jacobian("multiply", m, 2.0, wrt=1,
+                                                   format="coo").toarray()),
+    ]
+    return calls
+
+
+def as_comparable(result):
+    return np.asarray(result)
+
+
+def test_concurrent_results_equal_serial(reliability_count):
+    calls = workload()
+    serial = {name: as_comparable(f()) for name, f in calls}
+    errors, mismatches = [], []
+    start = threading.Barrier(N_THREADS)
+
+    def worker(seed):
+        order = np.random.default_rng(seed).permutation(len(calls))
+        start.wait()
+        try:
+            for _ in range(3):
+                for i in order:
+                    name, f = calls[i]
+                    got = as_comparable(f())
+                    if got.dtype != serial[name].dtype or not np.array_equal(
+                            got, serial[name], equal_nan=True):
+                        mismatches.append(name)
+        except BaseException as exc:          # noqa: BLE001 - report any failure
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reliability_count("thread", N_THREADS * 3 * len(calls))
+    assert not errors, errors[:3]
+    assert not mismatches, sorted(set(mismatches))
+
+
+def test_shared_kernel_objects_from_threads(reliability_count):
+    """One Kernel object, called from every thread with its own out."""
+    rng = np.random.default_rng(7)
+    kernels = {(op, wrt): fastjac.kernel(op, wrt) for op in ("multiply", "divide", "power")
+               for wrt in (0, 1)}
+    kernels[("exp", 0)] = fastjac.kernel("exp")
+    inputs = {n: (rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n)) for n in SIZES}
+    expected = {(key, n): fastjac.jacobian(key[0], *(inputs[n][:2] if key[0] != "exp"
+                                                     else inputs[n][:1]), wrt=key[1])
+                for key in kernels for n in SIZES}
+    bad = []
+
+    def worker():
+        for _ in range(5):
+            for (key, n), exp in expected.items():
+                out = np.empty(n)
+                args = inputs[n] if key[0] != "exp" else inputs[n][:1]
+                kernels[key](*args, out)
+                if not np.array_equal(out, exp):
+                    bad.append((key, n))
+
+    threads = [threading.Thread(target=worker) for _ in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reliability_count("thread", N_THREADS * 5 * len(expected))
+    assert not bad, bad[:5]
+
+
+# -- the GIL --------------------------------------------------------------------------
+
+class Ticker:
+    """A thread that counts while it holds the GIL, and yields it every tick."""
+
+    def __init__(self):
+        self.ticks = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        import time
+        while not self.stop:
+            self.ticks += 1
+            time.sleep(0)           # releases the GIL, then waits to take it back
+
+
+def ticks_during(call, repeats):
+    """How far the ticker got while ``call`` ran, with preemption switched off."""
+    import time
+    old = sys.getswitchinterval()
+    ticker = Ticker()
+    sys.setswitchinterval(1000.0)    # the interpreter never forces a GIL hand-over
+    try:
+        ticker.thread.start()
+        while ticker.ticks == 0:     # wait (sleeping, GIL released) until it runs
+            time.sleep(0.001)
+        progress = 0
+        for _ in range(repeats):
+            before = ticker.ticks    # from here to `after` this thread holds the GIL,
+            call()                   # unless the call itself releases it
+            after = ticker.ticks
+            progress += after - before
+        return progress
+    finally:
+        ticker.stop = True
+        sys.setswitchinterval(old)
+        ticker.thread.join()
+
+
+def test_small_calls_keep_the_gil():
+    """Below 2 048 elements releasing the GIL costs more than the work: it is kept."""
+    a = np.linspace(0.5, 2.0, 256)
+    out = np.empty(256)
+    k = fastjac.kernel("tanh")
+
+    def small():
+        fastjac.jacobian("tanh", a, out=out)
+        fastjac.sum_gradient("multiply", a, 2.0, wrt=1)
+        k(a, out)
+
+    assert ticks_during(small, 200) == 0
+
+
+@pytest.mark.parametrize("call", ["jacobian", "sum_gradient", "kernel", "jacobian_float32"])
+def test_large_calls_release_the_gil(call):
+    n = 4_000_000
+    a = np.linspace(0.5, 2.0, n)
+    out = np.empty(n)
+    k = fastjac.kernel("tanh")
+    a32 = a.astype(np.float32)
+    fn = {"jacobian": lambda: fastjac.jacobian("tanh", a, out=out),
+          "sum_gradient": lambda: fastjac.sum_gradient("power", a, 1.5, wrt=1),
+          "kernel": lambda: k(a, out),
+          "jacobian_float32": lambda: fastjac.jacobian("exp", a32)}[call]
+    assert ticks_during(fn, 20) > 0
+
+
+# -- global state -----------------------------------------------------------------------
+
+def module_state():
+    """repr of every module-level container of every fastjac module."""
+    state = {}
+    for name, mod in sorted(sys.modules.items()):
+        if not (name == "fastjac" or name.startswith("fastjac.")) or mod is None:
+            continue
+        for attr, value in sorted(vars(mod).items()):
+            if isinstance(value, (dict, list, set, bytearray)) and not attr.startswith("__"):
+                state[f"{name}.{attr}"] = repr(value)
+            elif isinstance(value, np.ndarray):
+                state[f"{name}.{attr}"] = (value.tobytes(), value.flags.writeable)
+    return state
+
+
+def test_calls_leave_module_state_unchanged():
+    """Calls do not mutate module-level state (which would need a lock)."""
+    before = module_state()
+    for _, f in workload():
+        f()
+    fastjac.kernel("exp")(np.ones(3), np.empty(3))
+    for bad in (lambda: fastjac.jacobian("nope", 1.0), lambda: fastjac.jacobian("exp", "x")):
+        with pytest.raises((ValueError, TypeError)):
+            bad()
+    assert module_state() == before
