@@ -1,0 +1,167 @@
+"""Memory: many small calls of every public function leak nothing.
+
+Each public entry point (and its error paths, where Cython code most often
+forgets a reference) is called 10^5 times (sparse formats 10^4: SciPy is
+slow). Three witnesses must agree that nothing accumulates:
+
+* tracemalloc (which sees Python objects and NumPy's data buffers): the
+  traced memory after the loop is within a small bound of before;
+* the resident set size of the process (/proc/self/statm): within a small
+  bound, which a leak of even one small array per call would exceed;
+* ``sys.getrefcount`` of every input, ``out``, the op name and the Kernel:
+  unchanged.
+
+Leaks in C allocations that neither tracemalloc nor RSS would see are the
+job of ``scripts/check_leaks.sh`` (valgrind memcheck).
+"""
+import gc
+import os
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastjac
+
+CALLS = 100_000
+SPARSE_CALLS = 10_000
+ERROR_CALLS = 30_000      # raising and formatting a message costs ~10x a call
+# A leak of one 16-element result (~240 bytes with its header) per call is
+# 24 MB over 10^5 calls; these bounds are far below that and far above noise.
+TRACED_BOUND = 256 * 1024
+RSS_BOUND = 8 * 1024 * 1024
+
+
+def rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+class Inputs:
+    def __init__(self):
+        self.a = np.linspace(0.5, 2.0, 16)
+        self.b = np.linspace(-1.0, 1.0, 16)
+        self.a32 = self.a.astype(np.float32)
+        self.out = np.empty(16)
+        self.out0 = np.empty(())
+        self.dense_out = np.empty((16, 16))
+        self.bad_out = np.empty(16, np.float32)
+        self.k = fastjac.kernel("divide", 1)
+        self.op = "divide"
+        self.lst = [0.5, 1.0, 2.0]
+
+    def objects(self):
+        return {name: obj for name, obj in vars(self).items()}
+
+
+def scenarios(x):
+    """(name, number of calls, one call)."""
+    def expect(exc, f):
+        def call():
+            try:
+                f()
+            except exc:
+                return
+            raise AssertionError("no exception")
+        return call
+
+    return [
+        ("jacobian", CALLS, lambda: fastjac.jacobian(x.op, x.a, x.b, wrt=1)),
+        ("jacobian-float32-scalar", CALLS, lambda: fastjac.jacobian("tanh", x.a32)),
+        ("jacobian-out", CALLS, lambda: fastjac.jacobian("multiply", x.a, 2.0, out=x.out)),
+        ("jacobian-scalars", CALLS, lambda: fastjac.jacobian("power", 2.0, 3.0)),
+        ("jacobian-list", CALLS, lambda: fastjac.jacobian("exp", x.lst)),
+        ("jacobian-dense", CALLS, lambda: fastjac.jacobian("sin", x.a, format="dense",
+                                                           out=x.dense_out)),
+        ("sum_gradient", CALLS, lambda: fastjac.sum_gradient("multiply", x.a, x.b)),
+        ("sum_gradient-by-scalar", CALLS,
+         lambda: fastjac.sum_gradient("multiply", x.a, 3.0, wrt=1)),
+        ("sum_gradient-out0", CALLS,
+         lambda: fastjac.sum_gradient("multiply", x.a, 3.0, wrt=1, out=x.out0)),
+        ("kernel-call", CALLS, lambda: x.k(x.a, x.b, x.out)),
+        ("kernel-make", CALLS, lambda: fastjac.kernel("tanh")),
+        ("error-bad-op", ERROR_CALLS, expect(ValueError, lambda: fastjac.jacobian("nope", x.a))),
+        ("error-bad-dtype", ERROR_CALLS, expect(TypeError, lambda: fastjac.jacobian(
+            "exp", np.ones(2, complex)))),
+        ("error-shapes", ERROR_CALLS, expect(ValueError, lambda: fastjac.jacobian(
+            "add", x.a, x.b[:3]))),
+        ("error-out-dtype", ERROR_CALLS, expect(ValueError, lambda: fastjac.jacobian(
+            "exp", x.a, out=x.bad_out))),
+        ("error-kernel", ERROR_CALLS, expect(ValueError, lambda: x.k(x.a, x.b, x.out[:3]))),
+        ("error-dense-out", ERROR_CALLS, expect(ValueError, lambda: fastjac.jacobian(
+            "exp", x.a, format="dense", out=x.out))),
+        ("csr", SPARSE_CALLS, lambda: fastjac.jacobian("exp", x.a, format="csr")),
+        ("dia-gradient", SPARSE_CALLS // 4, lambda: fastjac.sum_gradient(
+            "exp", x.a[:4], format="dia", layout="denominator")),
+        ("coo-by-scalar", SPARSE_CALLS, lambda: fastjac.jacobian(
+            "multiply", x.a, 2.0, wrt=1, format="coo")),
+    ]
+
+
+def run(call, n):
+    for _ in range(n):
+        call()
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """Warm every path once (caches, lazy imports, interned strings)."""
+    x = Inputs()
+    for _, _, call in scenarios(x):
+        run(call, 200)
+    gc.collect()
+    return x
+
+
+SCENARIO_NAMES = [name for name, _, _ in scenarios(Inputs())]
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_no_growth(loaded, name, reliability_count):
+    x = loaded
+    n, call = next((n, c) for nm, n, c in scenarios(x) if nm == name)
+    refs = {k: sys.getrefcount(v) for k, v in x.objects().items()}
+
+    gc.collect()
+    rss0 = rss_bytes()
+    run(call, n)
+    gc.collect()
+    rss1 = rss_bytes()
+
+    tracemalloc.start()
+    try:
+        run(call, 1000)               # tracemalloc's own first allocations
+        gc.collect()
+        traced0 = tracemalloc.get_traced_memory()[0]
+        run(call, n)
+        gc.collect()
+        traced1 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+    reliability_count("memory", 2 * n + 1000)
+    assert traced1 - traced0 < TRACED_BOUND, f"traced memory grew by {traced1 - traced0} bytes"
+    if rss0 is not None:
+        assert rss1 - rss0 < RSS_BOUND, f"RSS grew by {rss1 - rss0} bytes over {n} calls"
+    after = {k: sys.getrefcount(v) for k, v in x.objects().items()}
+    assert after == refs
+
+
+def test_large_call_frees_its_memory():
+    """A call on 10^7 elements returns its scratch memory (strided input copied)."""
+    a = np.linspace(0.5, 2.0, 2 * 10 ** 7)[::2]      # strided: fastjac copies it
+    fastjac.jacobian("exp", a)
+    gc.collect()
+    rss0 = rss_bytes()
+    for _ in range(5):
+        r = fastjac.jacobian("exp", a)
+        del r
+    gc.collect()
+    rss1 = rss_bytes()
+    if rss0 is None:
+        pytest.skip("no /proc/self/statm")
+    assert rss1 - rss0 < 40 * 1024 * 1024     # one 80 MB copy leaked would show
