@@ -210,16 +210,19 @@ cdef void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
                 for i in range(m):
                     d[i] = a[i] * b[i] + c[i]
             elif op == OP_MAX:
+                # NaN in either operand gives NaN, as np.maximum; two selects
+                # (no branch), so the loop vectorises
                 for i in range(m):
-                    # NaN in either operand gives NaN, as np.maximum
                     u = a[i]
                     v = b[i]
-                    d[i] = u if u > v else (v if v >= u else u + v)
+                    u = v if v > u else u           # a NaN u stays
+                    d[i] = v if v != v else u       # a NaN v wins
             elif op == OP_MIN:
                 for i in range(m):
                     u = a[i]
                     v = b[i]
-                    d[i] = u if u < v else (v if v <= u else u + v)
+                    u = v if v < u else u
+                    d[i] = v if v != v else u
             elif op == OP_GT:
                 for i in range(m):
                     d[i] = 1 if a[i] > b[i] else 0
@@ -381,3 +384,193 @@ cdef class Program:
         if status != 0:
             raise MemoryError("fastjac: could not allocate scratch registers")
         return [sums[i] for i in range(self.n_acc)]
+
+
+# -- hot loops: a resolved derivative, called with arrays only --------------------
+
+cdef class FastPlan:
+    """One signature of an ExprKernel: the program and where each result lands."""
+    cdef public Program program
+    cdef public cnp.ndarray array_pos      # program array j <- argument array_pos[j]
+    cdef public cnp.ndarray scalar_pos     # program scalar j <- argument (or -1: constant)
+    cdef public cnp.ndarray scalar_const   # constant values where scalar_pos == -1
+    cdef public int value_out, value_acc   # out / accumulator index of the value, or -1
+    cdef public int tan_out, tan_acc       # same for the tangent (both -1: zero)
+    cdef public bint is_sum
+
+
+cdef class ExprKernel:
+    """A compiled derivative resolved once, for calls inside a hot loop.
+
+    Obtain one with :meth:`CompiledExpression.kernel`. Call it with one
+    ndarray per variable (in the order of ``compiled.variables``; a 0-d
+    array for a scalar), then ``out`` for the compact Jacobian, and, when
+    created with ``value=True``, ``value_out`` before it:
+    ``k(w, x, out)`` or ``k(w, x, value_out, out)``. It returns ``out``.
+
+    Like :class:`fastjac.Kernel` it skips the conveniences of
+    ``jacobian``: every argument must be a C-contiguous, aligned, native
+    ndarray of one dtype, float32 or float64, and the outputs must have the
+    exact shape of the results; the checks that remain keep a wrong call
+    from crashing or computing garbage.
+    """
+    cdef readonly object compiled
+    cdef readonly str wrt
+    cdef readonly bint with_value
+    cdef readonly int n_vars
+    cdef dict plans
+
+    def __init__(self, compiled, wrt, with_value):
+        self.compiled = compiled
+        self.wrt = wrt
+        self.with_value = with_value
+        self.n_vars = len(compiled.variables)
+        self.plans = {}
+
+    def __repr__(self):
+        return (f"<fastjac expression kernel d/d{self.wrt} "
+                f"({', '.join(self.compiled.variables)}"
+                f"{', value_out' if self.with_value else ''}, out)>")
+
+    def __call__(self, *args):
+        cdef Py_ssize_t nargs = len(args), i, n = 1
+        cdef Py_ssize_t n_out_args = 2 if self.with_value else 1
+        cdef cnp.ndarray arr, shaped = None, out, vout = None
+        cdef int t, mask = 0
+        cdef FastPlan plan
+        cdef Program prog
+        cdef void* aptr[64]
+        cdef void* optr[64]
+        cdef double svals[256]
+        cdef double sums[256]
+        cdef const int* pos
+        cdef int status
+        cdef PyThreadState* state = NULL
+        if nargs != self.n_vars + n_out_args:
+            raise TypeError(
+                f"this kernel takes {self.n_vars + n_out_args} arrays "
+                f"({', '.join(self.compiled.variables)}"
+                f"{', value_out' if self.with_value else ''}, out), got {nargs}")
+        for i in range(nargs):
+            if not cnp.PyArray_CheckExact(args[i]):
+                raise TypeError("kernel arguments must all be numpy.ndarray (use "
+                                "CompiledExpression.jacobian for lists and Python numbers)")
+        out = <cnp.ndarray>args[nargs - 1]
+        t = cnp.PyArray_TYPE(out)
+        if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+            raise TypeError(f"kernel arrays must share one dtype, float32 or float64; "
+                            f"out has {(<object>out).dtype}")
+        for i in range(nargs):
+            arr = <cnp.ndarray>args[i]
+            if cnp.PyArray_TYPE(arr) != t:
+                raise TypeError(f"kernel arrays must share one dtype, float32 or float64; "
+                                f"got {(<object>arr).dtype} and out {(<object>out).dtype}")
+            if not (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr)):
+                raise ValueError("kernel arrays must be C-contiguous, aligned and in native "
+                                 "byte order")
+            if i < self.n_vars:
+                if cnp.PyArray_NDIM(arr) == 0:
+                    mask |= 1 << i
+                elif shaped is None:
+                    shaped = arr
+                elif not cnp.PyArray_SAMESHAPE(arr, shaped):
+                    raise ValueError(
+                        f"{self.compiled.variables[i]} has shape {(<object>arr).shape} but another "
+                        f"variable has shape {(<object>shaped).shape}; they must match")
+            elif not cnp.PyArray_ISWRITEABLE(arr):
+                raise ValueError("out is read-only; pass a writeable array")
+        if self.with_value:
+            vout = <cnp.ndarray>args[self.n_vars]
+        plan = self.plans.get(mask)
+        if plan is None:
+            plan = self.compiled._fast_plan(self.wrt, mask, self.with_value)
+            self.plans[mask] = plan
+        if shaped is not None:
+            n = cnp.PyArray_SIZE(shaped)
+        # output shapes: the data's shape, or () after a sum / for a sum of a scalar
+        self._check_out(out, shaped, plan.tan_acc >= 0, "out")
+        if vout is not None:
+            self._check_out(vout, shaped, plan.is_sum, "value_out")
+        for i in range(self.n_vars):
+            arr = <cnp.ndarray>args[i]
+            if _overlaps(arr, out) or (vout is not None and _overlaps(arr, vout)):
+                raise ValueError("out overlaps an input; use a separate array")
+        if vout is not None and _overlaps(out, vout):
+            raise ValueError("out and value_out overlap; use separate arrays")
+        prog = plan.program
+        pos = <const int*>cnp.PyArray_DATA(plan.array_pos)
+        for i in range(prog.n_arrays):
+            aptr[i] = cnp.PyArray_DATA(<cnp.ndarray>args[pos[i]])
+        pos = <const int*>cnp.PyArray_DATA(plan.scalar_pos)
+        cdef const double* consts = <const double*>cnp.PyArray_DATA(plan.scalar_const)
+        for i in range(prog.n_scalars):
+            if pos[i] < 0:
+                svals[i] = consts[i]
+            else:
+                arr = <cnp.ndarray>args[pos[i]]
+                if t == cnp.NPY_DOUBLE:
+                    svals[i] = (<double*>cnp.PyArray_DATA(arr))[0]
+                else:
+                    svals[i] = (<float*>cnp.PyArray_DATA(arr))[0]
+        for i in range(prog.n_outs):
+            optr[i] = NULL
+        if plan.tan_out >= 0:
+            optr[plan.tan_out] = cnp.PyArray_DATA(out)
+        if plan.value_out >= 0:
+            optr[plan.value_out] = cnp.PyArray_DATA(vout)
+        if n >= NOGIL_MIN_SIZE:
+            state = PyEval_SaveThread()
+        if t == cnp.NPY_DOUBLE:
+            status = run_program(
+                <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
+                <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
+                <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
+                <double**>aptr, svals, <double**>optr, sums, prog.n_acc, n)
+        else:
+            status = run_program(
+                <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
+                <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
+                <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
+                <float**>aptr, svals, <float**>optr, sums, prog.n_acc, n)
+        if state != NULL:
+            PyEval_RestoreThread(state)
+        if status != 0:
+            raise MemoryError("fastjac: could not allocate scratch registers")
+        if plan.tan_acc >= 0:
+            _store0(out, sums[plan.tan_acc], t)
+        elif plan.tan_out < 0:
+            out[...] = 0                    # structurally zero
+        if plan.value_acc >= 0:
+            _store0(vout, sums[plan.value_acc], t)
+        return out
+
+    cdef int _check_out(self, cnp.ndarray o, cnp.ndarray shaped, bint scalar,
+                        str name) except -1:
+        cdef bint ok
+        if scalar or shaped is None:
+            ok = cnp.PyArray_NDIM(o) == 0
+        else:
+            ok = cnp.PyArray_SAMESHAPE(o, shaped)
+        if not ok:
+            raise ValueError(
+                f"{name} has shape {(<object>o).shape} but the result has shape "
+                f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
+        return 0
+
+
+cdef inline bint _overlaps(cnp.ndarray x, cnp.ndarray y):
+    cdef char* x0 = <char*>cnp.PyArray_DATA(x)
+    cdef char* y0 = <char*>cnp.PyArray_DATA(y)
+    return x0 < y0 + cnp.PyArray_NBYTES(y) and y0 < x0 + cnp.PyArray_NBYTES(x)
+
+
+cdef inline void _store0(cnp.ndarray o, double v, int t):
+    if t == cnp.NPY_DOUBLE:
+        (<double*>cnp.PyArray_DATA(o))[0] = v
+    else:
+        (<float*>cnp.PyArray_DATA(o))[0] = <float>v
+
+
+def overlaps(cnp.ndarray x, cnp.ndarray y):
+    """True when the (contiguous) buffers of x and y share a byte."""
+    return _overlaps(x, y)

@@ -30,6 +30,7 @@ variable; the chain rule then joins the stages on structured factors
 (expr_factors.py): a column times a row is a rank-1 term, never a silently
 wrong diagonal, and never an n x n matrix unless format="dense" asks.
 """
+import math
 import numbers
 
 import numpy as np
@@ -848,7 +849,7 @@ class CompiledExpression:
                         f"shape, or be scalars")
             if shape is None:
                 shape = ()
-            n = int(np.prod(shape, dtype=np.int64))
+            n = math.prod(shape)
             y_shape = () if sp.stage.is_sum else shape
             outs = [None] * sp.program.n_outs
             # values[] of this stage's outputs; the final stage may write into user arrays
@@ -870,7 +871,7 @@ class CompiledExpression:
             arrays = tuple(values[name] for name in sp.arrays)
             for o in outs:
                 for a in arrays:
-                    if o is not a and np.shares_memory(o, a):
+                    if _expr.overlaps(o, a):
                         raise ValueError("out overlaps an input variable; use a separate array")
             scalars = []
             for kind, key in sp.scalars:
@@ -943,6 +944,61 @@ class CompiledExpression:
                 return True
         return False
 
+    # -- hot-loop kernels ---------------------------------------------------------------
+    def kernel(self, wrt=None, *, value=False):
+        """Resolve one derivative once; return an :class:`ExprKernel` for hot loops.
+
+        ``k = f.kernel("w")`` is called as ``k(w, x, out)`` (one ndarray per
+        variable, in the order of ``f.variables``, then ``out``), or, with
+        ``value=True``, as ``k(w, x, value_out, out)``; it writes the compact
+        Jacobian (and the value) in place with one fused pass and returns
+        ``out``. For a single expression without an inner reduction (a sum
+        or dot product feeding element-wise work).
+
+        Examples
+        --------
+        >>> import numpy as np, fastjac
+        >>> x = fastjac.var("x")
+        >>> k = fastjac.compile(fastjac.tanh(x) * 2).kernel("x")
+        >>> k(np.zeros(2), np.empty(2))
+        array([2., 2.])
+        """
+        names, stacked = self._wrt_list(wrt)
+        if stacked:
+            raise ValueError("a kernel differentiates by one variable; pass its name")
+        if not self._single or self._has_inner:
+            raise ValueError("kernel() needs a single expression without an inner reduction "
+                             "(a sum or dot feeding element-wise work); use jacobian()")
+        return _expr.ExprKernel(self, names[0], bool(value))
+
+    def _fast_plan(self, name, mask, with_value):
+        scalar_vars = tuple(bool(mask >> i & 1) for i in range(len(self.variables)))
+        plan = self._plan(scalar_vars, (name,), with_value)
+        plans, out_idx, _ = plan.stages
+        sp = plans[out_idx[0]]
+        fp = _expr.FastPlan()
+        fp.program = sp.program
+        pos = {n: i for i, n in enumerate(self.variables)}
+        fp.array_pos = np.array([pos[a] for a in sp.arrays], dtype=np.intc)
+        fp.scalar_pos = np.array([pos[key] if kind == "var" else -1
+                                  for kind, key in sp.scalars], dtype=np.intc)
+        fp.scalar_const = np.array([key if kind == "const" else 0.0
+                                    for kind, key in sp.scalars], dtype=np.float64)
+        fp.is_sum = sp.stage.is_sum
+        fp.value_out = fp.value_acc = fp.tan_out = fp.tan_acc = -1
+        if sp.value is not None:
+            if sp.value[0] == "out":
+                fp.value_out = sp.value[1]
+            else:
+                fp.value_acc = sp.value[1]
+        rec = sp.tangents[0] if sp.tangents else None
+        if rec is not None:
+            if rec[0] == "out":
+                fp.tan_out = rec[1]
+            else:
+                fp.tan_acc = rec[1]
+        return fp
+
     # -- public methods ---------------------------------------------------------------
     def value(self, *, out=None, **variables):
         """The value of the expression(s): an array, a NumPy scalar (after a
@@ -999,10 +1055,22 @@ class CompiledExpression:
             tangent_out = {0: out}      # written in place by the pass, no copy
         plans, out_idx, results = self._run(values, dtype, (name,), _want_value,
                                             value_out=value_out, tangent_out=tangent_out)
-        memo = {}
         if len(out_idx) != 1:
             raise ValueError("a list of expressions has a stacked Jacobian: pass wrt as a "
                              "list of names")
+        if fmt == "compact" and not self._has_inner:
+            # one stage: its tangent is the compact Jacobian already
+            sp = plans[-1]
+            t = results[-1][1][0] if sp.directions else None
+            if t is not None:
+                value = _present(results[-1][0])
+                if out is None or t is out:
+                    return value, _present(t)
+                t = np.asarray(t)
+                check_out(out, t.shape, dtype)
+                out[...] = t
+                return value, out
+        memo = {}
         factor = self._factor(plans, results, out_idx[0], name, values, dtype, memo)
         value = _present(results[out_idx[0]][0])
         return value, _deliver(factor, denominator, fmt, out)

@@ -30,6 +30,8 @@ row is a rank-1 outer product, row x column a scalar, and so on. Only
 storage of a rank-1 block is its m*n entries anyway) builds a matrix; it
 goes through ``_layout.as_matrix``, the one place that knows layouts.
 """
+import math
+
 import numpy as np
 
 from . import _layout
@@ -102,8 +104,7 @@ class Factor:
     # -- properties -------------------------------------------------------------
     @property
     def shape(self):
-        return (int(np.prod(self.y_shape, dtype=np.int64)),
-                int(np.prod(self.x_shape, dtype=np.int64)))
+        return (math.prod(self.y_shape), math.prod(self.x_shape))
 
     @property
     def dtype(self):
