@@ -40,7 +40,7 @@ from .expr_factors import Factor
 
 __all__ = [
     "Expr", "Factor", "var", "compile", "CompiledExpression", "neuron_gradient",
-    "maximum", "minimum", "greater", "less", "power", "sum", "dot",
+    "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power", "sum", "dot",
     "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
     "sigmoid", "relu", "abs",
 ]
@@ -231,6 +231,26 @@ tanh = _unary_function("tanh")
 sigmoid = _unary_function("sigmoid")
 relu = _unary_function("relu")
 abs = _unary_function("abs")
+
+
+def add(a, b):
+    """Element-wise a + b (the ``+`` operator)."""
+    return _binary("add", a, b)
+
+
+def subtract(a, b):
+    """Element-wise a - b (the ``-`` operator)."""
+    return _binary("subtract", a, b)
+
+
+def multiply(a, b):
+    """Element-wise a * b (the ``*`` operator)."""
+    return _binary("multiply", a, b)
+
+
+def divide(a, b):
+    """Element-wise a / b (the ``/`` operator)."""
+    return _binary("divide", a, b)
 
 
 def maximum(a, b):

@@ -1,0 +1,546 @@
+"""Composed expressions (fastjac.var / compile): spec section 6.
+
+Oracles, all independent of the code under test: central finite differences
+in float64 of NumPy formulas written here, closed forms, and the core
+primitives fastjac.jacobian / sum_gradient (tested on their own elsewhere).
+"""
+import numpy as np
+import pytest
+
+import fastjac as fj
+from fastjac import Factor
+
+scipy_sparse = pytest.importorskip("scipy.sparse")
+
+RNG = np.random.default_rng(12345)
+
+
+# -- oracles ---------------------------------------------------------------------
+
+def fd_jacobian(fun, values, name, h=1e-6):
+    """Numerator-layout Jacobian of fun(**values) by values[name], central differences
+    in float64; fun returns an array or a scalar."""
+    values = {k: np.array(v, dtype=np.float64) for k, v in values.items()}
+    x = values[name]
+    y0 = np.asarray(fun(**values), dtype=np.float64)
+    J = np.empty((y0.size, x.size))
+    for j in range(x.size):
+        xp, xm = x.copy(), x.copy()
+        step = h * max(1.0, abs(x.flat[j]))
+        xp.flat[j] += step
+        xm.flat[j] -= step
+        yp = np.asarray(fun(**{**values, name: xp}), dtype=np.float64)
+        ym = np.asarray(fun(**{**values, name: xm}), dtype=np.float64)
+        J[:, j] = (yp - ym).ravel() / (2 * step)
+    return J
+
+
+def dense_of(result, layout="numerator"):
+    """Any fastjac result as a dense numerator-layout matrix (for comparing)."""
+    if isinstance(result, Factor):
+        M = result.toarray()
+    elif scipy_sparse.issparse(result):
+        M = result.toarray()
+        M = M.T if layout == "denominator" else M
+    else:
+        M = np.asarray(result)
+        M = M.T if layout == "denominator" else M
+    return M
+
+
+w_, x_, z_ = fj.var("w"), fj.var("x"), fj.var("z")
+
+# name, expression, NumPy formula, value generator
+CASES = [
+    ("sin_exp_div", fj.sin(w_) * fj.exp(x_) - w_ / x_,
+     lambda w, x: np.sin(w) * np.exp(x) - w / x, "wx"),
+    ("sum_tanh", fj.sum(fj.tanh(w_ * x_) + 3),
+     lambda w, x: np.sum(np.tanh(w * x) + 3), "wx"),
+    ("dot", fj.dot(w_, x_), lambda w, x: np.dot(w, x), "wx"),
+    ("max_min", fj.maximum(w_, x_) * fj.minimum(w_, 2.0) + fj.relu(x_ - 1),
+     lambda w, x: np.maximum(w, x) * np.minimum(w, 2.0) + np.maximum(x - 1, 0), "wx"),
+    ("powers", (w_ ** 3 + fj.sqrt(x_)) / (1 + x_ ** 2) + w_ ** x_ + 2 ** x_,
+     lambda w, x: (w ** 3 + np.sqrt(x)) / (1 + x ** 2) + w ** x + 2 ** x, "wx"),
+    ("unary_zoo", fj.sigmoid(w_) - fj.log(x_) + fj.abs(w_ - 1) + fj.cos(w_) + fj.square(x_)
+     + fj.identity(x_) - (-w_) + fj.negative(x_) * 0.5,
+     lambda w, x: 1 / (1 + np.exp(-w)) - np.log(x) + np.abs(w - 1) + np.cos(w) + x ** 2
+     + x + w - 0.5 * x, "wx"),
+    ("comparison", (w_ > x_) * w_ + (w_ < 1.2) * x_ - fj.greater(x_, 1) + fj.less(w_, x_),
+     lambda w, x: (w > x) * w + (w < 1.2) * x - (x > 1) + (w < x), "wx"),
+    ("dot_feeds_elementwise", fj.tanh(fj.dot(w_, x_) / 4) * x_,
+     lambda w, x: np.tanh(np.dot(w, x) / 4) * x, "wx"),
+    ("nested_sums", fj.sum(fj.exp(w_ * fj.sum(x_) / 10)) * fj.sum(x_ * x_),
+     lambda w, x: np.sum(np.exp(w * np.sum(x) / 10)) * np.sum(x * x), "wx"),
+    ("scalar_var", z_ * x_ + z_ / x_ - fj.exp(z_),
+     lambda z, x: z * x + z / x - np.exp(z), "zx"),
+    ("scalar_var_sum", fj.sum(x_ * z_ + fj.sin(z_ * x_)),
+     lambda z, x: np.sum(x * z + np.sin(z * x)), "zx"),
+    ("different_shapes", x_ * fj.sum(w_ * w_),
+     lambda w, x: x * np.sum(w * w), "wX"),
+]
+
+
+def make_values(spec, shape=(5,), dtype=np.float64):
+    vals = {}
+    for ch in spec:
+        if ch == "z":
+            vals["z"] = dtype(RNG.uniform(0.6, 1.4))
+        elif ch == "X":
+            vals["x"] = RNG.uniform(0.5, 2.0, size=(3,)).astype(dtype)
+        else:
+            vals["w" if ch == "w" else "x"] = RNG.uniform(0.5, 2.0, size=shape).astype(dtype)
+    return vals
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("layout", ["numerator", "denominator"])
+def test_against_finite_differences(case, layout):
+    _, expr, fun, spec = case
+    values = make_values(spec)
+    f = fj.compile(expr)
+    assert np.allclose(f.value(**values), fun(**values), rtol=1e-12, atol=1e-12)
+    for name in f.variables:
+        expected = fd_jacobian(fun, values, name)
+        for fmt in ("compact", "dense", "csr", "coo"):
+            got = f.jacobian(name, layout=layout, format=fmt, **values)
+            if fmt == "compact":
+                got_dense = _compact_to_dense(got, expected.shape)
+            else:
+                got_dense = dense_of(got, layout)
+                assert got_dense.shape == expected.shape
+            np.testing.assert_allclose(got_dense, expected, rtol=1e-6, atol=1e-7,
+                                       err_msg=f"d/d{name} {fmt} {layout}")
+
+
+def _compact_to_dense(got, shape):
+    if isinstance(got, Factor):
+        return got.toarray()
+    got = np.asarray(got)
+    m, n = shape
+    if m == n and got.size == m and m > 1:      # a diagonal
+        return np.diag(got.ravel())
+    return got.reshape(shape)
+
+
+def test_value_and_jacobian_match_separate_calls():
+    values = make_values("wx", shape=(4, 3))
+    f = fj.compile(fj.sin(w_) * fj.exp(x_) - w_ / x_)
+    v, j = f.value_and_jacobian("x", **values)
+    assert v.shape == (4, 3) and j.shape == (4, 3)
+    np.testing.assert_array_equal(v, f.value(**values))
+    np.testing.assert_array_equal(j, f.jacobian("x", **values))
+
+
+# -- the spec's worked example ------------------------------------------------------
+
+def test_worked_example_f_g():
+    x, y = fj.var("x"), fj.var("y")
+    h = fj.compile([3 * x ** 2 * y, 2 * x + y ** 8], wrt=["x", "y"])
+    xv, yv = 1.5, -0.75
+    num = np.array([[6 * xv * yv, 3 * xv ** 2], [2, 8 * yv ** 7]])
+    np.testing.assert_allclose(h.jacobian(x=xv, y=yv), num, rtol=1e-14)
+    np.testing.assert_allclose(h.jacobian(x=xv, y=yv, format="dense"), num, rtol=1e-14)
+    np.testing.assert_allclose(h.jacobian(x=xv, y=yv, format="dense", layout="denominator"),
+                               num.T, rtol=1e-14)
+    sp = h.jacobian(x=xv, y=yv, format="csr", layout="denominator")
+    np.testing.assert_allclose(sp.toarray(), num.T, rtol=1e-14)
+    fv, gv = h.value(x=xv, y=yv)
+    assert fv == pytest.approx(3 * xv ** 2 * yv) and gv == pytest.approx(2 * xv + yv ** 8)
+
+
+def test_stacked_gradients_of_vector_variables():
+    w, x = fj.var("w"), fj.var("x")
+    h = fj.compile([fj.dot(w, x), fj.sum(w * w) + fj.sum(fj.exp(x))])
+    wv, xv = RNG.random(3), RNG.random(3)
+    J = h.jacobian(["w", "x"], w=wv, x=xv)
+    expected = np.array([np.r_[xv, wv], np.r_[2 * wv, np.exp(xv)]])
+    np.testing.assert_allclose(J, expected, rtol=1e-14)
+    out = np.empty((2, 6))
+    assert h.jacobian(["w", "x"], w=wv, x=xv, out=out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-14)
+
+
+def test_identity_jacobian_is_identity():
+    x = fj.var("x")
+    J = fj.compile(fj.identity(x)).jacobian(x=np.arange(4.0), format="dense")
+    np.testing.assert_array_equal(J, np.eye(4))
+
+
+# -- structure ------------------------------------------------------------------------
+
+def test_structures_are_kept():
+    w, x, z = fj.var("w"), fj.var("x"), fj.var("z")
+    wv, xv = RNG.random(6) + 0.5, RNG.random(6) + 0.5
+    f = fj.compile(fj.tanh(w * x) * fj.exp(x))                # diagonal x diagonal
+    d = f.jacobian("w", w=wv, x=xv)
+    assert isinstance(d, np.ndarray) and d.shape == (6,)
+    s = f.jacobian("w", w=wv, x=xv, format="csr")
+    assert s.nnz == 6                                         # O(n), not n*n
+    g = fj.compile(fj.sum(fj.tanh(w * x)))                    # row x diagonal = row
+    r = g.jacobian("w", w=wv, x=xv)
+    assert r.shape == (6,)
+    assert g.jacobian("w", w=wv, x=xv, format="dense").shape == (1, 6)
+    assert g.jacobian("w", w=wv, x=xv, format="dense", layout="denominator").shape == (6, 1)
+    c = fj.compile(fj.exp(x * z)).jacobian("z", x=xv, z=0.5)  # scalar expansion: a column
+    np.testing.assert_allclose(c, xv * np.exp(0.5 * xv))
+    assert fj.compile(fj.exp(x * z)).jacobian("z", x=xv, z=0.5, format="dense").shape == (6, 1)
+    sc = fj.compile(fj.sum(x * z)).jacobian("z", x=xv, z=2.0)  # scalar
+    assert np.ndim(sc) == 0 and sc == pytest.approx(xv.sum())
+
+
+def test_non_diagonal_jacobian_is_never_a_diagonal():
+    w, x = fj.var("w"), fj.var("x")
+    wv, xv = RNG.random(4), RNG.random(4)
+    f = fj.compile(fj.tanh(fj.dot(w, x)) * x)
+    J = f.jacobian("w", w=wv, x=xv)
+    assert isinstance(J, Factor) and J.kind == "general" and J.d is None and J.rank == 1
+    s = wv @ xv
+    expected = np.outer(xv, (1 - np.tanh(s) ** 2) * xv)
+    np.testing.assert_allclose(J.toarray(), expected, rtol=1e-13)
+    np.testing.assert_allclose(f.jacobian("w", w=wv, x=xv, format="dense"), expected,
+                               rtol=1e-13)
+    Jx = f.jacobian("x", w=wv, x=xv)                    # diagonal + rank 1
+    assert Jx.d is not None and Jx.rank == 1
+    np.testing.assert_allclose(Jx.toarray("denominator"),
+                               (np.tanh(s) * np.eye(4) + np.outer(xv, (1 - np.tanh(s) ** 2) * wv)).T,
+                               rtol=1e-13)
+    with pytest.raises(ValueError, match="not diagonal"):
+        f.jacobian("w", w=wv, x=xv, out=np.empty(4))
+    out = np.empty((4, 4))
+    assert f.jacobian("w", w=wv, x=xv, format="dense", out=out) is out
+
+
+def test_structurally_zero_sparse_has_no_entries():
+    w, x = fj.var("w"), fj.var("x")
+    f = fj.compile((w > x) + x)
+    s = f.jacobian("w", w=RNG.random(5), x=RNG.random(5), format="csr")
+    assert s.nnz == 0 and s.shape == (5, 5)
+
+
+# -- the chain-rule product table: every pair of factor kinds ------------------------
+
+def _kinds(rng, m):
+    """One factor of each kind, all with an m-element (or scalar) side."""
+    d = rng.standard_normal(m)
+    return {
+        "scalar": (Factor.scalar(2.5), np.array([[2.5]])),
+        "diagonal": (Factor.diagonal(d), np.diag(d)),
+        "gradient": (Factor.row(d), d[None, :]),
+        "by_scalar": (Factor.column(d), d[:, None]),
+        "general": (Factor((m,), (m,), d=d, U=rng.standard_normal((m, 1)),
+                           V=rng.standard_normal((m, 1))), None),
+        "dense": (None, rng.standard_normal((m, m))),
+    }
+
+
+def _all_factors(rng, m):
+    out = {}
+    for k, (f, M) in _kinds(rng, m).items():
+        if k == "general":
+            M = f.toarray()
+        if k == "dense":
+            f = Factor.from_dense(M, (m,), (m,))
+        out[k] = (f, M)
+    return out
+
+
+@pytest.mark.parametrize("a", ["scalar", "diagonal", "gradient", "by_scalar", "general", "dense"])
+@pytest.mark.parametrize("b", ["scalar", "diagonal", "gradient", "by_scalar", "general", "dense"])
+def test_product_table(a, b):
+    rng = np.random.default_rng(7)
+    m = 4
+    fa, Ma = _all_factors(rng, m)[a]
+    fb, Mb = _all_factors(rng, m)[b]
+    if Ma.shape[1] != Mb.shape[0]:
+        with pytest.raises(ValueError, match="chain rule shape mismatch"):
+            fa @ fb
+        return
+    prod = fa @ fb
+    np.testing.assert_allclose(prod.toarray(), Ma @ Mb, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(prod.toarray("denominator"), (Ma @ Mb).T, rtol=1e-12, atol=1e-12)
+    expected_kind = {
+        ("diagonal", "diagonal"): "diagonal",
+        ("gradient", "diagonal"): "gradient",
+        ("diagonal", "by_scalar"): "by_scalar",
+        ("by_scalar", "gradient"): "general",
+        ("gradient", "by_scalar"): "scalar",
+        ("scalar", "scalar"): "scalar",
+        ("scalar", "gradient"): "gradient",
+        ("by_scalar", "scalar"): "by_scalar",
+    }.get((a, b))
+    if expected_kind:
+        assert prod.kind == expected_kind
+    if (a, b) == ("by_scalar", "gradient"):
+        assert prod.rank == 1 and prod.d is None        # an outer product, stored as such
+
+
+def test_factor_addition_and_shapes():
+    d = np.arange(1.0, 4.0)
+    s = Factor.diagonal(d) + Factor((3,), (3,), U=np.ones((3, 1)), V=d[:, None])
+    np.testing.assert_allclose(s.toarray(), np.diag(d) + np.outer(np.ones(3), d))
+    with pytest.raises(ValueError, match="cannot add"):
+        Factor.diagonal(d) + Factor.row(d)
+    with pytest.raises(ValueError, match="square"):
+        Factor((2,), (3,), d=np.ones(2))
+
+
+# -- against the core primitives ------------------------------------------------------
+
+@pytest.mark.parametrize("op", fj.BINARY_OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_ops_match_core(op, dtype):
+    a = RNG.uniform(0.5, 2.0, 7).astype(dtype)
+    b = RNG.uniform(0.5, 2.0, 7).astype(dtype)
+    a[2] = b[2]                                    # a tie, for maximum/minimum/greater
+    expr = getattr(fj, op)(w_, x_)
+    f = fj.compile(expr)
+    for k, name in enumerate(("w", "x")):
+        got = f.jacobian(name, w=a, x=b)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, fj.jacobian(op, a, b, wrt=k), rtol=2e-6 if
+                                   dtype == np.float32 else 1e-14)
+        g = fj.compile(fj.sum(expr)).jacobian(name, w=a, x=b)
+        np.testing.assert_allclose(g, fj.sum_gradient(op, a, b, wrt=k), rtol=2e-6 if
+                                   dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("op", fj.UNARY_OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unary_ops_match_core(op, dtype):
+    x = np.array([-1.5, -0.3, 0.0, 0.4, 2.0], dtype=dtype)
+    if op in ("sqrt", "log"):
+        x = np.abs(x) + dtype(0.25)
+    f = fj.compile(getattr(fj, op)(x_))
+    got = f.jacobian(x=x)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, fj.jacobian(op, x), rtol=2e-6 if dtype == np.float32
+                               else 1e-14)
+
+
+def test_conventions_at_kinks():
+    x, w = fj.var("x"), fj.var("w")
+    zero = np.zeros(3)
+    np.testing.assert_array_equal(fj.compile(fj.relu(x)).jacobian(x=zero), 0)
+    np.testing.assert_array_equal(fj.compile(fj.abs(x)).jacobian(x=zero), 0)
+    f = fj.compile(fj.maximum(w, x))
+    np.testing.assert_array_equal(f.jacobian("w", w=zero, x=zero), 0.5)
+    np.testing.assert_array_equal(f.jacobian("x", w=zero, x=zero), 0.5)
+    assert np.isnan(fj.compile(fj.relu(x)).jacobian(x=np.array([np.nan]))[0])
+    np.testing.assert_array_equal(fj.compile(fj.maximum(w, x)).value(
+        w=np.array([np.nan, 1.0]), x=np.array([1.0, np.nan])), [np.nan, np.nan])
+
+
+# -- dtypes, scalars, sizes, threads ---------------------------------------------------
+
+def test_dtypes():
+    x, z = fj.var("x"), fj.var("z")
+    f = fj.compile(fj.tanh(x * z))
+    x32 = np.linspace(-1, 1, 5, dtype=np.float32)
+    assert f.jacobian("x", x=x32, z=2.0).dtype == np.float32      # Python number is weak
+    assert f.jacobian("x", x=x32, z=np.float64(2.0)).dtype == np.float64
+    assert f.jacobian("x", x=np.arange(5), z=2).dtype == np.float64
+    assert f.jacobian("x", x=x32.astype(np.float16), z=2.0).dtype == np.float32
+    np.testing.assert_allclose(f.jacobian("x", x=x32, z=2.0),
+                               2 * (1 - np.tanh(2 * x32.astype(np.float64)) ** 2), rtol=1e-5)
+    for bad in (np.ones(3, complex), np.array(["a"]), np.ones(3, object)):
+        with pytest.raises(TypeError):
+            f.jacobian("x", x=bad, z=1.0)
+    with pytest.raises(TypeError, match="complex"):
+        f.jacobian("x", x=np.ones(3), z=1j)
+
+
+def test_all_scalar_expression_and_nd_arrays():
+    x, y = fj.var("x"), fj.var("y")
+    f = fj.compile(fj.sin(x) * y)
+    j = f.jacobian("x", x=0.5, y=2.0)
+    assert np.ndim(j) == 0 and j == pytest.approx(2 * np.cos(0.5))
+    X = RNG.random((2, 3, 4))
+    np.testing.assert_allclose(f.jacobian("x", x=X, y=X), np.cos(X) * X)
+    assert f.jacobian("x", x=X, y=X, format="dense").shape == (24, 24)
+    g = fj.compile(fj.sum(fj.square(x)))
+    M = RNG.random((2, 3))
+    np.testing.assert_allclose(g.jacobian(x=M), 2 * M)
+    np.testing.assert_allclose(g.jacobian(x=M, format="dense"), (2 * M).T)  # q x p
+    np.testing.assert_allclose(g.jacobian(x=M, format="dense", layout="denominator"), 2 * M)
+
+
+def test_large_threaded_pass_and_determinism():
+    n = 200_003                   # several blocks, above the threading threshold
+    w, x = fj.var("w"), fj.var("x")
+    wv, xv = RNG.random(n), RNG.random(n) + 0.5
+    f = fj.compile(fj.sum(fj.tanh(w * x) + 3))
+    v, g = f.value_and_jacobian("w", w=wv, x=xv)
+    assert v == pytest.approx(np.sum(np.tanh(wv * xv) + 3), rel=1e-12)
+    np.testing.assert_allclose(g, (1 - np.tanh(wv * xv) ** 2) * xv, rtol=1e-12, atol=1e-15)
+    v2, _ = f.value_and_jacobian("w", w=wv, x=xv)
+    assert v == v2
+    h = fj.compile(fj.sum(x * fj.var("z")))
+    assert h.jacobian("z", x=xv, z=3.0) == pytest.approx(xv.sum(), rel=1e-12)
+
+
+def test_compiled_plan_is_reused():
+    w, x = fj.var("w"), fj.var("x")
+    f = fj.compile(fj.exp(w) * x)
+    f.jacobian("w", w=np.ones(3), x=np.ones(3))
+    n_plans = len(f._plans)
+    f.jacobian("w", w=np.zeros(1000), x=np.ones(1000))
+    f.jacobian("w", w=np.zeros(3, np.float32), x=np.ones(3, np.float32))
+    assert len(f._plans) == n_plans
+
+
+# -- out= -----------------------------------------------------------------------------------
+
+def test_out_compact_written_in_place():
+    w, x = fj.var("w"), fj.var("x")
+    f = fj.compile(fj.sin(w) * x)
+    wv, xv = RNG.random(5), RNG.random(5)
+    out, vout = np.empty(5), np.empty(5)
+    v, j = f.value_and_jacobian("w", w=wv, x=xv, out=out, value_out=vout)
+    assert j is out and v is vout
+    np.testing.assert_allclose(out, np.cos(wv) * xv)
+    np.testing.assert_allclose(vout, np.sin(wv) * xv)
+    strided = np.empty(10)[::2]
+    assert f.jacobian("w", w=wv, x=xv, out=strided) is strided
+    np.testing.assert_allclose(strided, np.cos(wv) * xv)
+    dense = np.empty((5, 5))
+    assert f.jacobian("w", w=wv, x=xv, format="dense", out=dense) is dense
+    np.testing.assert_allclose(dense, np.diag(np.cos(wv) * xv))
+    o = np.empty(5)
+    assert f.value(w=wv, x=xv, out=o) is o
+
+
+@pytest.mark.parametrize("bad, exc, msg", [
+    (np.empty(4), ValueError, r"out has shape \(4,\) but the result has shape \(5,\)"),
+    (np.empty(5, np.float32), ValueError, "out has dtype float32 but the result has dtype float64"),
+    ([0.0] * 5, TypeError, "out must be a numpy.ndarray, got list"),
+])
+def test_out_errors(bad, exc, msg):
+    f = fj.compile(fj.sin(w_) * x_)
+    with pytest.raises(exc, match=msg):
+        f.jacobian("w", w=np.ones(5), x=np.ones(5), out=bad)
+
+
+def test_out_read_only_and_overlap():
+    f = fj.compile(fj.sin(w_) * x_)
+    ro = np.empty(5)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        f.jacobian("w", w=np.ones(5), x=np.ones(5), out=ro)
+    wv = np.ones(5)
+    with pytest.raises(ValueError, match="overlaps"):
+        f.jacobian("w", w=wv, x=np.ones(5), out=wv)
+    with pytest.raises(ValueError, match="out= is only supported"):
+        f.jacobian("w", w=wv, x=np.ones(5), format="csr", out=np.empty((5, 5)))
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+def test_errors_unknown_and_missing_variables():
+    w, x = fj.var("w"), fj.var("x")
+    with pytest.raises(ValueError, match="unknown variable 'q'.*w, x"):
+        fj.compile(w * x, wrt=["q"])
+    f = fj.compile(w * x, wrt="w")
+    with pytest.raises(ValueError, match="unknown variable 'q'"):
+        f.jacobian("w", w=1.0, x=2.0, q=3.0)
+    with pytest.raises(ValueError, match="missing value for variable 'x'"):
+        f.jacobian("w", w=1.0)
+    with pytest.raises(ValueError, match="unknown variable 'q'"):
+        f.jacobian("q", w=1.0, x=2.0)
+    with pytest.raises(ValueError, match="not compiled for differentiation"):
+        f.jacobian("x", w=1.0, x=2.0)
+    with pytest.raises(ValueError, match="twice"):
+        fj.compile(w * x, wrt=["w", "w"])
+
+
+def test_errors_shapes_and_values():
+    f = fj.compile(w_ * x_)
+    with pytest.raises(ValueError, match=r"w has shape \(3,\) and x has shape \(4,\)"):
+        f.jacobian("w", w=np.ones(3), x=np.ones(4))
+    with pytest.raises(ValueError, match="layout must be"):
+        f.jacobian("w", w=1.0, x=1.0, layout="row")
+    with pytest.raises(ValueError, match="format must be one of"):
+        f.jacobian("w", w=1.0, x=1.0, format="full")
+    with pytest.raises(TypeError, match="got None"):
+        f.jacobian("w", w=None, x=1.0)
+    g = fj.compile([w_ * x_, fj.sum(w_)])
+    with pytest.raises(ValueError, match="scalar-valued"):
+        g.jacobian(["w"], w=np.ones(3), x=np.ones(3))
+    with pytest.raises(ValueError, match="stacked"):
+        g.jacobian("w", w=np.ones(3), x=np.ones(3))
+
+
+def test_errors_building_expressions():
+    with pytest.raises(TypeError, match="array constants"):
+        w_ * np.ones(3)
+    with pytest.raises(TypeError, match="array constants"):
+        np.ones(3) + w_
+    with pytest.raises(TypeError, match="complex"):
+        w_ * 1j
+    with pytest.raises(TypeError, match="real number"):
+        w_ + "a"
+    with pytest.raises(TypeError, match="truth value"):
+        max(w_, 0)
+    with pytest.raises(TypeError, match=">= and <="):
+        w_ >= x_
+    with pytest.raises(ValueError, match="identifier"):
+        fj.var("not a name")
+    with pytest.raises(ValueError, match="reserved"):
+        fj.var("out")
+    from fastjac.expr import Unary
+    with pytest.raises(ValueError, match="unsupported operation 'erf'"):
+        fj.compile(Unary("erf", w_))
+    with pytest.raises(TypeError, match="compile takes"):
+        fj.compile(3)
+
+
+# -- hot-loop kernel --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_jacobian(dtype):
+    w, x, z = fj.var("w"), fj.var("x"), fj.var("z")
+    f = fj.compile(fj.maximum(w * x + z, 0) - w / x)
+    wv = RNG.uniform(0.5, 2, 9).astype(dtype)
+    xv = RNG.uniform(0.5, 2, 9).astype(dtype)
+    zv = np.array(-1.5, dtype)
+    for name in ("w", "x"):
+        k = f.kernel(name)
+        out = np.empty(9, dtype)
+        assert k(wv, xv, zv, out) is out
+        np.testing.assert_array_equal(out, f.jacobian(name, w=wv, x=xv, z=zv))
+    kz = f.kernel("z", value=True)
+    vout, out = np.empty(9, dtype), np.empty(9, dtype)
+    kz(wv, xv, zv, vout, out)
+    np.testing.assert_array_equal(out, f.jacobian("z", w=wv, x=xv, z=zv))
+    np.testing.assert_array_equal(vout, f.value(w=wv, x=xv, z=zv))
+    g = fj.compile(fj.sum(w * z))
+    o0 = np.empty((), dtype)
+    g.kernel("z")(wv, zv, o0)
+    assert o0 == pytest.approx(float(wv.astype(np.float64).sum()), rel=1e-6)
+
+
+def test_kernel_errors():
+    f = fj.compile(fj.exp(w_) * x_)
+    k = f.kernel("w")
+    a = np.ones(4)
+    with pytest.raises(TypeError, match="takes 3 arrays"):
+        k(a, a)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        k(a, [1.0] * 4, np.empty(4))
+    with pytest.raises(TypeError, match="one dtype"):
+        k(a, a.astype(np.float32), np.empty(4))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        k(np.ones(8)[::2], a, np.empty(4))
+    with pytest.raises(ValueError, match="shape"):
+        k(a, np.ones(5), np.empty(4))
+    with pytest.raises(ValueError, match="shape"):
+        k(a, a, np.empty(3))
+    with pytest.raises(ValueError, match="overlaps"):
+        k(a, a, a)
+    ro = np.empty(4)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        k(a, a, ro)
+    with pytest.raises(ValueError, match="inner reduction"):
+        fj.compile(fj.exp(fj.sum(w_)) * x_).kernel("w")
+    with pytest.raises(ValueError, match="one variable"):
+        f.kernel(["w", "x"])

@@ -1,0 +1,133 @@
+"""fastjac.neuron_gradient: the single-neuron loss gradient of spec section 6.
+
+Oracles: the closed form of the spec written here in NumPy, and central
+finite differences of the loss in float64.
+"""
+import numpy as np
+import pytest
+
+import fastjac as fj
+
+RNG = np.random.default_rng(2024)
+
+
+def loss(X, y, w, b):
+    return np.mean((y - np.maximum(X @ w + b, 0)) ** 2)
+
+
+def closed_form(X, y, w, b):
+    z = X @ w + b
+    r = np.where(z > 0, z - y, 0.0)
+    N = len(y)
+    return (2 / N) * r @ X, (2 / N) * r.sum()
+
+
+def data(N=257, n=6, dtype=np.float64):
+    X = RNG.standard_normal((N, n))
+    y = RNG.standard_normal(N)
+    w = RNG.standard_normal(n)
+    return X.astype(dtype), y.astype(dtype), w.astype(dtype), 0.3
+
+
+def test_closed_form_and_loss():
+    X, y, w, b = data()
+    gw, gb, C = fj.neuron_gradient(X, y, w, b, return_loss=True)
+    ew, eb = closed_form(X, y, w, b)
+    np.testing.assert_allclose(gw, ew, rtol=1e-12, atol=1e-14)
+    assert gb == pytest.approx(eb, rel=1e-12)
+    assert C == pytest.approx(loss(X, y, w, b), rel=1e-12)
+    assert gw.dtype == np.float64 and isinstance(gb, np.float64)
+
+
+def test_finite_differences():
+    X, y, w, b = data(N=101, n=4)
+    gw, gb = fj.neuron_gradient(X, y, w, b)
+    h = 1e-6
+    fd = np.array([(loss(X, y, w + h * e, b) - loss(X, y, w - h * e, b)) / (2 * h)
+                   for e in np.eye(4)])
+    np.testing.assert_allclose(gw, fd, rtol=1e-6, atol=1e-8)
+    assert gb == pytest.approx((loss(X, y, w, b + h) - loss(X, y, w, b - h)) / (2 * h),
+                               rel=1e-6, abs=1e-8)
+
+
+def test_float32_stays_float32():
+    X, y, w, b = data(dtype=np.float32)
+    gw, gb, C = fj.neuron_gradient(X, y, w, b, return_loss=True)
+    assert gw.dtype == np.float32 and gb.dtype == np.float32 and C.dtype == np.float32
+    ew, eb = closed_form(X.astype(np.float64), y.astype(np.float64), w.astype(np.float64), b)
+    np.testing.assert_allclose(gw, ew, rtol=1e-4, atol=1e-5)
+
+
+def test_threaded_size_and_row_tail():
+    X, y, w, b = data(N=40_003, n=16)       # above the threading threshold, N % 4 == 3
+    gw, gb = fj.neuron_gradient(X, y, w, b)
+    ew, eb = closed_form(X, y, w, b)
+    np.testing.assert_allclose(gw, ew, rtol=1e-11, atol=1e-13)
+    assert gb == pytest.approx(eb, rel=1e-11)
+    assert np.array_equal(fj.neuron_gradient(X, y, w, b)[0], gw)   # deterministic
+
+
+def test_inactive_neuron_and_kink():
+    X = np.array([[1.0, -1.0], [2.0, 0.5]])
+    y = np.array([1.0, 2.0])
+    gw, gb = fj.neuron_gradient(X, y, np.array([-5.0, 0.0]), -1.0)
+    assert np.all(gw == 0) and gb == 0
+    # z == 0 exactly on the second row: relu'(0) = 0, so only row 0 counts
+    w = np.array([1.0, -4.0])
+    gw, gb = fj.neuron_gradient(X, y, w, 0.0)
+    z0 = 1.0 + 4.0
+    np.testing.assert_allclose(gw, (2 / 2) * (z0 - 1.0) * X[0])
+
+
+def test_layouts_formats_out():
+    X, y, w, b = data(N=50, n=3)
+    ew, _ = closed_form(X, y, w, b)
+    dn = fj.neuron_gradient(X, y, w, b, format="dense")[0]
+    dd = fj.neuron_gradient(X, y, w, b, format="dense", layout="denominator")[0]
+    assert dn.shape == (1, 3) and dd.shape == (3, 1)
+    np.testing.assert_allclose(dn.ravel(), ew, rtol=1e-12)
+    np.testing.assert_allclose(dd.ravel(), ew, rtol=1e-12)
+    pytest.importorskip("scipy.sparse")
+    sp = fj.neuron_gradient(X, y, w, b, format="csr", layout="denominator")[0]
+    assert sp.shape == (3, 1)
+    np.testing.assert_allclose(sp.toarray().ravel(), ew, rtol=1e-12)
+    out = np.empty(3)
+    assert fj.neuron_gradient(X, y, w, b, out=out)[0] is out
+    out2 = np.empty((3, 1))
+    assert fj.neuron_gradient(X, y, w, b, format="dense", layout="denominator",
+                              out=out2)[0] is out2
+    with pytest.raises(ValueError, match=r"out has shape \(4,\) but the result has shape \(3,\)"):
+        fj.neuron_gradient(X, y, w, b, out=np.empty(4))
+    with pytest.raises(ValueError, match="dtype"):
+        fj.neuron_gradient(X, y, w, b, out=np.empty(3, np.float32))
+
+
+def test_non_contiguous_and_int_inputs():
+    X, y, w, b = data(N=30, n=4)
+    Xf = np.asfortranarray(X)
+    np.testing.assert_allclose(fj.neuron_gradient(Xf, y, w, b)[0],
+                               fj.neuron_gradient(X, y, w, b)[0], rtol=1e-14)
+    Xi = (X * 10).astype(np.int64)
+    gw, _ = fj.neuron_gradient(Xi, y, w, 1)
+    assert gw.dtype == np.float64
+    np.testing.assert_allclose(gw, closed_form(Xi.astype(float), y, w, 1.0)[0], rtol=1e-12)
+
+
+def test_errors():
+    X, y, w, b = data(N=10, n=3)
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        fj.neuron_gradient(X[0], y, w, b)
+    with pytest.raises(ValueError, match=r"y has shape \(9,\)"):
+        fj.neuron_gradient(X, y[:9], w, b)
+    with pytest.raises(ValueError, match=r"w has shape \(2,\)"):
+        fj.neuron_gradient(X, y, w[:2], b)
+    with pytest.raises(ValueError, match="b must be a scalar"):
+        fj.neuron_gradient(X, y, w, np.ones(2))
+    with pytest.raises(ValueError, match="no rows"):
+        fj.neuron_gradient(X[:0], y[:0], w, b)
+    with pytest.raises(TypeError, match="complex"):
+        fj.neuron_gradient(X.astype(complex), y, w, b)
+    with pytest.raises(ValueError, match="layout"):
+        fj.neuron_gradient(X, y, w, b, layout="up")
+    with pytest.raises(ValueError, match="format"):
+        fj.neuron_gradient(X, y, w, b, format="full")
