@@ -1,0 +1,487 @@
+"""The benchmark harness: cases, timing, answer checks, bandwidth bounds.
+
+Design note
+-----------
+Every ``benchmarks/bench_<family>.py`` that defines ``cases(n, dtype)`` is a
+family of the suite; ``discover()`` finds them, so a new family (e.g. the
+expression layer's ``bench_expr.py``) needs no change here or in run.py.
+
+The interface a family implements::
+
+    FAMILY = "elementwise"                 # optional; default: the file's suffix
+    DESCRIPTION = "..."                    # optional; one line for the report
+
+    def cases(n: int, dtype: numpy.dtype) -> list[Case]:
+        ...
+
+A :class:`Case` is one derivative at one size and dtype. It names the
+kernel (``name``, unique within its family), says whether it is bound by
+memory or by arithmetic (``kind``), how many bytes it must read and write
+at the least (``nbytes``, which gives its bandwidth bound), and carries
+zero-argument callables:
+
+* ``fastjac`` -- the main timing: fastjac writing into a preallocated
+  ``out=``; its result is the answer every rival is checked against;
+* ``fastjac_alloc`` -- the allocating call (no ``out=``), optional;
+* ``fastjac_kernel`` -- the ``fastjac.kernel(op, wrt)`` low-level call,
+  optional;
+* ``rivals`` -- a list of :class:`Rival`: a name (a column of the report,
+  see ``ROUTES``) and a ``build()`` that does all setup (imports, JIT
+  compilation, moving data to the library's arrays) and returns the
+  zero-argument callable to time. ``build`` raises :class:`Skip` (or any
+  exception) when the rival is missing or cannot compute the case: the
+  report records the note and goes on.
+
+``op_case(...)`` builds a Case for an operator of fastjac's API from a few
+formulas (the forward expression, the derivative formula), and derives
+every rival from them with ``_rivals.py``; families of other shapes build
+their Cases and Rivals directly.
+
+Timing: a callable is warmed up (JIT compilation and first-touch happen
+outside the timing), its answer is checked against fastjac's, then it is
+called in batches long enough for the clock (so per-call times at n = 16
+are meaningful) and the median per-call time over many batches is kept.
+Asynchronous results (JAX) are blocked on inside the callable.
+"""
+import gc
+import importlib
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+# The routes of the report, in column order: fastjac's three entry points,
+# then the rivals. Each rival route has a description for the report header.
+FASTJAC_ROUTES = ("fastjac", "fastjac_alloc", "fastjac_kernel", "stream")
+ROUTES = {
+    "stream": "the bound, timed beside fastjac: the STREAM kernel (Cython prange) that "
+              "moves the same bytes (copy, triad, fill or read), n >= 10^5",
+    "numpy": "NumPy: the hand-written derivative formula, allocating",
+    "numpy_out": "NumPy: the same formula into preallocated out= arrays",
+    "numexpr": "numexpr: the formula fused, evaluate(..., out=out)",
+    "numba": "numba: an @njit fused loop into out",
+    "numba_par": "numba: the same loop, @njit(parallel=True) with prange",
+    "jax": "JAX on CPU: jax.jit of jax.jvp with a ones tangent (jax.grad for sums)",
+    "jax_dense": "JAX on CPU: jax.jit(jax.jacfwd), the dense n x n Jacobian (small n)",
+    "torch": "PyTorch on CPU: torch.func.jvp with ones (torch.autograd.grad for sums)",
+    "torch_vjp": "PyTorch on CPU: torch.autograd.grad with ones grad_outputs (a VJP: the diagonal too)",
+    "torch_dense": "PyTorch on CPU: torch.autograd.functional.jacobian, dense (small n)",
+    "autograd": "autograd: elementwise_grad (make_jvp for a scalar operand, grad for sums)",
+}
+# Rivals that fill a preallocated array are compared with fastjac's out=
+# call; rivals that allocate their result with fastjac's allocating call.
+PREALLOCATING = frozenset({"numpy_out", "numexpr", "numba", "numba_par"})
+DENSE_MAX_N = 2000          # dense Jacobian routes run at n <= this only
+
+
+class Skip(Exception):
+    """Raised by a Rival's build() when it cannot run: the message is the note."""
+
+
+@dataclass
+class Rival:
+    name: str                                  # a key of ROUTES
+    build: Callable[[], Callable[[], Any]]     # setup -> the callable to time
+    dense: bool = False                        # returns the n x n Jacobian
+
+
+@dataclass
+class Case:
+    family: str
+    name: str
+    kind: str                                  # "memory" or "compute"
+    n: int
+    dtype: Any
+    nbytes: int                                # least bytes read + written
+    fastjac: Callable[[], Any]                 # out= (the reference answer)
+    fastjac_alloc: Optional[Callable[[], Any]] = None
+    fastjac_kernel: Optional[Callable[[], Any]] = None
+    rivals: list = field(default_factory=list)
+    quick: bool = False                        # part of the --quick subset
+    trivial: bool = False                      # NumPy's formula is a bare copy or fill
+    reads: int = 0                             # n-element arrays read, at the least
+    writes: int = 0                            # n-element arrays written (0: a scalar)
+    rtol: Optional[float] = None               # answer check; default by dtype
+
+
+# -- data ------------------------------------------------------------------------
+
+_DATA = {}
+
+
+def data(n, dtype):
+    """Operands shared by every case at (n, dtype), made once.
+
+    ``w``, ``x``: positive, in [0.5, 1.5) (safe for log, sqrt, power and
+    division; no ties between them); ``s``: signed, in [-1, 1) with |s| >=
+    1e-3 (no kinks of relu or abs); ``z``: a Python float scalar operand.
+    """
+    key = (n, np.dtype(dtype).str)
+    if key not in _DATA:
+        _DATA.clear()                          # keep one size in memory at a time
+        rng = np.random.default_rng(20260)
+        w = rng.uniform(0.5, 1.5, n).astype(dtype)
+        x = rng.uniform(0.5, 1.5, n).astype(dtype)
+        x[x == w] += np.asarray(0.125, dtype)
+        s = rng.uniform(-1.0, 1.0, n).astype(dtype)
+        s[np.abs(s) < 1e-3] = 0.5
+        _DATA[key] = {"w": w, "x": x, "s": s, "z": 1.25}
+    return _DATA[key]
+
+
+def is_scalar(arg):
+    return np.ndim(arg) == 0
+
+
+def nbytes_for(n, dtype, reads, writes):
+    return (reads + writes) * n * np.dtype(dtype).itemsize
+
+
+# -- building a Case from an operator ----------------------------------------------
+
+def op_case(family, name, kind, op, args, *, wrt=0, reduce=False, names,
+            fwd, formula, numpy, numpy_out, reads, quick=False, rtol=None):
+    """A Case for ``fastjac.jacobian`` (or ``sum_gradient`` if ``reduce``).
+
+    op, args, wrt : the fastjac call ``jacobian(op, *args, wrt=wrt)``; a
+        scalar operand is a Python float.
+    names : the argument names used by the formulas, e.g. ("w", "x").
+    fwd : the forward expression y in those names, evaluated with each
+        autodiff library's functions (maximum, tanh, sigmoid, relu, ...).
+    formula : the derivative as one scalar expression (numexpr and numba;
+        ``where(c, a, b)``, exp, log, tanh... ; for a sum with respect to a
+        scalar, the summed term), or None where neither applies.
+    numpy, numpy_out : the hand-written NumPy derivative, allocating and
+        into ``out`` (for a scalar result, numpy_out may be None).
+    reads : how many n-element arrays the derivative must read.
+    """
+    import fastjac
+
+    from . import _rivals
+
+    dtype = np.dtype(dtype_of(args))
+    n = max(np.size(a) for a in args)
+    wrt_scalar = is_scalar(args[wrt])
+    scalar_result = reduce and wrt_scalar
+    writes = 0 if scalar_result else 1
+    entry = fastjac.sum_gradient if reduce else fastjac.jacobian
+    out = np.empty((), dtype) if scalar_result else np.empty(n, dtype)
+
+    def fj():
+        return entry(op, *args, wrt=wrt, out=out)
+
+    def fj_alloc():
+        return entry(op, *args, wrt=wrt)
+
+    fj_kernel = None
+    if not reduce:
+        k = fastjac.kernel(op, wrt)
+        kargs = tuple(np.asarray(a, dtype) if is_scalar(a) else a for a in args)
+        def fj_kernel():
+            return k(*kargs, out)
+
+    mode = ("grad_scalar" if wrt_scalar else "grad") if reduce else \
+        ("vector" if wrt_scalar else "diag")
+    spec = _rivals.Spec(args=args, names=names, wrt=wrt, mode=mode, fwd=fwd,
+                        formula=formula, numpy=numpy, numpy_out=numpy_out,
+                        dtype=dtype, n=n)
+    arrays = [v for v, a in zip(names, args) if not is_scalar(a)]
+    bare = formula is None or formula.strip() in arrays or not any(
+        re.search(rf"\b{v}\b", formula) for v in arrays)
+    return Case(family=family, name=name, kind=kind, n=n, dtype=dtype,
+                nbytes=nbytes_for(n, dtype, reads, writes), trivial=bare and not scalar_result,
+                reads=reads, writes=writes,
+                fastjac=fj, fastjac_alloc=fj_alloc, fastjac_kernel=fj_kernel,
+                rivals=_rivals.rivals_for(spec), quick=quick, rtol=rtol)
+
+
+def dtype_of(args):
+    arrays = [a for a in args if not is_scalar(a)]
+    return arrays[0].dtype if arrays else np.dtype(np.float64)
+
+
+# -- answers ---------------------------------------------------------------------
+
+def to_numpy(result):
+    """A NumPy array from any library's result (JAX, PyTorch, scalars)."""
+    if isinstance(result, tuple) and len(result) == 1:
+        result = result[0]
+    if hasattr(result, "detach"):              # torch.Tensor
+        result = result.detach().cpu().numpy()
+    return np.asarray(result)
+
+
+def check(expected, got, dense, dtype, rtol=None):
+    """None if got matches fastjac's expected answer, else a reason."""
+    expected = np.asarray(expected)
+    got = to_numpy(got)
+    if dense:
+        n = expected.size
+        if got.size != n * n:
+            return f"dense result has {got.size} entries, expected {n}x{n}"
+        got = got.reshape(n, n)
+        off = got - np.diag(np.diagonal(got))
+        if np.any(off != 0):
+            return "dense result has nonzero off-diagonal entries"
+        got = np.diagonal(got)
+    got = got.reshape(expected.shape) if got.size == expected.size else got
+    if got.shape != expected.shape:
+        return f"shape {got.shape}, expected {expected.shape}"
+    if rtol is None:
+        rtol = 1e-9 if np.dtype(dtype) == np.float64 else 2e-4
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    if not np.allclose(got, expected, rtol=rtol, atol=rtol * scale, equal_nan=True):
+        err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+        return f"wrong answer (max abs error {err:.3g})"
+    return None
+
+
+# -- timing ----------------------------------------------------------------------
+
+def calibrate(fn, quick=False):
+    """(seconds per call, calls per batch) for an already warm fn.
+
+    A batch repeats fn until it lasts about 2 ms (0.5 ms in quick mode),
+    so that a sub-microsecond call is timed over thousands of calls.
+    """
+    batch = 5e-4 if quick else 2e-3
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-8)
+    if once < batch:                            # recalibrate on a short batch
+        k = max(1, min(1000, int(batch / once)))
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        once = max((time.perf_counter() - t0) / k, 1e-8)
+    return once, max(1, int(batch / once))
+
+
+def measure(routes, quick=False):
+    """Median per-call seconds of each warm callable in ``routes`` (a dict).
+
+    Each route is timed in its own block of back-to-back batches, as a hot
+    loop would call it: interleaving the routes call by call would let one
+    library's idle worker threads (OpenMP, XLA, numba) fall asleep and
+    charge every call the wake-up, or spin and steal the cores from the
+    next library. Each block starts with two untimed calls. In full mode
+    the blocks run twice, in opposite orders, so that a burst of load from
+    elsewhere on the machine is less likely to hit one route only; the
+    median over all batches (at least 8; 3 in quick mode) is kept. Garbage
+    collection is off while timing, as in timeit.
+    """
+    budget = 0.05 if quick else 0.5             # seconds per route, roughly
+    low, high = (3, 9) if quick else (8, 40)
+    passes = 1 if quick else 2
+    plan = {name: calibrate(fn, quick) for name, fn in routes.items()}
+    times = {name: [] for name in routes}
+    order = list(routes)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for p in range(passes):
+            for name in (order if p % 2 == 0 else order[::-1]):
+                fn = routes[name]
+                once, number = plan[name]
+                batches = int(min(high, max(low, budget / (once * number)))) // passes
+                fn()
+                fn()
+                for _ in range(max(batches, 1)):
+                    t0 = time.perf_counter()
+                    for _ in range(number):
+                        fn()
+                    times[name].append((time.perf_counter() - t0) / number)
+    finally:
+        if enabled:
+            gc.enable()
+    out = {}
+    for name, ts in times.items():
+        q1, med, q3 = np.percentile(ts, [25, 50, 75])
+        out[name] = {"median": float(med), "best": float(min(ts)), "q1": float(q1),
+                     "q3": float(q3), "batches": len(ts), "number": plan[name][1]}
+    return out
+
+
+def call_overhead(quick=False):
+    """The timer's own cost per call of an empty function (not subtracted)."""
+    return measure({"empty": lambda: None}, quick)["empty"]["median"]
+
+
+# -- the bandwidth bound, timed beside the kernels -------------------------------------
+
+STREAM = {"module": None, "build_dir": None}
+STREAM_MIN_N = 100_000
+
+
+def stream_twin(case):
+    """The STREAM kernel that moves the bytes the case must move, or None.
+
+    One input and one output: copy; two inputs: triad; output only: fill;
+    input only: a sum. float32 cases run the float64 kernels on half as many
+    elements (the same bytes).
+    """
+    if case.n < STREAM_MIN_N or STREAM["build_dir"] is None:
+        return None
+    pattern = {(1, 1): "copy", (2, 1): "triad", (0, 1): "fill", (1, 0): "read"}.get(
+        (case.reads, case.writes))
+    if pattern is None:
+        return None
+    if STREAM["module"] is None:
+        from ._bandwidth import _build
+        try:
+            STREAM["module"] = _build(STREAM["build_dir"])
+        except Exception:                        # noqa: BLE001 - no compiler: no twin
+            STREAM["build_dir"] = None
+            return None
+    st = STREAM["module"]
+    m = case.n * np.dtype(case.dtype).itemsize // 8
+    a, b, c = np.empty(m), np.empty(m), np.empty(m)
+    st.init(a, 1.0), st.init(b, 2.0), st.init(c, 0.0)
+    return {"copy": lambda: st.copy(a, c), "triad": lambda: st.triad(b, c, a, 3.0),
+            "fill": lambda: st.fill(c, 1.0), "read": lambda: st.read(a)}[pattern]
+
+
+# -- running a case ------------------------------------------------------------------
+
+def run_case(case, quick=False, log=print, time_fastjac=True):
+    """Time a case's fastjac routes and every rival; return a result dict.
+
+    Each rival is built (setup and JIT compilation), called once to warm
+    up and checked against fastjac's answer; the routes that pass are then
+    timed together by ``measure``. ``times`` maps a route to its timing;
+    ``notes`` maps a route that was not timed to the reason (missing
+    library, not applicable, wrong answer, error).
+    """
+    result = {"family": case.family, "name": case.name, "kind": case.kind,
+              "n": case.n, "dtype": np.dtype(case.dtype).name, "nbytes": case.nbytes,
+              "trivial": case.trivial, "times": {}, "notes": {}}
+    expected = np.array(to_numpy(case.fastjac()), copy=True)
+    routes = {}
+    for route, fn in (("fastjac", case.fastjac), ("fastjac_alloc", case.fastjac_alloc),
+                      ("fastjac_kernel", case.fastjac_kernel)):
+        if fn is None or not time_fastjac:
+            continue
+        reason = check(expected, fn(), False, case.dtype, case.rtol)
+        if reason:
+            result["notes"][route] = reason
+            log(f"    ! {case.name} {route}: {reason}")
+            continue
+        routes[route] = fn
+    if time_fastjac:
+        twin = stream_twin(case)
+        if twin is not None:
+            routes["stream"] = twin
+    for rival in case.rivals:
+        if rival.dense and case.n > DENSE_MAX_N:
+            continue
+        try:
+            fn = rival.build()
+            got = fn()                          # warm-up: JIT compiles here
+            reason = check(expected, got, rival.dense, case.dtype, case.rtol)
+            del got
+        except Skip as exc:
+            result["notes"][rival.name] = str(exc)
+            continue
+        except Exception as exc:                # noqa: BLE001 - a rival's failure is a note
+            result["notes"][rival.name] = f"error: {type(exc).__name__}: {exc}"[:200]
+            continue
+        if reason:
+            result["notes"][rival.name] = reason
+            log(f"    ! {case.name} {rival.name}: {reason}")
+            continue
+        routes[rival.name] = fn
+    result["times"] = measure(routes, quick)
+    return result
+
+
+def ratios(result):
+    """rival time / fastjac time for each timed rival of a case result.
+
+    Preallocating rivals are compared with fastjac's out= call, allocating
+    ones with fastjac's allocating call (or out= when there is none).
+    """
+    times = result["times"]
+    if "fastjac" not in times:
+        return {}
+    base_out = times["fastjac"]["median"]
+    base_alloc = times.get("fastjac_alloc", times["fastjac"])["median"]
+    out = {}
+    for route, t in times.items():
+        if route in FASTJAC_ROUTES:
+            continue
+        base = base_out if route in PREALLOCATING else base_alloc
+        out[route] = t["median"] / base
+    return out
+
+
+# -- discovery -------------------------------------------------------------------
+
+def discover(families=None):
+    """The family modules: every benchmarks/bench_*.py with a cases() function.
+
+    Returns a list of (family name, module), sorted by file name; ``families``
+    (names) keeps only those.
+    """
+    found = []
+    for path in sorted(HERE.glob("bench_*.py")):
+        module = importlib.import_module(f"{__package__}.{path.stem}")
+        if not callable(getattr(module, "cases", None)):
+            continue
+        name = getattr(module, "FAMILY", path.stem[len("bench_"):])
+        if families and name not in families:
+            continue
+        found.append((name, module))
+    return found
+
+
+def geomean(values):
+    values = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
+
+
+# -- one process per library ---------------------------------------------------------
+
+# The routes each worker process times. Libraries with thread pools of their
+# own (OpenMP in fastjac, numba and PyTorch, XLA's in JAX, numexpr's) run
+# in separate processes: in one process, one library's spinning or sleeping
+# workers distort the next library's timings (a parallel numba call at
+# n = 16 measured 16 ms instead of 1.5 µs after the others had run).
+GROUPS = {
+    "fastjac": ("fastjac", "fastjac_alloc", "fastjac_kernel", "stream", "numpy", "numpy_out"),
+    "numexpr": ("numexpr",),
+    "numba": ("numba", "numba_par"),
+    "jax": ("jax", "jax_dense"),
+    "torch": ("torch", "torch_vjp", "torch_dense"),
+    "autograd": ("autograd",),
+}
+
+
+def select(case, routes):
+    """Keep only the given routes of a case (fastjac's out= call stays: it
+    gives the answer every rival is checked against, timed or not)."""
+    keep = set(routes)
+    case.rivals = [r for r in case.rivals if r.name in keep]
+    if "fastjac_alloc" not in keep:
+        case.fastjac_alloc = None
+    if "fastjac_kernel" not in keep:
+        case.fastjac_kernel = None
+    return case
+
+
+def run_group(group, sizes, dtypes, families, quick, log):
+    """Yield the result dict of every case, timing only ``group``'s routes."""
+    routes = GROUPS[group]
+    for dtype in dtypes:
+        for n in sizes:
+            for family, module in discover(families):
+                for case in module.cases(n, np.dtype(dtype)):
+                    if quick and not case.quick:
+                        continue
+                    yield run_case(select(case, routes), quick, log,
+                                   time_fastjac="fastjac" in routes)
