@@ -602,3 +602,17 @@ def test_hostile(fn, args, kwargs, expect):
 def test_hostile_suite_is_large():
     """The suite is a catalogue, not a sample: it must keep its breadth."""
     assert len(CASES) >= 400, len(CASES)
+
+
+def test_fuzz_harness_short_pass(reliability_count):
+    """A short, reproducible pass of fuzz/fuzz_api.py (hypothesis engine)."""
+    pytest.importorskip("hypothesis")
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "fuzz", "fuzz_api.py")
+    spec = importlib.util.spec_from_file_location("fuzz_api", path)
+    fuzz_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz_api)
+    n = fuzz_api.run_hypothesis(examples=400, seconds=None, seed=0)
+    reliability_count("fuzz", n)
+    assert n >= 400

@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""Bounded fuzzing of fastjac's public API.
+
+Every input is a random call of ``jacobian``, ``sum_gradient``, ``kernel``
+(and, when present, the expression layer's ``compile``): valid and invalid
+operators, operands of every dtype, shape and memory layout (with NaN, inf,
+subnormals, huge values), lists and junk objects, and random ``wrt``,
+``layout``, ``format`` and ``out``. Each call must either return a result
+that passes the checks below or raise one of the documented exceptions
+(TypeError, ValueError, OverflowError, MemoryError); it must never crash,
+hang, raise anything else, or modify an input. Checks on a result: float32
+or float64 dtype, the documented shape, and, for moderate float64 operands,
+the value of the independent oracle (tests/oracle.py).
+
+Two engines draw the inputs:
+
+* ``hypothesis`` (default, needs only the test extras): random and shrinking;
+* ``atheris`` (``pip install atheris``): coverage-guided, libFuzzer-driven.
+
+Usage::
+
+    python fuzz/fuzz_api.py --seconds 30              # bounded, as CI runs it
+    python fuzz/fuzz_api.py --examples 20000          # a fixed number of inputs
+    python fuzz/fuzz_api.py --engine atheris --seconds 600
+
+Exit status 0 means no failure; a failure prints the offending call (with
+hypothesis, shrunk to a minimal example) and exits non-zero.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+import fastjac                  # noqa: E402
+import oracle                   # noqa: E402
+
+ALLOWED = (TypeError, ValueError, OverflowError, MemoryError)
+
+OPS = list(oracle.BINARY_OPS + oracle.UNARY_OPS) + [
+    np.multiply, np.tanh, np.absolute, "absolute", None, "nope", "", 3, ["add"], b"exp"]
+DTYPES = [np.float64, np.float32, np.float16, np.int8, np.int64, np.uint8, np.bool_,
+          np.complex128, object, "datetime64[s]", np.longdouble, ">f8", "<f4"]
+SHAPES = [(), (0,), (1,), (2,), (5,), (3, 2), (2, 0), (2, 1, 3), (17,), (4, 4)]
+VALUES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 3.0, -2.5, 1e-3, 1e3, np.nan, np.inf, -np.inf,
+          5e-324, 1e-40, 1e308, -1e308, 3.4e38, 1e30]
+JUNK = [None, "abc", b"x", 1j, object(), {"a": 1}, [1.0, None], [[1.0], [2.0, 3.0]],
+        10 ** 400, float("nan"), True, 7, -3.5, [], (), [1, 2, 3], (1.5, 2.5)]
+WRTS = [0, 1, 0, 1, 2, -1, True, 1.0, None, "0", np.int64(1)]
+LAYOUTS = ["numerator", "denominator", "numerator", "Numerator", None, 0]
+FORMATS = ["compact", "compact", "dense", "csr", "csc", "coo", "dia", "sparse", "lil", None]
+
+
+class Chooser:
+    """The source of choices; engines differ only in where the numbers come from."""
+
+    def choose(self, n):            # an int in [0, n)
+        raise NotImplementedError
+
+    def pick(self, seq):
+        return seq[self.choose(len(seq))]
+
+
+def make_array(ch, shape=None):
+    shape = ch.pick(SHAPES) if shape is None else shape
+    dtype = np.dtype(ch.pick(DTYPES))
+    n = int(np.prod(shape))
+    vals = [ch.pick(VALUES) for _ in range(min(n, 8))]
+    vals = (vals * (n // max(len(vals), 1) + 1))[:n] if vals else []
+    with np.errstate(all="ignore"):
+        if dtype.kind == "M":
+            arr = np.arange(n).astype(dtype).reshape(shape)
+        elif dtype == object:
+            arr = np.array(vals + [None] * 0, dtype=object).reshape(shape) if n else \
+                np.empty(shape, object)
+        else:
+            base = np.nan_to_num(np.array(vals, dtype=np.float64), nan=0.0, posinf=7.0,
+                                 neginf=-7.0) if dtype.kind in "iub" else np.array(vals)
+            arr = base.astype(dtype).reshape(shape)
+    layout = ch.choose(6)
+    if layout == 1 and arr.ndim:
+        arr = np.ascontiguousarray(arr[..., ::-1])[..., ::-1]
+    elif layout == 2 and arr.ndim >= 2:
+        arr = np.asfortranarray(arr)
+    elif layout == 3 and arr.ndim:
+        buf = np.zeros(arr.shape[:-1] + (2 * arr.shape[-1],), arr.dtype)
+        buf[..., ::2] = arr
+        arr = buf[..., ::2]
+    elif layout == 4:
+        arr = arr.copy()
+        arr.flags.writeable = False
+    return arr
+
+
+def make_operand(ch, shape=None):
+    kind = ch.choose(10)
+    if kind < 6:
+        return make_array(ch, shape)
+    if kind == 6:
+        return make_array(ch, shape).tolist()
+    if kind == 7:
+        return ch.pick(VALUES)
+    if kind == 8:
+        return ch.pick([2, -1, True, 0])
+    return ch.pick(JUNK)
+
+
+def build_valid_call(ch):
+    """A well-formed call on moderate float64 values: checked against the oracle."""
+    op = ch.pick(oracle.BINARY_OPS + oracle.UNARY_OPS)
+    shape = ch.pick(SHAPES)
+    n = int(np.prod(shape))
+    moderate = [0.0, 1.0, -1.0, 0.5, 2.0, 3.0, -2.5, 1e-3, 10.0, -7.25, 0.1]
+    a = np.array([ch.pick(moderate) for _ in range(n)], dtype=np.float64).reshape(shape)
+    b = None
+    if op in oracle.BINARY_OPS:
+        b = np.array([ch.pick(moderate) for _ in range(n)], dtype=np.float64).reshape(shape)
+    fn = fastjac.jacobian if ch.choose(2) else fastjac.sum_gradient
+    kwargs = {"wrt": ch.choose(2) if b is not None else 0}
+    return ((fn.__name__, op, kwargs), (lambda: fn(op, a, b, **kwargs)), (a, b), kwargs)
+
+
+def build_call(ch):
+    """(description, function, args, kwargs) of one random call."""
+    if ch.choose(3) == 0:
+        return build_valid_call(ch)
+    which = ch.choose(4)
+    op = ch.pick(OPS)
+    shape = ch.pick(SHAPES)
+    a = make_operand(ch, shape)
+    b = make_operand(ch, shape if ch.choose(4) else ch.pick(SHAPES)) if ch.choose(3) else None
+    if which == 3:                   # the low-level kernel
+        wrt = ch.pick(WRTS)
+        out = make_array(ch, shape)
+        args = (a, out) if b is None else (a, b, out)
+        return ("kernel", op, wrt, args), (lambda: fastjac.kernel(op, wrt)(*args)), args, {}
+    fn = fastjac.jacobian if which < 2 else fastjac.sum_gradient
+    kwargs = {}
+    if ch.choose(2):
+        kwargs["wrt"] = ch.pick(WRTS)
+    if ch.choose(3) == 0:
+        kwargs["layout"] = ch.pick(LAYOUTS)
+    if ch.choose(2):
+        kwargs["format"] = ch.pick(FORMATS)
+    if ch.choose(4) == 0:
+        kwargs["out"] = make_array(ch, ch.pick([shape, (), (shape[0] if shape else 1,) * 2]))
+    return ((fn.__name__, op, kwargs), (lambda: fn(op, a, b, **kwargs)), (a, b), kwargs)
+
+
+def snapshot(objs):
+    return [(o, o.copy()) for o in objs if isinstance(o, np.ndarray)]
+
+
+def moderate_float64(x):
+    arr = np.asarray(x) if not isinstance(x, list) else None
+    return (isinstance(x, np.ndarray) and arr.dtype == np.float64 and arr.size
+            and np.all(np.isfinite(arr)) and np.all((arr == 0) | (np.abs(arr) > 1e-3))
+            and np.all(np.abs(arr) < 1e3))
+
+
+def check_result(desc, result, args, kwargs):
+    name, op = desc[0], desc[1]
+    if hasattr(result, "toarray"):
+        assert result.dtype in (np.float32, np.float64), desc
+        assert result.ndim == 2, desc
+        return
+    arr = np.asarray(result)
+    assert arr.dtype in (np.float32, np.float64), (desc, arr.dtype)
+    fmt = kwargs.get("format", "compact")
+    if name == "kernel" or fmt == "dense":
+        return
+    a, b = args
+    if isinstance(op, str) and op in oracle.BINARY_OPS + oracle.UNARY_OPS \
+            and moderate_float64(a) and (b is None or moderate_float64(b)) \
+            and (b is None or np.shape(a) == np.shape(b)):
+        wrt = kwargs.get("wrt", 0)
+        if name == "jacobian":
+            expected = oracle.compact_jacobian(op, a, b, wrt)
+        else:
+            expected = oracle.compact_sum_gradient(op, a, b, wrt)
+        rtol, atol = oracle.tolerance(op, a, b, wrt, np.float64)
+        oracle.assert_close(arr, expected, rtol, atol, dtype=np.float64, err_msg=str(desc))
+
+
+def one_input(ch):
+    """Run one random call; raise AssertionError on any violation."""
+    desc, call, args, kwargs = build_call(ch)
+    out = kwargs.get("out")
+    watched = [x for x in list(args) + [out] if isinstance(x, np.ndarray)]
+    if name_is_kernel(desc):
+        watched = [x for x in watched if x is not args[-1]]
+    elif out is not None:
+        watched = [x for x in watched if x is not out]
+    if out is not None or name_is_kernel(desc):
+        target = out if out is not None else args[-1]
+        watched = [x for x in watched if not np.shares_memory(x, target)]
+    before = snapshot(watched)
+    try:
+        with np.errstate(all="ignore"):
+            result = call()
+    except ALLOWED as exc:
+        assert str(exc), f"{type(exc).__name__} without a message for {desc}"
+    except Exception as exc:        # noqa: BLE001 - anything else is a finding
+        raise AssertionError(f"{desc} raised {type(exc).__name__}: {exc}") from exc
+    else:
+        check_result(desc, result, args, kwargs)
+    for arr, copy in before:
+        assert np.array_equal(arr, copy, equal_nan=arr.dtype.kind in "fc") \
+            if arr.dtype.kind not in "OMV" else True, f"{desc} modified an input"
+
+
+def name_is_kernel(desc):
+    return desc[0] == "kernel"
+
+
+# -- engines ---------------------------------------------------------------------------
+
+def run_hypothesis(examples, seconds, seed):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    class HypothesisChooser(Chooser):
+        def __init__(self, data):
+            self.data = data
+
+        def choose(self, n):
+            return self.data.draw(st.integers(0, n - 1)) if n > 1 else 0
+
+    deadline = time.monotonic() + seconds if seconds else None
+    count = [0]
+    # hypothesis has no time budget: with --seconds, run rounds of ROUND
+    # examples until the time is up (each round draws fresh random inputs).
+    ROUND = 200
+    per_run = examples if examples else ROUND
+
+    @settings(max_examples=per_run, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), derandomize=seed is not None)
+    @given(st.data())
+    def fuzz(data):
+        count[0] += 1
+        one_input(HypothesisChooser(data))
+
+    fuzz()
+    while deadline is not None and not examples and time.monotonic() < deadline:
+        fuzz()
+    return count[0]
+
+
+def run_atheris(examples, seconds):
+    import atheris
+
+    class BytesChooser(Chooser):
+        def __init__(self, fdp):
+            self.fdp = fdp
+
+        def choose(self, n):
+            return self.fdp.ConsumeIntInRange(0, n - 1) if n > 1 else 0
+
+    def test_one(data):
+        one_input(BytesChooser(atheris.FuzzedDataProvider(data)))
+
+    argv = [sys.argv[0]]
+    if seconds:
+        argv.append(f"-max_total_time={int(seconds)}")
+    if examples:
+        argv.append(f"-runs={examples}")
+    atheris.instrument_all()        # coverage of fastjac's Python layers guides the search
+    atheris.Setup(argv, test_one)
+    atheris.Fuzz()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=["hypothesis", "atheris"], default="hypothesis")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time budget (default 30 s when --examples is not given)")
+    parser.add_argument("--examples", type=int, default=None, help="number of inputs")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="hypothesis: derandomize (reproducible runs)")
+    args = parser.parse_args(argv)
+    if args.seconds is None and args.examples is None:
+        args.seconds = 30.0
+    started = time.monotonic()
+    if args.engine == "atheris":
+        run_atheris(args.examples, args.seconds)
+        return 0
+    n = run_hypothesis(args.examples, args.seconds, args.seed)
+    print(f"fuzz_api: {n} inputs in {time.monotonic() - started:.1f} s, no failure "
+          f"(fastjac {fastjac.__version__}, engine hypothesis)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
