@@ -1,0 +1,100 @@
+"""Smoke test of the benchmark suite (benchmarks/), so that it cannot rot.
+
+Runs the harness on n = 16 with fastjac and NumPy only (the rivals are
+optional extras and may be missing), renders the report, and runs the
+command line once in quick mode. Nothing here asserts a timing.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _harness, compare  # noqa: E402
+
+
+def test_discover_finds_every_family():
+    names = [name for name, _ in _harness.discover()]
+    assert {"elementwise", "expand", "reduce"} <= set(names)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cases_are_well_formed(dtype):
+    for family, module in _harness.discover():
+        cases = module.cases(16, np.dtype(dtype))
+        assert cases, family
+        assert any(c.quick for c in cases), f"{family} has no --quick case"
+        names = [c.name for c in cases]
+        assert len(names) == len(set(names)), f"duplicate case names in {family}"
+        for c in cases:
+            assert c.kind in ("memory", "compute")
+            assert c.n == 16 and c.nbytes >= 0
+            assert {r.name for r in c.rivals} <= set(_harness.ROUTES)
+
+
+def _quick_results(n=16, dtype=np.float64):
+    results = []
+    for family, module in _harness.discover(("elementwise", "expand", "reduce")):
+        for case in [c for c in module.cases(n, np.dtype(dtype)) if c.quick][:2]:
+            case = _harness.select(case, _harness.GROUPS["fastjac"])
+            results.append(_harness.run_case(case, quick=True, log=lambda m: None))
+    return results
+
+
+def test_quick_path_checks_numpy_against_fastjac():
+    results = _quick_results()
+    assert results
+    for r in results:
+        assert "fastjac" in r["times"], r
+        assert r["times"]["fastjac"]["median"] > 0
+        # NumPy's hand-written formula agrees with fastjac on every case
+        assert not any("wrong" in note or "error" in note for note in r["notes"].values()), r
+        assert "numpy" in r["times"], r
+
+
+def test_a_wrong_or_missing_rival_is_a_note_not_a_failure():
+    case = _harness.discover(("elementwise",))[0][1].cases(16, np.dtype(np.float64))[0]
+    case.rivals = [
+        _harness.Rival("numpy", lambda: (lambda: np.full(16, 42.0))),     # wrong answer
+        _harness.Rival("jax", lambda: (_ for _ in ()).throw(_harness.Skip("jax is missing"))),
+        _harness.Rival("torch", lambda: 1 / 0),                          # broken setup
+    ]
+    result = _harness.run_case(case, quick=True, log=lambda m: None)
+    assert result["notes"]["numpy"].startswith("wrong answer")
+    assert result["notes"]["jax"] == "jax is missing"
+    assert result["notes"]["torch"].startswith("error: ZeroDivisionError")
+    assert set(result["times"]) >= {"fastjac"} and "numpy" not in result["times"]
+
+
+def test_report_renders(tmp_path):
+    report = {"machine": {"date": "2026-01-01 00:00 UTC", "python": "3", "numpy": np.__version__,
+                          "cpu": "test"},
+              "quick": True, "sizes": [16], "dtypes": ["float64"], "groups": {},
+              "cases": _quick_results(), "bandwidth": {
+                  "gbps": {"copy": 10.0, "triad": 12.0}, "median_gbps": {}, "best_gbps": 12.0,
+                  "threads": 1, "elements": 1 << 20, "method": "test", "note": ""}}
+    text = compare.markdown(report)
+    assert "Summary, float64" in text and "Targets" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{compare.START}\nold\n{compare.END}\nrest\n")
+    compare.update_readme(report, tmp_path, readme=readme)
+    new = readme.read_text()
+    assert new.startswith("intro\n") and new.endswith("rest\n") and "old" not in new
+    json.dumps(report)
+
+
+def test_command_line_quick_run(tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--sizes", "16",
+         "--groups", "fastjac", "--no-extras", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "results.json").read_text())
+    assert report["cases"] and (out / "results.md").exists()
