@@ -56,19 +56,28 @@ def reliability_count(record_property):
         record_property(f"reliability:{kind}", k)
 
 
+_CALL_OUTCOME = {}
+
+
 def pytest_runtest_logreport(report):
-    if report.when != "call" and not (report.when == "setup" and report.skipped):
+    # The fixture records its counts at teardown, so they arrive with the
+    # teardown report; the outcome that matters is the call's.
+    if report.when == "call":
+        _CALL_OUTCOME[report.nodeid] = report.outcome
         return
+    if report.when != "teardown" or report.nodeid not in _CALL_OUTCOME:
+        return
+    outcome = _CALL_OUTCOME.pop(report.nodeid)
     counted = False
     for name, value in report.user_properties:
         if isinstance(name, str) and name.startswith("reliability:"):
             kind = name.split(":", 1)[1]
             _COUNTS[kind] += value
-            _OUTCOMES[kind, report.outcome] += value
+            _OUTCOMES[kind, outcome] += value
             counted = True
-    if not counted and "hostile" in report.keywords and report.when == "call":
+    if not counted and "hostile" in report.keywords:
         _COUNTS["hostile"] += 1
-        _OUTCOMES["hostile", report.outcome] += 1
+        _OUTCOMES["hostile", outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
