@@ -41,7 +41,8 @@ cimport numpy as cnp
 from cpython.pystate cimport PyThreadState
 
 from cython cimport floating
-from ._derivatives cimport f_exp, f_log, f_sqrt, f_sin, f_cos, f_pow, f_abs
+from ._derivatives cimport (f_exp, f_log, f_sqrt, f_sin, f_cos, f_pow, f_abs, v_sin, v_cos,
+                            fj_trig_fast)
 from ._kernels cimport derivative_into, threads_for
 
 cdef extern from "Python.h":
@@ -113,13 +114,31 @@ cdef inline floating f_tanh(floating x) noexcept nogil:
 
 
 cdef inline floating f_sigmoid(floating x) noexcept nogil:
-    # 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: never exp of a large
-    # positive number, so no overflow and no cancellation.
-    cdef floating e
-    if x >= 0:
-        return 1 / (1 + f_exp(-x))
-    e = f_exp(x)
-    return e / (1 + e)
+    # 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|): never exp of
+    # a large positive number, so no overflow and no cancellation; a select,
+    # not a branch, so the loop vectorises (f_exp is _vecmath.h's).
+    cdef floating e = f_exp(-f_abs(x))
+    cdef floating s = 1 / (1 + e)
+    return s if x >= 0 else e * s
+
+
+cdef void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
+    """sin or cos of a block: vectorised (_vecmath.h), with the rare
+    arguments beyond its range (|x| >= 2**17) redone on libm afterwards."""
+    cdef Py_ssize_t i
+    cdef int slow = 0
+    if cosine:
+        for i in range(m):
+            d[i] = v_cos(a[i])
+            slow |= not fj_trig_fast(a[i])
+    else:
+        for i in range(m):
+            d[i] = v_sin(a[i])
+            slow |= not fj_trig_fast(a[i])
+    if slow:
+        for i in range(m):
+            if not fj_trig_fast(a[i]):
+                d[i] = f_cos(a[i]) if cosine else f_sin(a[i])
 
 
 cdef inline double block_sum(const floating* a, Py_ssize_t m) noexcept nogil:
@@ -174,11 +193,9 @@ cdef void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
             for i in range(m):
                 d[i] = f_log(a[i])
         elif op == OP_SIN:
-            for i in range(m):
-                d[i] = f_sin(a[i])
+            trig_block(False, a, d, m)
         elif op == OP_COS:
-            for i in range(m):
-                d[i] = f_cos(a[i])
+            trig_block(True, a, d, m)
         elif op == OP_TANH:
             for i in range(m):
                 d[i] = f_tanh(a[i])
