@@ -211,11 +211,13 @@ def dense_jacobian_fd(f, x, h=None):
     return jac
 
 
-def fd_safe(op, w, x=None, wrt=0, margin=1e-2):
+def fd_safe(op, w, x=None, wrt=0, margin=1e-2, pole_margin=0.25):
     """True where finite differences of op are meaningful at (w, x).
 
-    Away from kinks (ties of maximum/minimum, 0 for relu/abs), from the
-    domain boundaries of sqrt, log and power, and from overflow.
+    Away from kinks (ties of maximum/minimum, 0 for relu/abs) by more than
+    the stencil's reach (4 h <= 1e-2 for |values| < 4), from poles and domain
+    boundaries (1/x, log, sqrt, power's base) by ``pole_margin``, where the
+    truncation error h^4 f^(5) grows like 1/distance^6, and from overflow.
     """
     w = as_float64(w)
     ok = np.isfinite(w) & (np.abs(w) < 50)
@@ -223,16 +225,16 @@ def fd_safe(op, w, x=None, wrt=0, margin=1e-2):
         if op in ("relu", "abs"):
             ok &= np.abs(w) > margin
         if op in ("sqrt", "log"):
-            ok &= w > margin
+            ok &= w > pole_margin
         return ok
     x = as_float64(x)
     ok = ok & np.isfinite(x) & (np.abs(x) < 50)
     if op in ("maximum", "minimum", "greater", "less"):
         ok &= np.abs(w - x) > margin
     if op == "divide":
-        ok &= np.abs(x) > margin
+        ok &= np.abs(x) > pole_margin
     if op == "power":
-        ok &= (w > margin) & (np.abs(x) < 8) & (np.abs(x * np.log(np.maximum(w, margin))) < 30)
+        ok &= (w > pole_margin) & (np.abs(x) < 8) & (np.abs(x * np.log(np.maximum(w, margin))) < 30)
     return ok
 
 
