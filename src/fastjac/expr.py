@@ -36,10 +36,11 @@ import numbers
 import numpy as np
 
 from . import _expr, _kernels, _ops
+from ._expr import ExprKernel
 from .expr_factors import Factor
 
 __all__ = [
-    "Expr", "Factor", "var", "compile", "CompiledExpression", "neuron_gradient",
+    "Expr", "Factor", "var", "ExprKernel", "compile", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power", "sum", "dot",
     "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
     "sigmoid", "relu", "abs",
@@ -1179,6 +1180,64 @@ def compile(expr, wrt=None):
     array([1., 2., 3.])
     """
     return CompiledExpression(expr, wrt)
+
+
+def demo():
+    """Print the chain-rule examples of spec section 6, computed (``python -m fastjac``)."""
+    np_print = np.get_printoptions()
+    np.set_printoptions(precision=4, suppress=True)
+    try:
+        _demo()
+    finally:
+        np.set_printoptions(**np_print)
+
+
+def _demo():
+    def show(title, value):
+        text = repr(value) if isinstance(value, Factor) else np.array2string(np.asarray(value))
+        if "\n" in text:
+            print(f"  {title}:\n    " + text.replace("\n", "\n    "))
+        else:
+            print(f"  {title}: {text}")
+
+    title = "6. The chain rule: compiled expressions (fastjac.var, fastjac.compile)"
+    print(f"\n{title}\n{'-' * len(title)}")
+    x, y = var("x"), var("y")
+    fg = compile([3 * x ** 2 * y, 2 * x + y ** 8], wrt=["x", "y"])
+    print("  f(x, y) = 3x^2 y, g(x, y) = 2x + y^8 at x = 2, y = 1:"
+          " [[6xy, 3x^2], [2, 8y^7]] = [[12, 12], [2, 8]]")
+    show("Jacobian of (f, g), numerator layout", fg.jacobian(x=2.0, y=1.0, format="dense"))
+    show("denominator layout (the transpose)",
+         fg.jacobian(x=2.0, y=1.0, format="dense", layout="denominator"))
+
+    w, v = var("w"), var("x")
+    wv, xv = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
+    f = compile(sin(w) * exp(v) - w / v)
+    print("  y = sin(w) * exp(x) - w / x, w = [1, 2, 3], x = [0.5, -1, 2]:")
+    show("dy/dw = diag(cos(w) exp(x) - 1/x), compact", f.jacobian("w", w=wv, x=xv))
+    show("dy/dx = diag(sin(w) exp(x) + w/x^2), compact", f.jacobian("x", w=wv, x=xv))
+    g = compile(sum(tanh(w * v) + 3))
+    print("  y = sum(tanh(w * x) + 3): a row times a diagonal is a row")
+    show("dy/dw = (1 - tanh(w x)^2) x, compact", g.jacobian("w", w=wv, x=xv))
+    show("dy/dw, numerator layout (1 x n)", g.jacobian("w", w=wv, x=xv, format="dense"))
+    show("dy/dw, denominator layout (n x 1)",
+         g.jacobian("w", w=wv, x=xv, format="dense", layout="denominator"))
+    h = compile(tanh(dot(w, v) / 10) * v)
+    print("  y = tanh(w . x / 10) * x: a dot product feeding element-wise work is not diagonal")
+    show("dy/dw (column x row: a rank-1 factor)", h.jacobian("w", w=wv, x=xv))
+    show("dy/dw = x (tanh'(w.x/10) x / 10)^T, dense",
+         h.jacobian("w", w=wv, x=xv, format="dense"))
+
+    X = np.array([[1.0, 2.0], [3.0, -4.0], [0.5, 1.0]])
+    t = np.array([1.0, 0.0, 2.0])
+    wn, b = np.array([1.0, 1.0]), 0.0
+    gw, gb, C = neuron_gradient(X, t, wn, b, return_loss=True)
+    print("  neuron: C = (1/N) sum_i (y_i - max(0, w.x_i + b))^2, X = [[1, 2], [3, -4], "
+          "[0.5, 1]], y = [1, 0, 2], w = [1, 1], b = 0")
+    print("    rows 0 and 2 are active (w.x_i + b = 3, 1.5 > 0), row 1 is not (-1)")
+    show("dC/dw = (2/N) sum_active (z_i - y_i) x_i = (2/3)(2 [1, 2] - 0.5 [0.5, 1])", gw)
+    show("dC/db = (2/3)(2 - 0.5)", gb)
+    show("C", C)
 
 
 from ._neuron import neuron_gradient  # noqa: E402  (the neuron reuses coerce_named)
