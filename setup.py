@@ -67,29 +67,35 @@ def openmp_flags():
     return "-fopenmp"
 
 
+# gcc gives up inlining the math of _vecmath.h (through Cython's inline
+# wrappers) into the kernel loops at its default early-inlining budget, and a
+# loop with a call in it is not vectorised.
+INLINE_FLAGS = ["--param", "early-inlining-insns=200"]
+
+
+def compiler_accepts(flags):
+    """True if the C compiler compiles an empty program with these flags."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int main(void){return 0;}\n")
+        cmd = cc.split() + flags + ["-Werror", "-c", src, "-o", os.path.join(tmp, "probe.o")]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def simd_variants():
     """The SIMD_VARIANTS this compiler builds, on x86-64 only."""
     if os.environ.get("FASTJAC_SIMD_VARIANTS", "1") in ("", "0"):
         return {}
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    found = {}
-    tmp = tempfile.mkdtemp()
-    try:
-        src = os.path.join(tmp, "probe.c")
-        with open(src, "w") as f:
-            f.write("int main(void){return 0;}\n")
-        for name, flags in SIMD_VARIANTS.items():
-            cmd = cc.split() + flags + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
-            try:
-                if subprocess.run(cmd, capture_output=True).returncode == 0:
-                    found[name] = flags
-            except OSError:
-                pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return found
+    return {name: flags for name, flags in SIMD_VARIANTS.items() if compiler_accepts(flags)}
 
 
 def extensions():
@@ -97,6 +103,8 @@ def extensions():
     # -fno-trapping-math lets gcc if-convert the selects of _vecmath.h (so it
     # vectorises them); unlike -ffast-math it keeps NaN, inf and signed zeros.
     compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    if compiler_accepts(INLINE_FLAGS):
+        compile_args += INLINE_FLAGS
     link_args = []
     if omp:
         compile_args.append(omp)

@@ -52,16 +52,24 @@
 
 #define FJ_TRIG_FAST_MAX 131072.0 /* 2**17 */
 
+/* Always inline: a loop that calls one of these out of line is not
+ * vectorised, and in a large module gcc's inlining budget can run out. */
+#if defined(__GNUC__)
+#define FJ_INLINE static inline __attribute__((always_inline))
+#else
+#define FJ_INLINE static inline
+#endif
+
 /* -- bit patterns (memcpy is how C spells a reinterpretation; it compiles
  *    to nothing, or to a register move) ------------------------------------ */
-static inline uint64_t fj_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
-static inline double fj_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
-static inline uint32_t fj_bitsf(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
-static inline float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+FJ_INLINE uint64_t fj_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
+FJ_INLINE double fj_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
+FJ_INLINE uint32_t fj_bitsf(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+FJ_INLINE float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
 
 /* -- exp, double ------------------------------------------------------------ */
 
-static inline double fj_exp(double x)
+FJ_INLINE double fj_exp(double x)
 {
     const double shift = 0x1.8p52;          /* x + shift rounds x to an integer */
     const double inv_ln2 = 0x1.71547652b82fep0;
@@ -103,7 +111,7 @@ static inline double fj_exp(double x)
 
 /* -- exp, float ---------------------------------------------------------------- */
 
-static inline float fj_expf(float x)
+FJ_INLINE float fj_expf(float x)
 {
     const float shift = 0x1.8p23f;
     const float inv_ln2 = 0x1.715476p0f;
@@ -133,7 +141,7 @@ static inline float fj_expf(float x)
 
 /* fdlibm __kernel_sin(x, y) and __kernel_cos(x, y) on |x| <= pi/4, y the
  * tail of the reduced argument. */
-static inline double fj_kernel_sin(double x, double y)
+FJ_INLINE double fj_kernel_sin(double x, double y)
 {
     const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03,
                  S3 = -1.98412698298579493134e-04, S4 = 2.75573137070700676789e-06,
@@ -143,7 +151,7 @@ static inline double fj_kernel_sin(double x, double y)
     return x - ((z * (0.5 * y - v * r) - y) - v * S1);
 }
 
-static inline double fj_kernel_cos(double x, double y)
+FJ_INLINE double fj_kernel_cos(double x, double y)
 {
     const double C1 = 4.16666666666666019037e-02, C2 = -1.38888888888741095749e-03,
                  C3 = 2.48015872894767294178e-05, C4 = -2.75573143513906633035e-07,
@@ -157,7 +165,7 @@ static inline double fj_kernel_cos(double x, double y)
 /* x = q pi/2 + (r + r_lo), |r| <= pi/4; the quadrant q mod 4 in the low
  * bits of *quadrant. Exact for |x| < 2^17: q < 2^17 and each part of pi/2
  * has 33 bits, so q * part is exact. */
-static inline double fj_reduce_pio2(double x, double *r_lo, uint64_t *quadrant)
+FJ_INLINE double fj_reduce_pio2(double x, double *r_lo, uint64_t *quadrant)
 {
     const double shift = 0x1.8p52, two_over_pi = 0x1.45f306dc9c883p-1;
     const double p1 = 1.57079632673412561417e+00;   /* pi/2, bits 1-33 */
@@ -179,12 +187,12 @@ static inline double fj_reduce_pio2(double x, double *r_lo, uint64_t *quadrant)
 }
 
 /* Nonzero where fj_sin/fj_cos (and the float versions) are valid. */
-static inline int fj_trig_fast(double x)
+FJ_INLINE int fj_trig_fast(double x)
 {
     return (fabs(x) < FJ_TRIG_FAST_MAX) | (x != x) | (fabs(x) == INFINITY);
 }
 
-static inline double fj_sincos_select(double s, double c, uint64_t n)
+FJ_INLINE double fj_sincos_select(double s, double c, uint64_t n)
 {
     /* n & 1 picks c over s; n & 2 flips the sign. */
     uint64_t swap = (uint64_t)0 - (n & 1);
@@ -192,7 +200,7 @@ static inline double fj_sincos_select(double s, double c, uint64_t n)
     return fj_from_bits(bits ^ ((n & 2) << 62));
 }
 
-static inline double fj_sin(double x)
+FJ_INLINE double fj_sin(double x)
 {
     double lo;
     uint64_t n;
@@ -201,7 +209,7 @@ static inline double fj_sin(double x)
     return fabs(x) < 0x1p-27 ? x : y;       /* sin(x) = x there, and -0 stays -0 */
 }
 
-static inline double fj_cos(double x)
+FJ_INLINE double fj_cos(double x)
 {
     double lo;
     uint64_t n;
@@ -212,7 +220,7 @@ static inline double fj_cos(double x)
 
 /* -- sin and cos, float: in double, rounded once ------------------------------------- */
 
-static inline float fj_sinf(float x) { return (float)fj_sin((double)x); }
-static inline float fj_cosf(float x) { return (float)fj_cos((double)x); }
+FJ_INLINE float fj_sinf(float x) { return (float)fj_sin((double)x); }
+FJ_INLINE float fj_cosf(float x) { return (float)fj_cos((double)x); }
 
 #endif /* FASTJAC_VECMATH_H */
