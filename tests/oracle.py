@@ -359,3 +359,23 @@ def assert_close(result, expected, rtol, atol, dtype=None, err_msg=""):
         detail = "; ".join(f"at {tuple(i)}: got {r[tuple(i)]!r}, expected {e[tuple(i)]!r}"
                            for i in idx)
         raise AssertionError(f"{int(bad.sum())} of {bad.size} values differ: {detail} {err_msg}")
+
+
+# -- section 6: the single neuron ----------------------------------------------------------
+
+def neuron_gradient(X, y, w, b):
+    """(dC/dw, dC/db, C) of C = (1/N) sum_i (y_i - max(0, w.x_i + b))^2, from section 6.
+
+    dC/dw = (2/N) sum_{i: z_i > 0} (z_i - y_i) x_i and dC/db = (2/N) sum_{i: z_i > 0}
+    (z_i - y_i), with z_i = w.x_i + b; in float64 (math.fsum for the sums).
+    """
+    X, y, w = as_float64(X), as_float64(y), as_float64(w)
+    b = float(b)
+    N = X.shape[0]
+    z = np.array([math.fsum((X[i] * w).tolist()) + b for i in range(N)])
+    active = z > 0
+    r = np.where(active, z - y, 0.0)
+    grad_w = np.array([math.fsum((r * X[:, j]).tolist()) for j in range(X.shape[1])]) * 2 / N
+    grad_b = math.fsum(r.tolist()) * 2 / N
+    loss = math.fsum(((y - np.maximum(z, 0.0)) ** 2).tolist()) / N
+    return grad_w, grad_b, loss

@@ -616,3 +616,202 @@ def test_fuzz_harness_short_pass(reliability_count):
     n = fuzz_api.run_hypothesis(examples=400, seconds=None, seed=0)
     reliability_count("fuzz", n)
     assert n >= 400
+
+
+# -- 9. the expression layer (fastjac.var / compile / neuron_gradient) ---------------------
+# Guarded: skipped where the expression layer is absent.
+
+HAS_EXPR = hasattr(fastjac, "compile") and hasattr(fastjac, "var")
+expr_only = pytest.mark.skipif(not HAS_EXPR, reason="no expression layer in this fastjac")
+# Found by this suite in the expression layer (expr.py / _neuron.pyx, owned by
+# the expression engineer); kept visible as expected failures until fixed.
+EXPR_MASK = pytest.mark.xfail(reason="expression layer ignores numpy.ma masks "
+                              "(the core raises TypeError)", strict=False)
+EXPR_LAYOUT = pytest.mark.xfail(reason="expression layer: layout=<array> raises "
+                                "'truth value of an array is ambiguous'", strict=False)
+EXPR_WRT = pytest.mark.xfail(reason="expression layer: wrt=<int> raises "
+                             "\"'int' object is not iterable\"", strict=False)
+EXPR_CASES = []
+
+
+def ecase(id, make, expect, marks=()):
+    """make() -> (fn, args, kwargs), built lazily (the expression layer may be absent)."""
+    EXPR_CASES.append(pytest.param(make, expect, id=id, marks=list(marks)))
+
+
+def f_expr():
+    w, x = fastjac.var("w"), fastjac.var("x")
+    return fastjac.compile(fastjac.sin(w) * fastjac.exp(x) - w / x, wrt=["w", "x"])
+
+
+def f_oracle(w, x, wrt):
+    w, x = oracle.as_float64(w), oracle.as_float64(x)
+    if wrt == "w":
+        return np.cos(w) * np.exp(x) - 1 / x + 0 * (w * x)
+    return np.sin(w) * np.exp(x) + w / (x * x) + 0 * (w * x)
+
+
+EW = np.array([0.5, 1.0, -1.5, 2.0])
+EX = np.array([1.0, 1.5, 2.0, -0.5])
+for name, value in {"list": EW.tolist(), "tuple": tuple(EW), "int_list": [1, 2, -3, 4],
+                    "readonly": np.broadcast_to(0.5, (4,)),
+                    "fortran_strided": np.asfortranarray(np.zeros((4, 2)))[:, 0] + EW,
+                    "reversed": EW[::-1], "python_float": 0.75, "numpy_scalar": np.float64(0.75),
+                    "zero_d": np.array(0.75), "bool_list": [True, False, True, True]}.items():
+    for wrt in ("w", "x"):
+        ecase(f"expr-accept-{name}-d{wrt}",
+              lambda value=value, wrt=wrt: (f_expr().jacobian, (wrt,), {"w": value, "x": EX}),
+              Gives(lambda value=value, wrt=wrt: f_oracle(value, EX, wrt)))
+for name, (value, match) in REJECTED.items():
+    if name in ("generator",):
+        continue
+    ecase(f"expr-reject-{name}", lambda value=value: (f_expr().jacobian, ("w",),
+                                                      {"w": value, "x": EX}),
+          Raises(TypeError, "") if value is not None else Raises(TypeError, r"None"))
+ecase("expr-reject-masked", lambda: (f_expr().jacobian, ("w",),
+                                     {"w": np.ma.array(EW, mask=[0, 1, 0, 0]), "x": EX}),
+      Raises(TypeError, r"MaskedArray|mask"), marks=[EXPR_MASK])
+ecase("expr-missing-variable", lambda: (f_expr().jacobian, ("w",), {"w": EW}),
+      Raises(ValueError, r"missing value for variable 'x'"))
+ecase("expr-unknown-variable", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX, "z": EW}),
+      Raises(ValueError, r"unknown variable 'z'"))
+ecase("expr-unknown-wrt", lambda: (f_expr().jacobian, ("q",), {"w": EW, "x": EX}),
+      Raises(ValueError, r"unknown variable 'q'"))
+ecase("expr-wrt-int", lambda: (f_expr().jacobian, (3,), {"w": EW, "x": EX}),
+      Raises((ValueError, TypeError), r"variable|wrt"), marks=[EXPR_WRT])
+ecase("expr-shapes", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX[:3]}),
+      Raises(ValueError, r"w has shape \(4,\) and x has shape \(3,\)"))
+ecase("expr-stacked-elementwise", lambda: (f_expr().jacobian, (), {"w": EW, "x": EX}),
+      Raises(ValueError, r"stacked"))
+ecase("expr-layout-bad", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
+                                                              "layout": "num"}),
+      Raises(ValueError, r"layout"))
+ecase("expr-layout-array", lambda: (f_expr().jacobian, ("w",), {
+    "w": EW, "x": EX, "layout": np.array(["numerator", "denominator"])}),
+      Raises(ValueError, r"layout must be"), marks=[EXPR_LAYOUT])
+ecase("expr-format-bad", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
+                                                              "format": "lil"}),
+      Raises(ValueError, r"format must be one of"))
+ecase("expr-out-readonly", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX, "out": _ro(4)}),
+      Raises(ValueError, r"read-only"))
+ecase("expr-out-dtype", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
+                                                             "out": np.zeros(4, np.float32)}),
+      Raises(ValueError, r"dtype float32"))
+ecase("expr-out-shape", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
+                                                             "out": np.zeros(5)}),
+      Raises(ValueError, r"shape \(5,\)"))
+ecase("expr-out-list", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX, "out": [0] * 4}),
+      Raises(TypeError, r"numpy.ndarray"))
+ecase("expr-out-is-input", lambda: (f_expr().jacobian, ("w",), {"w": _copy(EW), "x": EX,
+                                                                "out": _last_copy()}),
+      Raises(ValueError, r"overlaps"))
+ecase("expr-dense-1e6", lambda: (f_expr().jacobian, ("w",), {"w": np.ones(10 ** 6), "x": 2.0,
+                                                             "format": "dense"}),
+      Raises(MemoryError, r"8000000000000 bytes"))
+ecase("expr-float32", lambda: (f_expr().jacobian, ("w",), {"w": EW.astype(np.float32),
+                                                           "x": 2.0}),
+      Checks(lambda r: r.dtype == np.float32 or pytest.fail(str(r.dtype))))
+ecase("expr-specials", lambda: (f_expr().jacobian, ("w",), {
+    "w": np.array([np.nan, np.inf, 0.0, -0.0, 1e300]),
+    "x": np.array([1.0, 1.0, np.inf, 5e-324, -1e-300])}),
+      Checks(lambda r: (r.shape == (5,) and np.isnan(r[0]) and np.isnan(r[1])) or pytest.fail(r)))
+for bad in (None, [], 3.0, "w", [fastjac.var("w"), None] if HAS_EXPR else None):
+    ecase(f"compile-{bad!r}"[:30], lambda bad=bad: (fastjac.compile, (bad,), {}),
+          Raises((TypeError, ValueError), r""))
+for bad in (None, "", "1x", "a b", 3, "out", "wrt"):
+    ecase(f"var-{bad!r}", lambda bad=bad: (fastjac.var, (bad,), {}),
+          Raises((ValueError, TypeError), r"name|reserved|identifier"))
+ecase("expr-array-constant", lambda: (lambda: fastjac.var("w") * np.ones(3), (), {}),
+      Raises(TypeError, r"array constants"))
+ecase("expr-truth-value", lambda: (lambda: bool(fastjac.var("w") > 1), (), {}),
+      Raises(TypeError, r"truth value"))
+
+_COPIES = []
+
+
+def _copy(a):
+    _COPIES.append(a.copy())
+    return _COPIES[-1]
+
+
+def _last_copy():
+    return _COPIES[-1]
+
+
+def _ro(n):
+    r = np.zeros(n)
+    r.flags.writeable = False
+    return r
+
+
+# neuron_gradient
+NX = np.array([[1.0, 2.0, -1.0], [3.0, -4.0, 0.5], [0.5, 0.5, 0.5], [-2.0, 1.0, 1.0]])
+NY = np.array([1.0, 0.0, 2.0, -1.0])
+NW = np.array([1.0, 1.0, -0.5])
+
+
+def neuron_expect(X, y, w, b):
+    def expected():
+        gw, gb, loss = oracle.neuron_gradient(X, y, w, b)
+        return gw
+    return expected
+
+
+for name, (X, y, w, b) in {
+        "arrays": (NX, NY, NW, 0.25), "lists": (NX.tolist(), NY.tolist(), NW.tolist(), 0.25),
+        "fortran": (np.asfortranarray(NX), NY, NW, 0.25), "strided": (
+            np.repeat(NX, 2, axis=1)[:, ::2], NY[::-1][::-1], NW, np.float64(0.25)),
+        "ints": (NX.astype(int), NY.astype(int), NW.astype(int), 1),
+        "zero_d_b": (NX, NY, NW, np.array(0.25)), "n=0": (np.empty((4, 0)), NY, np.empty(0), 0.5),
+        "all_inactive": (NX, NY, NW * 0, -1.0)}.items():
+    ecase(f"neuron-accept-{name}", lambda X=X, y=y, w=w, b=b: (
+        lambda *a: fastjac.neuron_gradient(*a)[0], (X, y, w, b), {}),
+          Gives(neuron_expect(X, y, w, b)))
+for name, args, exc, match in [
+        ("N=0", (np.empty((0, 3)), np.empty(0), NW, 0.1), ValueError, r"no rows"),
+        ("y-length", (NX, NY[:3], NW, 0.1), ValueError, r"y has shape \(3,\)"),
+        ("w-length", (NX, NY, NW[:2], 0.1), ValueError, r"w has shape \(2,\)"),
+        ("X-1d", (NX.ravel(), NY, NW, 0.1), ValueError, r"2-D"),
+        ("b-array", (NX, NY, NW, np.ones(2)), ValueError, r"b must be a scalar"),
+        ("X-None", (None, NY, NW, 0.1), TypeError, r"None"),
+        ("X-complex", (NX + 0j, NY, NW, 0.1), TypeError, r"complex"),
+        ("y-str", (NX, "abcd", NW, 0.1), TypeError, r"string"),
+        ("b-None", (NX, NY, NW, None), (TypeError, ValueError), r"b")]:
+    ecase(f"neuron-reject-{name}", lambda args=args: (fastjac.neuron_gradient, args, {}),
+          Raises(exc, match))
+ecase("neuron-reject-masked", lambda: (fastjac.neuron_gradient, (
+    np.ma.array(NX, mask=NX < 0), NY, NW, 0.1), {}), Raises(TypeError, r"MaskedArray|mask"),
+      marks=[EXPR_MASK])
+ecase("neuron-out-readonly", lambda: (fastjac.neuron_gradient, (NX, NY, NW, 0.1),
+                                      {"out": _ro(3)}), Raises(ValueError, r"read-only"))
+ecase("neuron-dia-1e6", lambda: (fastjac.neuron_gradient, (
+    np.ones((1, 10 ** 6)), np.ones(1), np.ones(10 ** 6), 0.1), {"format": "dia"}),
+      Raises(MemoryError, r"bytes"))
+ecase("neuron-nan", lambda: (lambda *a: fastjac.neuron_gradient(*a)[0], (
+    NX * np.nan, NY, NW, 0.1), {}), Checks(lambda r: np.all(np.isnan(r)) or pytest.fail(r)))
+
+
+# ExprKernel misuse
+def ekernel():
+    return fastjac.compile(fastjac.tanh(fastjac.var("x")) * 2).kernel("x")
+
+
+for name, args, exc, match in [
+        ("list", ([1.0], np.empty(1)), TypeError, r"numpy.ndarray"),
+        ("size", (EW, np.empty(3)), ValueError, r"shape"),
+        ("readonly-out", (EW, "ro"), ValueError, r"read-only"),
+        ("strided", (np.arange(8.0)[::2], np.empty(4)), ValueError, r"C-contiguous"),
+        ("dtype", (EW.astype(np.float32), np.empty(4)), TypeError, r"one dtype"),
+        ("nargs", (EW,), TypeError, r"takes 2 arrays")]:
+    ecase(f"expr-kernel-{name}", lambda args=args: (
+        lambda *a: ekernel()(*[_ro(4) if isinstance(x, str) else x for x in a]), args, {}),
+          Raises(exc, match))
+ecase("expr-kernel-ok", lambda: (lambda: ekernel()(EW, np.empty(4)), (), {}),
+      Gives(lambda: 2 * oracle.compact_jacobian("tanh", EW)))
+
+
+@expr_only
+@pytest.mark.parametrize("make, expect", EXPR_CASES)
+def test_hostile_expressions(make, expect):
+    fn, args, kwargs = make()
+    run_case(fn, args, kwargs, expect)
