@@ -42,6 +42,9 @@ SIMD_VARIANTS = {
     "_kernels_avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512cd", "-mavx512bw",
                         "-mavx512dq", "-mavx512vl"],
 }
+# The expression layer's loops (_expr_loops.pxd), likewise; _expr.pyx picks one.
+SIMD_VARIANTS["_expr_avx2"] = SIMD_VARIANTS["_kernels_avx2"]
+SIMD_VARIANTS["_expr_avx512"] = SIMD_VARIANTS["_kernels_avx512"]
 
 
 def openmp_flags():

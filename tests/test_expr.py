@@ -544,3 +544,34 @@ def test_kernel_errors():
         fj.compile(fj.exp(fj.sum(w_)) * x_).kernel("w")
     with pytest.raises(ValueError, match="one variable"):
         f.kernel(["w", "x"])
+
+
+# -- every SIMD build of the loops gives the same answers -------------------------------
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_simd_levels_agree(level):
+    from fastjac import _expr, _kernels
+    before = _expr.simd()
+    got_level = _expr._select(level)
+    try:
+        assert got_level in _kernels.LEVELS
+        w, x = fj.var("w"), fj.var("x")
+        n = 70_001                                   # threads, blocks, a ragged tail
+        wv = RNG.uniform(0.5, 2.0, n)
+        xv = RNG.uniform(0.5, 2.0, n)
+        f = fj.compile(fj.sin(w) * fj.exp(x) - w / x + fj.maximum(w * x, 1.5))
+        v, j = f.value_and_jacobian("w", w=wv, x=xv)
+        np.testing.assert_allclose(v, np.sin(wv) * np.exp(xv) - wv / xv
+                                   + np.maximum(wv * xv, 1.5), rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(j, np.cos(wv) * np.exp(xv) - 1 / xv
+                                   + np.where(wv * xv > 1.5, xv, 0.0), rtol=1e-12, atol=1e-15)
+        X = RNG.standard_normal((9_003, 7)).astype(np.float32)
+        yv = RNG.standard_normal(9_003).astype(np.float32)
+        wn = RNG.standard_normal(7).astype(np.float32)
+        gw, gb = fj.neuron_gradient(X, yv, wn, 0.1)
+        X64, y64, w64 = X.astype(float), yv.astype(float), wn.astype(float)
+        z = X64 @ w64 + np.float32(0.1)
+        r = np.where(z > 0, z - y64, 0.0)
+        np.testing.assert_allclose(gw, (2 / len(yv)) * r @ X64, rtol=1e-4, atol=1e-5)
+    finally:
+        _expr._select(before)

@@ -1,49 +1,24 @@
 # Design note
 # -----------
-# The fused pass behind compiled expressions (fastjac.compile, expr.py).
+# The fused pass behind compiled expressions (fastjac.compile, expr.py): the
+# Python-facing ``Program`` (one stage's straight-line block program) and
+# ``ExprKernel`` (a resolved derivative for hot loops). The loops themselves
+# are in _expr_loops.pxd (see its design note), compiled here for any
+# x86-64 CPU and in _expr_avx2 / _expr_avx512 for wider vector units; at
+# import this module takes the table of the level the core kernels use
+# (fastjac._kernels.simd(), capped by $FASTJAC_SIMD).
 #
-# expr.py turns an expression DAG into a *program*: a short list of
-# instructions over *registers*, each register a block of BLOCK numbers.
-# Forward mode is already spelled out in the program: for every variable we
-# differentiate with respect to, the tangent of each node is computed by
-# ordinary instructions (t_y = f'(a) * t_a, ...), so this file only knows how
-# to run straight-line vector code, not calculus. Derivative formulas come
-# from _derivatives.pxd through ``derivative_into`` of _kernels (one formula,
-# one place): the DERIV instruction applies one of its codes to a block.
-#
-# Registers are of four kinds:
-#   TEMP    scratch memory of the thread (L1-resident: BLOCK * 8 bytes each);
-#   SCALAR  scratch filled once per thread with one number (a constant, a
-#           scalar variable, a reduction computed by an earlier stage);
-#   ARRAY   a window into an input array: no copy, each input is read once;
-#   OUT     a window into an output array: the instruction that computes an
-#           output writes it in place, so each output is written once.
-#
-# The data is cut into one contiguous chunk per thread (as in _kernels.pyx)
-# and each chunk into blocks of BLOCK elements; the program runs on one block
-# at a time. The ``switch`` on the opcode happens once per instruction and
-# block, so every inner loop is a plain loop the compiler can vectorise, and
-# no temporary ever has the length of the data.
-#
-# SUM instructions add a register's block into a per-thread accumulator (in
-# double, four lanes); the thread totals are added in thread order, so a
-# result does not depend on scheduling.
-#
-# Nothing here validates anything: expr.py has built a consistent program
-# and _expr.pyx's callers (the Compiled object) have checked every array.
-
-from cython.parallel cimport prange, threadid
-from libc.stdlib cimport malloc, free
-from libc.math cimport tanh, tanhf
+# Nothing here validates a program: expr.py has built a consistent one. The
+# arrays are checked by the callers (expr.py, or ExprKernel.__call__).
 
 import numpy as np
 cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.pystate cimport PyThreadState
 
-from cython cimport floating
-from ._derivatives cimport (f_exp, f_log, f_sqrt, f_sin, f_cos, f_pow, f_abs, v_sin, v_cos,
-                            fj_trig_fast)
-from ._kernels cimport derivative_into, threads_for
+from ._expr_loops cimport *
+
+include "_expr_variant.pxi"           # the baseline TABLE and expr_table()
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
@@ -52,39 +27,10 @@ cdef extern from "Python.h":
 cnp.import_array()
 
 cdef enum:
-    BLOCK = 256            # elements per register: 2 KiB of float64
-    MAX_THREADS = 256
     MAX_REGS = 4096
 
 # Below this many elements the GIL is kept (as in _api.pyx).
 cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
-
-# -- opcodes (mirrored by OPCODES for expr.py) -----------------------------------
-cdef enum Opcode:
-    OP_COPY
-    OP_ADD
-    OP_SUB
-    OP_MUL
-    OP_DIV
-    OP_MAX
-    OP_MIN
-    OP_GT
-    OP_LT
-    OP_POW
-    OP_NEG
-    OP_SQUARE
-    OP_SQRT
-    OP_EXP
-    OP_LOG
-    OP_SIN
-    OP_COS
-    OP_TANH
-    OP_SIGMOID
-    OP_RELU
-    OP_ABS
-    OP_MULADD        # d = a * b + c
-    OP_DERIV         # d = derivative(code c, a, b), formulas of _derivatives.pxd
-    OP_SUM           # acc[d] += sum(a)
 
 OPCODES = {
     "copy": OP_COPY, "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL,
@@ -94,239 +40,53 @@ OPCODES = {
     "tanh": OP_TANH, "sigmoid": OP_SIGMOID, "relu": OP_RELU, "abs": OP_ABS,
     "muladd": OP_MULADD, "deriv": OP_DERIV, "sum": OP_SUM,
 }
-
-# register kinds
-cdef enum:
-    K_TEMP = 0
-    K_SCALAR = 1
-    K_ARRAY = 2
-    K_OUT = 3
-
 REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
 BLOCK_SIZE = BLOCK
 
+# -- the loops in use -------------------------------------------------------------
 
-cdef inline floating f_tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
+cdef ExprTable CURRENT = TABLE         # overwritten in place by _select()
+cdef str SIMD = "baseline"
 
 
-cdef inline floating f_sigmoid(floating x) noexcept nogil:
-    # 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|): never exp of
-    # a large positive number, so no overflow and no cancellation; a select,
-    # not a branch, so the loop vectorises (f_exp is _vecmath.h's).
-    cdef floating e = f_exp(-f_abs(x))
-    cdef floating s = 1 / (1 + e)
-    return s if x >= 0 else e * s
+def _select(level=None):
+    """Use the loops of ``level`` (default: the level of the core kernels);
+    return the level in use. For tests and benchmarks."""
+    global SIMD
+    from . import _kernels
+    levels = _kernels.LEVELS
+    if level is None:
+        level = _kernels.simd()
+    if level not in levels:
+        raise ValueError(f"SIMD level must be one of {levels}, got {level!r}")
+    cdef ExprTable* found
+    cdef int want = levels.index(level)
+    while want > 0:
+        try:
+            module = __import__(f"fastjac._expr_{levels[want]}", fromlist=["expr_table"])
+            found = <ExprTable*>PyCapsule_GetPointer(module.expr_table(), b"fastjac.ExprTable")
+            CURRENT = found[0]
+            SIMD = levels[want]
+            return SIMD
+        except ImportError:
+            want -= 1
+    CURRENT = TABLE
+    SIMD = "baseline"
+    return SIMD
 
 
-cdef void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
-    """sin or cos of a block: vectorised (_vecmath.h), with the rare
-    arguments beyond its range (|x| >= 2**17) redone on libm afterwards."""
-    cdef Py_ssize_t i
-    cdef int slow = 0
-    if cosine:
-        for i in range(m):
-            d[i] = v_cos(a[i])
-            slow |= not fj_trig_fast(a[i])
-    else:
-        for i in range(m):
-            d[i] = v_sin(a[i])
-            slow |= not fj_trig_fast(a[i])
-    if slow:
-        for i in range(m):
-            if not fj_trig_fast(a[i]):
-                d[i] = f_cos(a[i]) if cosine else f_sin(a[i])
+def simd():
+    """The instruction set of the expression and neuron loops in use."""
+    return SIMD
 
 
-cdef inline double block_sum(const floating* a, Py_ssize_t m) noexcept nogil:
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t i, m4 = m - m % 4
-    for i in range(0, m4, 4):
-        s0 += a[i]
-        s1 += a[i + 1]
-        s2 += a[i + 2]
-        s3 += a[i + 3]
-    for i in range(m4, m):
-        s0 += a[i]
-    return (s0 + s1) + (s2 + s3)
+def current_table():
+    """A capsule pointing at the ExprTable in use (for _neuron.pyx); the
+    struct is updated in place by _select()."""
+    return PyCapsule_New(<void*>&CURRENT, b"fastjac.ExprTable", NULL)
 
 
-cdef void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
-                     double* acc, Py_ssize_t m) noexcept nogil:
-    """Run the program once over one block of m elements."""
-    cdef Py_ssize_t k, i
-    cdef int op
-    cdef floating* d
-    cdef const floating* a
-    cdef const floating* b
-    cdef const floating* c
-    cdef floating u, v
-    for k in range(n_instr):
-        op = prog[5 * k]
-        if op == OP_SUM:
-            acc[prog[5 * k + 1]] += block_sum(R[prog[5 * k + 2]], m)
-            continue
-        d = R[prog[5 * k + 1]]
-        a = R[prog[5 * k + 2]]
-        if op == OP_DERIV:
-            derivative_into(prog[5 * k + 4], a, 1, R[prog[5 * k + 3]], 1, d, m)
-            continue
-        if op == OP_COPY:
-            for i in range(m):
-                d[i] = a[i]
-        elif op == OP_NEG:
-            for i in range(m):
-                d[i] = -a[i]
-        elif op == OP_SQUARE:
-            for i in range(m):
-                d[i] = a[i] * a[i]
-        elif op == OP_SQRT:
-            for i in range(m):
-                d[i] = f_sqrt(a[i])
-        elif op == OP_EXP:
-            for i in range(m):
-                d[i] = f_exp(a[i])
-        elif op == OP_LOG:
-            for i in range(m):
-                d[i] = f_log(a[i])
-        elif op == OP_SIN:
-            trig_block(False, a, d, m)
-        elif op == OP_COS:
-            trig_block(True, a, d, m)
-        elif op == OP_TANH:
-            for i in range(m):
-                d[i] = f_tanh(a[i])
-        elif op == OP_SIGMOID:
-            for i in range(m):
-                d[i] = f_sigmoid(a[i])
-        elif op == OP_RELU:
-            for i in range(m):
-                d[i] = 0 if a[i] <= 0 else a[i]      # NaN stays NaN
-        elif op == OP_ABS:
-            for i in range(m):
-                d[i] = f_abs(a[i])
-        else:
-            b = R[prog[5 * k + 3]]
-            if op == OP_ADD:
-                for i in range(m):
-                    d[i] = a[i] + b[i]
-            elif op == OP_SUB:
-                for i in range(m):
-                    d[i] = a[i] - b[i]
-            elif op == OP_MUL:
-                for i in range(m):
-                    d[i] = a[i] * b[i]
-            elif op == OP_DIV:
-                for i in range(m):
-                    d[i] = a[i] / b[i]
-            elif op == OP_MULADD:
-                c = R[prog[5 * k + 4]]
-                for i in range(m):
-                    d[i] = a[i] * b[i] + c[i]
-            elif op == OP_MAX:
-                # NaN in either operand gives NaN, as np.maximum; two selects
-                # (no branch), so the loop vectorises
-                for i in range(m):
-                    u = a[i]
-                    v = b[i]
-                    u = v if v > u else u           # a NaN u stays
-                    d[i] = v if v != v else u       # a NaN v wins
-            elif op == OP_MIN:
-                for i in range(m):
-                    u = a[i]
-                    v = b[i]
-                    u = v if v < u else u
-                    d[i] = v if v != v else u
-            elif op == OP_GT:
-                for i in range(m):
-                    d[i] = 1 if a[i] > b[i] else 0
-            elif op == OP_LT:
-                for i in range(m):
-                    d[i] = 1 if a[i] < b[i] else 0
-            elif op == OP_POW:
-                for i in range(m):
-                    d[i] = f_pow(a[i], b[i])
-
-
-cdef void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
-                    const int* kind, const int* index, const int* slot,
-                    floating** arrays, const double* scalars, floating** outs,
-                    floating* scratch, floating** R, double* acc, Py_ssize_t n_acc,
-                    Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    cdef Py_ssize_t r, i, pos, m
-    cdef floating s
-    for i in range(n_acc):
-        acc[i] = 0
-    for r in range(n_regs):
-        if kind[r] == K_TEMP:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-        elif kind[r] == K_SCALAR:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-            s = <floating>scalars[index[r]]
-            for i in range(BLOCK):
-                R[r][i] = s
-    pos = start
-    while pos < stop:
-        m = stop - pos
-        if m > BLOCK:
-            m = BLOCK
-        for r in range(n_regs):
-            if kind[r] == K_ARRAY:
-                R[r] = arrays[index[r]] + pos
-            elif kind[r] == K_OUT:
-                R[r] = outs[index[r]] + pos
-        exec_block(prog, n_instr, R, acc, m)
-        pos += m
-
-
-cdef int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
-                     const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
-                     floating** arrays, const double* scalars, floating** outs,
-                     double* sums, Py_ssize_t n_acc, Py_ssize_t n) noexcept nogil:
-    """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM."""
-    cdef int n_threads = threads_for(n)
-    cdef Py_ssize_t chunk, c, j, start, stop
-    cdef Py_ssize_t per_thread = n_slots * BLOCK
-    cdef floating* scratch = <floating*>malloc(
-        (n_threads * per_thread + 1) * sizeof(floating))
-    cdef floating** R = <floating**>malloc((n_threads * n_regs + 1) * sizeof(floating*))
-    cdef double* acc = <double*>malloc((n_threads * n_acc + 1) * sizeof(double))
-    if scratch == NULL or R == NULL or acc == NULL:
-        free(scratch)
-        free(R)
-        free(acc)
-        return -1
-    if n_threads <= 1:
-        run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
-                  scratch, R, acc, n_acc, 0, n)
-    else:
-        # one contiguous chunk per thread, a whole number of blocks
-        chunk = (n + n_threads - 1) // n_threads
-        chunk = (chunk + BLOCK - 1) // BLOCK * BLOCK
-        for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-            start = c * chunk
-            stop = start + chunk
-            if stop > n:
-                stop = n
-            if start < stop:
-                run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
-                          scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
-                          n_acc, start, stop)
-            else:
-                for j in range(n_acc):
-                    acc[c * n_acc + j] = 0
-    for j in range(n_acc):
-        sums[j] = 0
-    for c in range(n_threads):
-        for j in range(n_acc):
-            sums[j] += acc[c * n_acc + j]
-    free(scratch)
-    free(R)
-    free(acc)
-    return 0
+_select()
 
 
 cdef class Program:
@@ -389,13 +149,13 @@ cdef class Program:
         if n >= NOGIL_MIN_SIZE:
             state = PyEval_SaveThread()
         if is_double:
-            status = run_program(prog, self.n_instr, self.n_regs, kind, index, slot,
-                                 self.n_slots, <double**>aptr, svals, <double**>optr,
-                                 sums, self.n_acc, n)
+            status = CURRENT.program_f64(prog, self.n_instr, self.n_regs, kind, index, slot,
+                                         self.n_slots, <double**>aptr, svals, <double**>optr,
+                                         sums, self.n_acc, n)
         else:
-            status = run_program(prog, self.n_instr, self.n_regs, kind, index, slot,
-                                 self.n_slots, <float**>aptr, svals, <float**>optr,
-                                 sums, self.n_acc, n)
+            status = CURRENT.program_f32(prog, self.n_instr, self.n_regs, kind, index, slot,
+                                         self.n_slots, <float**>aptr, svals, <float**>optr,
+                                         sums, self.n_acc, n)
         if state != NULL:
             PyEval_RestoreThread(state)
         if status != 0:
@@ -538,13 +298,13 @@ cdef class ExprKernel:
         if n >= NOGIL_MIN_SIZE:
             state = PyEval_SaveThread()
         if t == cnp.NPY_DOUBLE:
-            status = run_program(
+            status = CURRENT.program_f64(
                 <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
                 <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
                 <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
                 <double**>aptr, svals, <double**>optr, sums, prog.n_acc, n)
         else:
-            status = run_program(
+            status = CURRENT.program_f32(
                 <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
                 <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
                 <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,

@@ -9,25 +9,17 @@
 #
 # in one pass over the rows of X: for each row the dot product, the
 # activation mask, the residual and the accumulation into the gradient, with
-# nothing N-long or N x n ever stored. Rows are taken four at a time so that
-# the four dot products are independent chains (the FMA latency is hidden
-# without reassociating sums) and the four axpy's into the accumulator form
-# one loop over the features that vectorises.
-#
-# Threads: one contiguous range of rows per thread, each with its own
-# accumulators (double, whatever the dtype); the partial results are added
+# nothing N-long or N x n ever stored. The loop is ``neuron_pass`` of
+# _expr_loops.pxd, run from the table of _expr.pyx (baseline, AVX2 or
+# AVX-512, as the core kernels). Threads: one contiguous range of rows per
+# thread, each with its own accumulators (double, whatever the dtype), added
 # in thread order, so a result does not depend on scheduling.
-#
-# relu'(0) = 0 (the mask is z > 0), as in the core; a NaN z contributes NaN.
-
-from cython.parallel cimport prange
-from libc.stdlib cimport malloc, free
-from cython cimport floating
 
 cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pystate cimport PyThreadState
 
-from ._kernels cimport threads_for
+from ._expr_loops cimport ExprTable
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
@@ -35,123 +27,12 @@ cdef extern from "Python.h":
 
 import numpy as np
 
+from . import _expr
+
 cnp.import_array()
 
-cdef enum:
-    MAX_THREADS = 256
-
-
-cdef inline double residual(double z, double y) noexcept nogil:
-    """dC_i/dz_i divided by 2: z - y where the neuron is active, else 0."""
-    if z <= 0:
-        return 0
-    return z - y                      # z > 0, or NaN (propagates)
-
-
-cdef inline double row_loss(double z, double y) noexcept nogil:
-    cdef double a = z if not (z <= 0) else 0
-    return (y - a) * (y - a)
-
-
-cdef void rows_serial(const floating* X, const floating* y, const floating* w, double b,
-                      Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n,
-                      double* gw, double* gb_loss) noexcept nogil:
-    """Add rows start..stop into gw[0:n], gb_loss[0] (dC/db) and gb_loss[1] (loss)."""
-    cdef Py_ssize_t i, j
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* x3
-    cdef double z0, z1, z2, z3, r0, r1, r2, r3, e0, e1, e2, e3
-    cdef Py_ssize_t n2 = n - n % 2
-    cdef double gb = 0, loss = 0
-    for j in range(n):
-        gw[j] = 0
-    i = start
-    while i + 4 <= stop:
-        x0 = X + i * n
-        x1 = x0 + n
-        x2 = x1 + n
-        x3 = x2 + n
-        # two partial sums per row (even and odd features): eight
-        # independent chains, which the compiler packs into vector registers
-        z0 = z1 = z2 = z3 = 0
-        e0 = e1 = e2 = e3 = 0
-        for j in range(0, n2, 2):
-            z0 += x0[j] * w[j]
-            e0 += x0[j + 1] * w[j + 1]
-            z1 += x1[j] * w[j]
-            e1 += x1[j + 1] * w[j + 1]
-            z2 += x2[j] * w[j]
-            e2 += x2[j + 1] * w[j + 1]
-            z3 += x3[j] * w[j]
-            e3 += x3[j + 1] * w[j + 1]
-        if n2 < n:
-            z0 += x0[n2] * w[n2]
-            z1 += x1[n2] * w[n2]
-            z2 += x2[n2] * w[n2]
-            z3 += x3[n2] * w[n2]
-        z0 = (z0 + e0) + b
-        z1 = (z1 + e1) + b
-        z2 = (z2 + e2) + b
-        z3 = (z3 + e3) + b
-        r0 = residual(z0, y[i])
-        r1 = residual(z1, y[i + 1])
-        r2 = residual(z2, y[i + 2])
-        r3 = residual(z3, y[i + 3])
-        loss += (row_loss(z0, y[i]) + row_loss(z1, y[i + 1])) + \
-                (row_loss(z2, y[i + 2]) + row_loss(z3, y[i + 3]))
-        if r0 != 0 or r1 != 0 or r2 != 0 or r3 != 0:
-            gb += (r0 + r1) + (r2 + r3)
-            for j in range(n):
-                gw[j] += (r0 * x0[j] + r1 * x1[j]) + (r2 * x2[j] + r3 * x3[j])
-        i += 4
-    while i < stop:
-        x0 = X + i * n
-        z0 = b
-        for j in range(n):
-            z0 += x0[j] * w[j]
-        r0 = residual(z0, y[i])
-        loss += row_loss(z0, y[i])
-        if r0 != 0:
-            gb += r0
-            for j in range(n):
-                gw[j] += r0 * x0[j]
-        i += 1
-    gb_loss[0] = gb
-    gb_loss[1] = loss
-
-
-cdef int neuron_pass(const floating* X, const floating* y, const floating* w, double b,
-                     Py_ssize_t N, Py_ssize_t n, double* gw, double* gb_loss) noexcept nogil:
-    """Sums over all rows (not yet scaled by 2/N): gw[0:n], dC/db, loss. -1 on OOM."""
-    cdef int n_threads = threads_for(N * n)
-    cdef Py_ssize_t c, j, chunk, start, stop
-    cdef double* part
-    if n_threads <= 1 or N < 4 * n_threads:
-        rows_serial(X, y, w, b, 0, N, n, gw, gb_loss)
-        return 0
-    part = <double*>malloc(n_threads * (n + 2) * sizeof(double))
-    if part == NULL:
-        return -1
-    chunk = (N + n_threads - 1) // n_threads
-    for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-        start = c * chunk
-        stop = start + chunk
-        if stop > N:
-            stop = N
-        if start > stop:
-            start = stop
-        rows_serial(X, y, w, b, start, stop, n, part + c * (n + 2), part + c * (n + 2) + n)
-    for j in range(n + 2):
-        gw[j] = 0          # gw is n + 2 long: gradient, dC/db, loss
-    for c in range(n_threads):
-        for j in range(n + 2):
-            gw[j] += part[c * (n + 2) + j]
-    gb_loss[0] = gw[n]
-    gb_loss[1] = gw[n + 1]
-    free(part)
-    return 0
+cdef ExprTable* LOOPS = <ExprTable*>PyCapsule_GetPointer(_expr.current_table(),
+                                                         b"fastjac.ExprTable")
 
 
 def _neuron_sums(cnp.ndarray X, cnp.ndarray y, cnp.ndarray w, double b):
@@ -171,10 +52,10 @@ def _neuron_sums(cnp.ndarray X, cnp.ndarray y, cnp.ndarray w, double b):
     if N * n >= 2048:
         state = PyEval_SaveThread()
     if cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE:
-        status = neuron_pass(<double*>cnp.PyArray_DATA(X), <double*>cnp.PyArray_DATA(y),
+        status = LOOPS.neuron_f64(<double*>cnp.PyArray_DATA(X), <double*>cnp.PyArray_DATA(y),
                              <double*>cnp.PyArray_DATA(w), b, N, n, g, gb_loss)
     else:
-        status = neuron_pass(<float*>cnp.PyArray_DATA(X), <float*>cnp.PyArray_DATA(y),
+        status = LOOPS.neuron_f32(<float*>cnp.PyArray_DATA(X), <float*>cnp.PyArray_DATA(y),
                              <float*>cnp.PyArray_DATA(w), b, N, n, g, gb_loss)
     if state != NULL:
         PyEval_RestoreThread(state)

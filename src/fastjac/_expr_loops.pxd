@@ -1,0 +1,454 @@
+# Design note
+# -----------
+# The loops of the expression layer, as inline functions: the fused block
+# program of _expr.pyx (``run_program``) and the single-neuron pass of
+# _neuron.pyx (``neuron_pass``). They are compiled into several extension
+# modules from this one source, as the core's _loops.pxd is: _expr (baseline
+# x86-64, any CPU) and _expr_avx2 / _expr_avx512 (setup.py's SIMD_VARIANTS),
+# each exporting an ``ExprTable`` of function pointers; _expr.pyx takes the
+# table of the level the core kernels run at (fastjac._kernels.simd()), once,
+# at import. Nothing here checks anything: the callers have validated every
+# pointer and size.
+#
+# The block program
+# -----------------
+# expr.py turns an expression DAG into a *program*: a short list of
+# instructions over *registers*, each register a block of BLOCK numbers.
+# Forward mode is already spelled out in the program: for every variable we
+# differentiate with respect to, the tangent of each node is computed by
+# ordinary instructions (t_y = f'(a) * t_a, ...), so this file only runs
+# straight-line vector code, not calculus. Derivative formulas come from
+# _derivatives.pxd through ``derivative_into`` of _kernels (one formula, one
+# place): the DERIV instruction applies one of its codes to a block.
+#
+# Registers are of four kinds:
+#   TEMP    scratch memory of the thread (L1-resident: BLOCK * 8 bytes each);
+#   SCALAR  scratch filled once per thread with one number (a constant, a
+#           scalar variable, a reduction computed by an earlier stage);
+#   ARRAY   a window into an input array: no copy, each input is read once;
+#   OUT     a window into an output array: the instruction that computes an
+#           output writes it in place, so each output is written once.
+#
+# The data is cut into one contiguous chunk per thread and each chunk into
+# blocks of BLOCK elements; the program runs on one block at a time. The
+# switch on the opcode happens once per instruction and block, so every
+# inner loop is a plain loop the compiler vectorises, and no temporary ever
+# has the length of the data. SUM instructions add a register's block into
+# a per-thread accumulator (double, four lanes); thread totals are added in
+# thread order, so a result does not depend on scheduling.
+#
+# The neuron
+# ----------
+# C(w, b) = (1/N) sum_i (y_i - relu(w . x_i + b))**2 and its gradient, in one
+# pass over the rows of X; see _neuron.pyx. Rows are taken four at a time so
+# that the dot products are independent chains (the FMA latency is hidden
+# without reassociating sums) and the four axpy's into the accumulator form
+# one loop over the features that vectorises. relu'(0) = 0 (the mask is
+# z > 0), as in the core; a NaN z contributes NaN.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport tanh, tanhf
+from libc.stdlib cimport free, malloc
+
+from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_trig_fast,
+                            v_cos, v_sin)
+from ._kernels cimport derivative_into, threads_for
+
+cdef enum:
+    BLOCK = 256            # elements per register: 2 KiB of float64
+
+# -- opcodes (mirrored by OPCODES in _expr.pyx for expr.py) -----------------------
+cdef enum Opcode:
+    OP_COPY
+    OP_ADD
+    OP_SUB
+    OP_MUL
+    OP_DIV
+    OP_MAX
+    OP_MIN
+    OP_GT
+    OP_LT
+    OP_POW
+    OP_NEG
+    OP_SQUARE
+    OP_SQRT
+    OP_EXP
+    OP_LOG
+    OP_SIN
+    OP_COS
+    OP_TANH
+    OP_SIGMOID
+    OP_RELU
+    OP_ABS
+    OP_MULADD        # d = a * b + c
+    OP_DERIV         # d = derivative(code c, a, b), formulas of _derivatives.pxd
+    OP_SUM           # acc[d] += sum(a)
+
+# register kinds
+cdef enum:
+    K_TEMP = 0
+    K_SCALAR = 1
+    K_ARRAY = 2
+    K_OUT = 3
+
+ctypedef int (*program_f64_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                              const int* kind, const int* index, const int* slot,
+                              Py_ssize_t n_slots, double** arrays, const double* scalars,
+                              double** outs, double* sums, Py_ssize_t n_acc,
+                              Py_ssize_t n) noexcept nogil
+ctypedef int (*program_f32_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                              const int* kind, const int* index, const int* slot,
+                              Py_ssize_t n_slots, float** arrays, const double* scalars,
+                              float** outs, double* sums, Py_ssize_t n_acc,
+                              Py_ssize_t n) noexcept nogil
+ctypedef int (*neuron_f64_t)(const double* X, const double* y, const double* w, double b,
+                             Py_ssize_t N, Py_ssize_t n, double* gw,
+                             double* gb_loss) noexcept nogil
+ctypedef int (*neuron_f32_t)(const float* X, const float* y, const float* w, double b,
+                             Py_ssize_t N, Py_ssize_t n, double* gw,
+                             double* gb_loss) noexcept nogil
+
+cdef struct ExprTable:
+    program_f64_t program_f64
+    program_f32_t program_f32
+    neuron_f64_t neuron_f64
+    neuron_f32_t neuron_f32
+
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating f_sigmoid(floating x) noexcept nogil:
+    # 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|): never exp of
+    # a large positive number, so no overflow and no cancellation; a select,
+    # not a branch, so the loop vectorises (f_exp is _vecmath.h's).
+    cdef floating e = f_exp(-f_abs(x))
+    cdef floating s = 1 / (1 + e)
+    return s if x >= 0 else e * s
+
+
+cdef inline void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
+    """sin or cos of a block: vectorised (_vecmath.h), with the rare
+    arguments beyond its range (|x| >= 2**17) redone on libm afterwards."""
+    cdef Py_ssize_t i
+    cdef int slow = 0
+    if cosine:
+        for i in range(m):
+            d[i] = v_cos(a[i])
+            slow |= not fj_trig_fast(a[i])
+    else:
+        for i in range(m):
+            d[i] = v_sin(a[i])
+            slow |= not fj_trig_fast(a[i])
+    if slow:
+        for i in range(m):
+            if not fj_trig_fast(a[i]):
+                d[i] = f_cos(a[i]) if cosine else f_sin(a[i])
+
+
+cdef inline double block_sum(const floating* a, Py_ssize_t m) noexcept nogil:
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i, m4 = m - m % 4
+    for i in range(0, m4, 4):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+    for i in range(m4, m):
+        s0 += a[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
+                     double* acc, Py_ssize_t m) noexcept nogil:
+    """Run the program once over one block of m elements."""
+    cdef Py_ssize_t k, i
+    cdef int op
+    cdef floating* d
+    cdef const floating* a
+    cdef const floating* b
+    cdef const floating* c
+    cdef floating u, v
+    for k in range(n_instr):
+        op = prog[5 * k]
+        if op == OP_SUM:
+            acc[prog[5 * k + 1]] += block_sum(R[prog[5 * k + 2]], m)
+            continue
+        d = R[prog[5 * k + 1]]
+        a = R[prog[5 * k + 2]]
+        if op == OP_DERIV:
+            derivative_into(prog[5 * k + 4], a, 1, R[prog[5 * k + 3]], 1, d, m)
+            continue
+        if op == OP_COPY:
+            for i in range(m):
+                d[i] = a[i]
+        elif op == OP_NEG:
+            for i in range(m):
+                d[i] = -a[i]
+        elif op == OP_SQUARE:
+            for i in range(m):
+                d[i] = a[i] * a[i]
+        elif op == OP_SQRT:
+            for i in range(m):
+                d[i] = f_sqrt(a[i])
+        elif op == OP_EXP:
+            for i in range(m):
+                d[i] = f_exp(a[i])
+        elif op == OP_LOG:
+            for i in range(m):
+                d[i] = f_log(a[i])
+        elif op == OP_SIN:
+            trig_block(False, a, d, m)
+        elif op == OP_COS:
+            trig_block(True, a, d, m)
+        elif op == OP_TANH:
+            for i in range(m):
+                d[i] = f_tanh(a[i])
+        elif op == OP_SIGMOID:
+            for i in range(m):
+                d[i] = f_sigmoid(a[i])
+        elif op == OP_RELU:
+            for i in range(m):
+                d[i] = 0 if a[i] <= 0 else a[i]      # NaN stays NaN
+        elif op == OP_ABS:
+            for i in range(m):
+                d[i] = f_abs(a[i])
+        else:
+            b = R[prog[5 * k + 3]]
+            if op == OP_ADD:
+                for i in range(m):
+                    d[i] = a[i] + b[i]
+            elif op == OP_SUB:
+                for i in range(m):
+                    d[i] = a[i] - b[i]
+            elif op == OP_MUL:
+                for i in range(m):
+                    d[i] = a[i] * b[i]
+            elif op == OP_DIV:
+                for i in range(m):
+                    d[i] = a[i] / b[i]
+            elif op == OP_MULADD:
+                c = R[prog[5 * k + 4]]
+                for i in range(m):
+                    d[i] = a[i] * b[i] + c[i]
+            elif op == OP_MAX:
+                # NaN in either operand gives NaN, as np.maximum; two selects
+                # (no branch), so the loop vectorises
+                for i in range(m):
+                    u = a[i]
+                    v = b[i]
+                    u = v if v > u else u           # a NaN u stays
+                    d[i] = v if v != v else u       # a NaN v wins
+            elif op == OP_MIN:
+                for i in range(m):
+                    u = a[i]
+                    v = b[i]
+                    u = v if v < u else u
+                    d[i] = v if v != v else u
+            elif op == OP_GT:
+                for i in range(m):
+                    d[i] = 1 if a[i] > b[i] else 0
+            elif op == OP_LT:
+                for i in range(m):
+                    d[i] = 1 if a[i] < b[i] else 0
+            elif op == OP_POW:
+                for i in range(m):
+                    d[i] = f_pow(a[i], b[i])
+
+
+cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                    const int* kind, const int* index, const int* slot,
+                    floating** arrays, const double* scalars, floating** outs,
+                    floating* scratch, floating** R, double* acc, Py_ssize_t n_acc,
+                    Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t r, i, pos, m
+    cdef floating s
+    for i in range(n_acc):
+        acc[i] = 0
+    for r in range(n_regs):
+        if kind[r] == K_TEMP:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+        elif kind[r] == K_SCALAR:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+            s = <floating>scalars[index[r]]
+            for i in range(BLOCK):
+                R[r][i] = s
+    pos = start
+    while pos < stop:
+        m = stop - pos
+        if m > BLOCK:
+            m = BLOCK
+        for r in range(n_regs):
+            if kind[r] == K_ARRAY:
+                R[r] = arrays[index[r]] + pos
+            elif kind[r] == K_OUT:
+                R[r] = outs[index[r]] + pos
+        exec_block(prog, n_instr, R, acc, m)
+        pos += m
+
+
+cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                     const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
+                     floating** arrays, const double* scalars, floating** outs,
+                     double* sums, Py_ssize_t n_acc, Py_ssize_t n) noexcept nogil:
+    """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM."""
+    cdef int n_threads = threads_for(n)
+    cdef Py_ssize_t chunk, c, j, start, stop
+    cdef Py_ssize_t per_thread = n_slots * BLOCK
+    cdef floating* scratch = <floating*>malloc(
+        (n_threads * per_thread + 1) * sizeof(floating))
+    cdef floating** R = <floating**>malloc((n_threads * n_regs + 1) * sizeof(floating*))
+    cdef double* acc = <double*>malloc((n_threads * n_acc + 1) * sizeof(double))
+    if scratch == NULL or R == NULL or acc == NULL:
+        free(scratch)
+        free(R)
+        free(acc)
+        return -1
+    if n_threads <= 1:
+        run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
+                  scratch, R, acc, n_acc, 0, n)
+    else:
+        # one contiguous chunk per thread, a whole number of blocks
+        chunk = (n + n_threads - 1) // n_threads
+        chunk = (chunk + BLOCK - 1) // BLOCK * BLOCK
+        for c in prange(n_threads, num_threads=n_threads, schedule="static"):
+            start = c * chunk
+            stop = start + chunk
+            if stop > n:
+                stop = n
+            if start < stop:
+                run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
+                          scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
+                          n_acc, start, stop)
+            else:
+                for j in range(n_acc):
+                    acc[c * n_acc + j] = 0
+    for j in range(n_acc):
+        sums[j] = 0
+    for c in range(n_threads):
+        for j in range(n_acc):
+            sums[j] += acc[c * n_acc + j]
+    free(scratch)
+    free(R)
+    free(acc)
+    return 0
+
+
+# -- the neuron --------------------------------------------------------------------
+
+cdef inline double residual(double z, double y) noexcept nogil:
+    """dC_i/dz_i divided by 2: z - y where the neuron is active, else 0."""
+    if z <= 0:
+        return 0
+    return z - y                      # z > 0, or NaN (propagates)
+
+
+cdef inline double row_loss(double z, double y) noexcept nogil:
+    cdef double a = z if not (z <= 0) else 0
+    return (y - a) * (y - a)
+
+
+cdef inline void rows_serial(const floating* X, const floating* y, const floating* w, double b,
+                      Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n,
+                      double* gw, double* gb_loss) noexcept nogil:
+    """Add rows start..stop into gw[0:n], gb_loss[0] (dC/db) and gb_loss[1] (loss)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    cdef double z0, z1, z2, z3, r0, r1, r2, r3, e0, e1, e2, e3
+    cdef Py_ssize_t n2 = n - n % 2
+    cdef double gb = 0, loss = 0
+    for j in range(n):
+        gw[j] = 0
+    i = start
+    while i + 4 <= stop:
+        x0 = X + i * n
+        x1 = x0 + n
+        x2 = x1 + n
+        x3 = x2 + n
+        # two partial sums per row (even and odd features): eight
+        # independent chains, which the compiler packs into vector registers
+        z0 = z1 = z2 = z3 = 0
+        e0 = e1 = e2 = e3 = 0
+        for j in range(0, n2, 2):
+            z0 += x0[j] * w[j]
+            e0 += x0[j + 1] * w[j + 1]
+            z1 += x1[j] * w[j]
+            e1 += x1[j + 1] * w[j + 1]
+            z2 += x2[j] * w[j]
+            e2 += x2[j + 1] * w[j + 1]
+            z3 += x3[j] * w[j]
+            e3 += x3[j + 1] * w[j + 1]
+        if n2 < n:
+            z0 += x0[n2] * w[n2]
+            z1 += x1[n2] * w[n2]
+            z2 += x2[n2] * w[n2]
+            z3 += x3[n2] * w[n2]
+        z0 = (z0 + e0) + b
+        z1 = (z1 + e1) + b
+        z2 = (z2 + e2) + b
+        z3 = (z3 + e3) + b
+        r0 = residual(z0, y[i])
+        r1 = residual(z1, y[i + 1])
+        r2 = residual(z2, y[i + 2])
+        r3 = residual(z3, y[i + 3])
+        loss += (row_loss(z0, y[i]) + row_loss(z1, y[i + 1])) + \
+                (row_loss(z2, y[i + 2]) + row_loss(z3, y[i + 3]))
+        if r0 != 0 or r1 != 0 or r2 != 0 or r3 != 0:
+            gb += (r0 + r1) + (r2 + r3)
+            for j in range(n):
+                gw[j] += (r0 * x0[j] + r1 * x1[j]) + (r2 * x2[j] + r3 * x3[j])
+        i += 4
+    while i < stop:
+        x0 = X + i * n
+        z0 = b
+        for j in range(n):
+            z0 += x0[j] * w[j]
+        r0 = residual(z0, y[i])
+        loss += row_loss(z0, y[i])
+        if r0 != 0:
+            gb += r0
+            for j in range(n):
+                gw[j] += r0 * x0[j]
+        i += 1
+    gb_loss[0] = gb
+    gb_loss[1] = loss
+
+
+cdef inline int neuron_pass(const floating* X, const floating* y, const floating* w, double b,
+                     Py_ssize_t N, Py_ssize_t n, double* gw, double* gb_loss) noexcept nogil:
+    """Sums over all rows (not yet scaled by 2/N): gw[0:n], dC/db, loss. -1 on OOM."""
+    cdef int n_threads = threads_for(N * n)
+    cdef Py_ssize_t c, j, chunk, start, stop
+    cdef double* part
+    if n_threads <= 1 or N < 4 * n_threads:
+        rows_serial(X, y, w, b, 0, N, n, gw, gb_loss)
+        return 0
+    part = <double*>malloc(n_threads * (n + 2) * sizeof(double))
+    if part == NULL:
+        return -1
+    chunk = (N + n_threads - 1) // n_threads
+    for c in prange(n_threads, num_threads=n_threads, schedule="static"):
+        start = c * chunk
+        stop = start + chunk
+        if stop > N:
+            stop = N
+        if start > stop:
+            start = stop
+        rows_serial(X, y, w, b, start, stop, n, part + c * (n + 2), part + c * (n + 2) + n)
+    for j in range(n + 2):
+        gw[j] = 0          # gw is n + 2 long: gradient, dC/db, loss
+    for c in range(n_threads):
+        for j in range(n + 2):
+            gw[j] += part[c * (n + 2) + j]
+    gb_loss[0] = gw[n]
+    gb_loss[1] = gw[n + 1]
+    free(part)
+    return 0
