@@ -575,3 +575,17 @@ def test_simd_levels_agree(level):
         np.testing.assert_allclose(gw, (2 / len(yv)) * r @ X64, rtol=1e-4, atol=1e-5)
     finally:
         _expr._select(before)
+
+
+def test_errors_hostile_arguments():
+    f = fj.compile(fj.sin(w_) * x_)
+    with pytest.raises(TypeError, match="MaskedArray"):
+        f.jacobian("w", w=np.ma.array([1.0, 2.0], mask=[0, 1]), x=np.ones(2))
+    with pytest.raises(ValueError, match="layout must be"):
+        f.jacobian("w", w=np.ones(2), x=np.ones(2), layout=np.array(["numerator"]))
+    with pytest.raises(ValueError, match="wrt must be a variable name"):
+        f.jacobian(3, w=np.ones(2), x=np.ones(2))
+    with pytest.raises(ValueError, match="wrt must be a variable name"):
+        fj.compile(w_ * x_, wrt=3)
+    with pytest.raises(TypeError, match="MaskedArray"):
+        fj.neuron_gradient(np.ma.ones((3, 2)), np.ones(3), np.ones(2), 0.0)

@@ -665,6 +665,10 @@ def coerce_named(values):
             raise TypeError(f"{name} must be an array_like of real numbers, got a string {x!r}")
         if type(x) is complex:
             raise TypeError(f"{name} must be real, got the complex number {x!r}")
+        if type(x) is not np.ndarray and isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a numpy.ma.MaskedArray; fastjac does not apply masks: pass "
+                f"{name}.filled(value) or {name}.data to differentiate at every element")
         arr = x if type(x) is np.ndarray else np.asarray(x)
         vote = max(vote, _dtype_vote(arr, name))
         arrays[name] = arr
@@ -698,10 +702,11 @@ def check_out(out, shape, dtype, what="result"):
 
 
 def _check_layout(layout):
-    if layout == "numerator":
-        return False
-    if layout == "denominator":
-        return True
+    if isinstance(layout, str):
+        if layout == "numerator":
+            return False
+        if layout == "denominator":
+            return True
     raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
 
 
@@ -761,8 +766,10 @@ class CompiledExpression:
             wrt = self.variables
         elif isinstance(wrt, str):
             wrt = (wrt,)
-        else:
+        elif isinstance(wrt, (list, tuple)):
             wrt = tuple(wrt)
+        else:
+            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
         for name in wrt:
             self._check_name(name)
         if len(set(wrt)) != len(wrt):
@@ -795,6 +802,8 @@ class CompiledExpression:
         return coerce_named(kwargs)
 
     def _wrt_list(self, wrt):
+        if not (wrt is None or isinstance(wrt, (str, list, tuple))):
+            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
         if wrt is None:
             wrt = self.wrt
             return (wrt[0],) if len(wrt) == 1 else tuple(wrt), len(wrt) != 1
