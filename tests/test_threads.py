@@ -215,3 +215,74 @@ def test_calls_leave_module_state_unchanged():
         with pytest.raises((ValueError, TypeError)):
             bad()
     assert module_state() == before
+
+
+# -- the expression layer -------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(fastjac, "compile"), reason="no expression layer")
+def test_shared_compiled_expression_from_threads(reliability_count):
+    """One CompiledExpression, its plan cache filled concurrently by different signatures
+    (array or scalar variables, different wrt, formats), gives the serial results."""
+    rng = np.random.default_rng(3)
+    w, x = fastjac.var("w"), fastjac.var("x")
+    calls = []
+    for n in (9, 5000, 70_000):
+        a, b = rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n)
+        for arr in (a, b):
+            arr.flags.writeable = False
+        calls.append((n, a, b))
+
+    X = rng.uniform(-1, 1, (300, 7))
+    y, wv = rng.uniform(0, 1, 300), rng.uniform(-1, 1, 7)
+
+    def make():
+        f = fastjac.compile(fastjac.sin(w) * fastjac.exp(x) - w / x, wrt=["w", "x"])
+        g = fastjac.compile(fastjac.sum(fastjac.tanh(w * x) + 3), wrt="w")
+        thunks = []
+        for n, a, b in calls:
+            thunks += [
+                lambda a=a, b=b: f.jacobian("w", w=a, x=b),
+                lambda a=a, b=b: f.jacobian("x", w=a, x=b),
+                lambda a=a: f.jacobian("x", w=a, x=1.5),
+                lambda b=b: f.jacobian("w", w=0.5, x=b),
+                lambda a=a, b=b: f.value(w=a, x=b),
+                lambda a=a, b=b: g.jacobian(w=a, x=b),
+                lambda a=a: g.jacobian(w=a, x=2.0),
+                lambda a=a, b=b: f.jacobian("w", w=a.astype(np.float32), x=b),
+            ]
+        thunks.append(lambda: f.jacobian("w", w=calls[0][1], x=calls[0][2], format="csr").toarray())
+        if hasattr(fastjac, "neuron_gradient"):
+            thunks.append(lambda: fastjac.neuron_gradient(X, y, wv, 0.1, return_loss=True))
+        return thunks
+
+    serial = [t() for t in make()]
+    shared = make()              # fresh objects: their caches are filled by the threads
+    bad, errors = [], []
+    barrier = threading.Barrier(N_THREADS)
+
+    def same(got, exp):
+        if isinstance(exp, tuple):
+            return isinstance(got, tuple) and len(got) == len(exp) and all(
+                same(g, e) for g, e in zip(got, exp))
+        got, exp = np.asarray(got), np.asarray(exp)
+        return got.dtype == exp.dtype and np.array_equal(got, exp, equal_nan=True)
+
+    def worker(seed):
+        order = np.random.default_rng(seed).permutation(len(shared))
+        barrier.wait()
+        try:
+            for _ in range(3):
+                for i in order:
+                    if not same(shared[i](), serial[i]):
+                        bad.append(i)
+        except BaseException as exc:          # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reliability_count("thread", N_THREADS * 3 * len(shared))
+    assert not errors, errors[:3]
+    assert not bad, sorted(set(bad))
