@@ -256,3 +256,27 @@ def test_levels_agree_on_exp_family():
     for level in LEVELS[1:]:
         for name, values in results[level].items():
             np.testing.assert_allclose(values, base[name], rtol=4 * np.finfo(float).eps, atol=0)
+
+
+# -- the streamed path (results beyond the caches, non-temporal stores) ------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_results_equal_cached_ones(simd, dtype):
+    """A result of >= 16 MB is computed in blocks and written with
+    non-temporal stores; it must equal, bit for bit, the same numbers computed
+    in small pieces, whatever the alignment of out."""
+    n = (1 << 24) // np.dtype(dtype).itemsize + 77
+    rng = _rng(5)
+    a = rng.uniform(-3, 3, n).astype(dtype)
+    b = rng.uniform(0.5, 2, n).astype(dtype)
+    a[::1000] = 2e5                      # huge arguments of sin: the libm fixup
+    buffer = np.empty(n + 1, dtype)
+    for shift in (0, 1):                 # out aligned to a line, and not
+        out = buffer[shift:shift + n]
+        for op, wrt, args in [("sin", 0, (a,)), ("tanh", 0, (a,)), ("multiply", 0, (a, b)),
+                              ("divide", 1, (a, b)), ("divide", 1, (a, dtype(1.5)))]:
+            fastjac.kernel(op, wrt)(*[np.asarray(x) for x in args], out)
+            pieces = np.concatenate([fastjac.jacobian(op, *[x[i:i + 4096] if np.ndim(x) else x
+                                                          for x in args], wrt=wrt)
+                                     for i in range(0, n, 4096)])
+            np.testing.assert_array_equal(out, pieces, err_msg=f"{op} wrt {wrt} shift {shift}")

@@ -28,6 +28,12 @@
 # ``costly`` (compute-bound) tags. Sums add their chunk totals in chunk
 # order, so a result does not depend on scheduling.
 #
+# Large results (STREAM_MIN_BYTES and more, far beyond the caches) are
+# written with non-temporal stores: each block of BLOCK elements is computed
+# into a buffer in L1, then streamed out (fj_stream_*, _vecmath.h). That saves
+# the read of every destination cache line an ordinary store costs first:
+# measured with benchmarks/bench_threads.py bandwidth.
+#
 # Vectorised sin and cos are not valid for huge arguments (_vecmath.h): the
 # loop of such a tag ORs ``exceptional`` over its elements (a vectorised
 # reduction) and, only if one is set, recomputes those elements on libm.
@@ -42,11 +48,22 @@ from ._derivatives cimport *
 cdef extern from "_openmp_helpers.h":
     int fastjac_max_threads() noexcept nogil
 
+cdef extern from "_vecmath.h" nogil:
+    void fj_stream_f64(double* dst, const double* src, Py_ssize_t n)
+    void fj_stream_f32(float* dst, const float* src, Py_ssize_t n)
+    void fj_stream_fence()
+
 cdef enum:
     # Upper bound on threads, so chunk totals fit a stack array.
     MAX_THREADS = 256
     # Chunk boundaries are multiples of this many elements (whole cache lines).
     CHUNK_ALIGN = 16
+    # Elements per block of a streamed result (a multiple of 16: whole lines).
+    BLOCK = 512
+    # Results of this many bytes and more bypass the cache (half this
+    # machine's L3; a smaller result is likely to be read again soon, from
+    # the cache, and ordinary stores leave it there).
+    STREAM_MIN_BYTES = 1 << 24
 
 
 # The kernels of one instruction set, as _kernels.pyx calls them.
@@ -76,7 +93,7 @@ cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int n_chunks) noexcept nogil:
 
 # -- out[i] = derivative(a_i, b_i) ----------------------------------------
 
-cdef inline void apply_serial(Derivative* tag,
+cdef inline void apply_cached(Derivative* tag,
                               const floating* a, Py_ssize_t a_step,   # IN
                               const floating* b, Py_ssize_t b_step,   # IN
                               floating* out, Py_ssize_t n             # OUT
@@ -108,20 +125,56 @@ cdef inline void apply_serial(Derivative* tag,
     # (exceptional() reads a only, so "a scalar expanded over b" has none.)
 
 
+cdef inline void apply_streamed(Derivative* tag,
+                                const floating* a, Py_ssize_t a_step,   # IN
+                                const floating* b, Py_ssize_t b_step,   # IN
+                                floating* out, Py_ssize_t n             # OUT
+                                ) noexcept nogil:
+    cdef floating buf[BLOCK]
+    cdef Py_ssize_t start, m
+    # Ordinary stores up to the first 64-byte boundary of out (NumPy's
+    # arrays are aligned to the element, not always to a cache line).
+    cdef Py_ssize_t head = (<Py_ssize_t>(-(<size_t>out) % 64)) // sizeof(floating)
+    if head > n:
+        head = n
+    apply_cached(tag, a, a_step, b, b_step, out, head)
+    start = head
+    while start < n:
+        m = min(<Py_ssize_t>BLOCK, n - start)
+        apply_cached(tag, a + start * a_step, a_step, b + start * b_step, b_step, buf, m)
+        if floating is double:
+            fj_stream_f64(out + start, buf, m)
+        else:
+            fj_stream_f32(out + start, buf, m)
+        start += m
+    fj_stream_fence()
+
+
+cdef inline void apply_serial(Derivative* tag,
+                              const floating* a, Py_ssize_t a_step,
+                              const floating* b, Py_ssize_t b_step,
+                              floating* out, Py_ssize_t n, bint streamed) noexcept nogil:
+    if streamed:
+        apply_streamed(tag, a, a_step, b, b_step, out, n)
+    else:
+        apply_cached(tag, a, a_step, b, b_step, out, n)
+
+
 cdef inline void apply(Derivative* tag,
                        const floating* a, Py_ssize_t a_step,
                        const floating* b, Py_ssize_t b_step,
                        floating* out, Py_ssize_t n, int n_threads) noexcept nogil:
     cdef Py_ssize_t c, start, chunk
+    cdef bint streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     if n_threads <= 1:
-        apply_serial(tag, a, a_step, b, b_step, out, n)
+        apply_serial(tag, a, a_step, b, b_step, out, n, streamed)
         return
     chunk = chunk_size(n, n_threads)
     for c in prange(n_threads, num_threads=n_threads, schedule="static"):
         start = c * chunk
         if start < n:
             apply_serial(tag, a + start * a_step, a_step, b + start * b_step,
-                         b_step, out + start, min(chunk, n - start))
+                         b_step, out + start, min(chunk, n - start), streamed)
 
 
 # -- sum_i derivative(a_i, b_i) --------------------------------------------

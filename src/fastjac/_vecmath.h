@@ -48,6 +48,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 
 #define FJ_TRIG_FAST_MAX 131072.0 /* 2**17 */
@@ -222,5 +223,51 @@ FJ_INLINE double fj_cos(double x)
 
 FJ_INLINE float fj_sinf(float x) { return (float)fj_sin((double)x); }
 FJ_INLINE float fj_cosf(float x) { return (float)fj_cos((double)x); }
+
+/* -- non-temporal stores ---------------------------------------------------------------
+ *
+ * fj_stream_f64/f32(dst, src, n): dst[i] = src[i] with stores that bypass the
+ * cache. For results far larger than the cache they save the read of each
+ * destination line that an ordinary store costs first (write-allocate): a
+ * kernel reading two arrays and writing one moves 24 instead of 32 bytes per
+ * float64 element. dst must be aligned to 64 bytes; fj_stream_fence() must
+ * follow the last one (the stores are weakly ordered). Without SSE2 these
+ * are plain copies. */
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+FJ_INLINE void fj_stream_f64(double *dst, const double *src, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 8 <= n; i += 8) _mm512_stream_pd(dst + i, _mm512_loadu_pd(src + i));
+#elif defined(__AVX__)
+    for (; i + 4 <= n; i += 4) _mm256_stream_pd(dst + i, _mm256_loadu_pd(src + i));
+#elif defined(__SSE2__)
+    for (; i + 2 <= n; i += 2) _mm_stream_pd(dst + i, _mm_loadu_pd(src + i));
+#endif
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+FJ_INLINE void fj_stream_f32(float *dst, const float *src, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+#elif defined(__AVX__)
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+#elif defined(__SSE2__)
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+#endif
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+FJ_INLINE void fj_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
 
 #endif /* FASTJAC_VECMATH_H */
