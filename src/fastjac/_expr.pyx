@@ -52,7 +52,7 @@ cdef str SIMD = "baseline"
 def _select(level=None):
     """Use the loops of ``level`` (default: the level of the core kernels);
     return the level in use. For tests and benchmarks."""
-    global SIMD
+    global SIMD, CURRENT
     from . import _kernels
     levels = _kernels.LEVELS
     if level is None:
