@@ -589,3 +589,25 @@ def test_errors_hostile_arguments():
         fj.compile(w_ * x_, wrt=3)
     with pytest.raises(TypeError, match="MaskedArray"):
         fj.neuron_gradient(np.ma.ones((3, 2)), np.ones(3), np.ones(2), 0.0)
+
+
+def test_tanh_and_sigmoid_values_accurate():
+    # the fused pass has its own vectorised tanh (Taylor below 0.55, exp
+    # above) and sigmoid; closed forms in float64 as the oracle
+    x = fj.var("x")
+    v = np.concatenate([np.linspace(-30, 30, 20001), np.logspace(-300, 1, 500),
+                        [0.55, np.nextafter(0.55, 0), 5e-324]])
+    got = fj.compile(fj.tanh(x)).value(x=v)
+    ref = np.tanh(v)
+    np.testing.assert_array_less(np.abs(got - ref), 2.5 * np.spacing(np.abs(ref)) + 1e-320)
+    special = fj.compile(fj.tanh(x)).value(x=np.array([0.0, -0.0, np.inf, -np.inf, np.nan]))
+    np.testing.assert_array_equal(special, [0.0, -0.0, 1.0, -1.0, np.nan])
+    assert np.signbit(special[1])
+    s = fj.compile(fj.sigmoid(x)).value(x=v)
+    np.testing.assert_allclose(s, np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))),
+                                           np.exp(-np.abs(v)) / (1 + np.exp(-np.abs(v)))),
+                               rtol=1e-15, atol=0)
+    f32 = fj.compile(fj.tanh(x)).value(x=np.linspace(-5, 5, 1001, dtype=np.float32))
+    assert f32.dtype == np.float32
+    np.testing.assert_allclose(f32, np.tanh(np.linspace(-5, 5, 1001, dtype=np.float32)
+                                            .astype(np.float64)), rtol=1.2e-7, atol=1e-30)
