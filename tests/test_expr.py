@@ -101,7 +101,7 @@ def test_against_finite_differences(case, layout):
     assert np.allclose(f.value(**values), fun(**values), rtol=1e-12, atol=1e-12)
     for name in f.variables:
         expected = fd_jacobian(fun, values, name)
-        for fmt in ("compact", "dense", "csr", "coo"):
+        for fmt in ("compact", "dense", "csr", "csc", "coo", "dia", "sparse"):
             got = f.jacobian(name, layout=layout, format=fmt, **values)
             if fmt == "compact":
                 got_dense = _compact_to_dense(got, expected.shape)
@@ -110,6 +110,25 @@ def test_against_finite_differences(case, layout):
                 assert got_dense.shape == expected.shape
             np.testing.assert_allclose(got_dense, expected, rtol=1e-6, atol=1e-7,
                                        err_msg=f"d/d{name} {fmt} {layout}")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in (
+    "sin_exp_div", "sum_tanh", "dot_feeds_elementwise", "scalar_var_sum", "max_min")],
+    ids=lambda c: c[0])
+def test_float32_against_finite_differences(case):
+    _, expr, fun, spec = case
+    values = make_values(spec, dtype=np.float32)
+    f = fj.compile(expr)
+    for name in f.variables:
+        expected = fd_jacobian(fun, values, name)          # float64 oracle
+        got = f.jacobian(name, **values)
+        dense = _compact_to_dense(got, expected.shape)
+        assert dense.dtype == np.float32
+        np.testing.assert_allclose(dense, expected, rtol=2e-5, atol=2e-5)
+        d = f.jacobian(name, format="dense", layout="denominator", **values)
+        assert d.dtype == np.float32
+        np.testing.assert_allclose(d.T if d.ndim == 2 else d, expected.reshape(d.T.shape)
+                                   if d.ndim == 2 else expected, rtol=2e-5, atol=2e-5)
 
 
 def _compact_to_dense(got, shape):
