@@ -263,6 +263,21 @@ def calibrate(fn, quick=False):
     return once, max(1, int(batch / once))
 
 
+def warm(fn, seconds, calls=100):
+    """Call fn until ``calls`` calls or ``seconds`` have passed (at least twice).
+
+    On this 2-vCPU VM, a team of worker threads that has been idle wakes
+    slowly for its first dozen calls or so (8 ms each, then 2 µs: the host
+    learns to keep the idle vCPU polling): a route is timed only after
+    it has been called for a while, as in a hot loop.
+    """
+    t0 = time.perf_counter()
+    for i in range(calls):
+        fn()
+        if i >= 1 and time.perf_counter() - t0 > seconds:
+            break
+
+
 def measure(routes, quick=False):
     """Median per-call seconds of each warm callable in ``routes`` (a dict).
 
@@ -270,17 +285,18 @@ def measure(routes, quick=False):
     loop would call it: interleaving the routes call by call would let one
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
-    next library. Each block starts with two untimed calls. In full mode
-    the blocks run twice, in opposite orders, so that a burst of load from
-    elsewhere on the machine is less likely to hit one route only; the
-    median over all batches (at least 8; 3 in quick mode) is kept. Garbage
-    collection is off while timing, as in timeit.
+    next library. Each block starts with ``warm``. In full mode the blocks
+    run twice, in opposite orders, so that a burst of load from elsewhere
+    on the machine is less likely to hit one route only; the median over
+    all batches (at least 8; 3 in quick mode) is kept, and the best. Garbage collection
+    is off while timing, as in timeit.
     """
-    budget = 0.05 if quick else 0.5             # seconds per route, roughly
-    low, high = (3, 9) if quick else (8, 40)
+    budget = 0.05 if quick else 0.3             # seconds per route and pass, roughly
+    warm_s = 0.02 if quick else 0.05
+    low, high = (3, 9) if quick else (4, 20)    # batches per pass
     passes = 1 if quick else 2
-    plan = {name: calibrate(fn, quick) for name, fn in routes.items()}
     times = {name: [] for name in routes}
+    numbers = {}
     order = list(routes)
     enabled = gc.isenabled()
     gc.disable()
@@ -288,11 +304,11 @@ def measure(routes, quick=False):
         for p in range(passes):
             for name in (order if p % 2 == 0 else order[::-1]):
                 fn = routes[name]
-                once, number = plan[name]
-                batches = int(min(high, max(low, budget / (once * number)))) // passes
-                fn()
-                fn()
-                for _ in range(max(batches, 1)):
+                warm(fn, warm_s)
+                once, number = calibrate(fn, quick)
+                numbers[name] = number
+                batches = int(min(high, max(low, budget / (once * number))))
+                for _ in range(batches):
                     t0 = time.perf_counter()
                     for _ in range(number):
                         fn()
@@ -304,7 +320,7 @@ def measure(routes, quick=False):
     for name, ts in times.items():
         q1, med, q3 = np.percentile(ts, [25, 50, 75])
         out[name] = {"median": float(med), "best": float(min(ts)), "q1": float(q1),
-                     "q3": float(q3), "batches": len(ts), "number": plan[name][1]}
+                     "q3": float(q3), "batches": len(ts), "number": numbers[name]}
     return out
 
 
@@ -324,7 +340,8 @@ def stream_twin(case):
 
     One input and one output: copy; two inputs: triad; output only: fill;
     input only: a sum. float32 cases run the float64 kernels on half as many
-    elements (the same bytes).
+    elements (the same bytes). Outputs of 16 MB and more are written with
+    non-temporal stores, as fastjac writes them.
     """
     if case.n < STREAM_MIN_N or STREAM["build_dir"] is None:
         return None
@@ -343,6 +360,9 @@ def stream_twin(case):
     m = case.n * np.dtype(case.dtype).itemsize // 8
     a, b, c = np.empty(m), np.empty(m), np.empty(m)
     st.init(a, 1.0), st.init(b, 2.0), st.init(c, 0.0)
+    if m * 8 >= 16 << 20:
+        return {"copy": lambda: st.copy_nt(a, c), "triad": lambda: st.triad_nt(b, c, a, 3.0),
+                "fill": lambda: st.fill_nt(c, 1.0), "read": lambda: st.read(a)}[pattern]
     return {"copy": lambda: st.copy(a, c), "triad": lambda: st.triad(b, c, a, 3.0),
             "fill": lambda: st.fill(c, 1.0), "read": lambda: st.read(a)}[pattern]
 
@@ -475,13 +495,29 @@ def select(case, routes):
 
 
 def run_group(group, sizes, dtypes, families, quick, log):
-    """Yield the result dict of every case, timing only ``group``'s routes."""
+    """Yield the result dict of every case, timing only ``group``'s routes.
+
+    A family whose ``cases()`` raises, or a case whose fastjac reference
+    raises, yields ``{"error": ...}`` instead and the run goes on.
+    """
     routes = GROUPS[group]
     for dtype in dtypes:
         for n in sizes:
             for family, module in discover(families):
-                for case in module.cases(n, np.dtype(dtype)):
+                try:
+                    cases = module.cases(n, np.dtype(dtype))
+                except Exception as exc:          # noqa: BLE001 - reported, run goes on
+                    log(f"    ! {family} cases({n}, {dtype}) failed: {exc!r}")
+                    yield {"error": f"{family}.cases({n}, {np.dtype(dtype).name}): "
+                                    f"{type(exc).__name__}: {exc}"[:300]}
+                    continue
+                for case in cases:
                     if quick and not case.quick:
                         continue
-                    yield run_case(select(case, routes), quick, log,
-                                   time_fastjac="fastjac" in routes)
+                    try:
+                        yield run_case(select(case, routes), quick, log,
+                                       time_fastjac="fastjac" in routes)
+                    except Exception as exc:      # noqa: BLE001 - reported, run goes on
+                        log(f"    ! {family} {case.name} failed: {exc!r}")
+                        yield {"error": f"{family} {case.name} n={n} "
+                                        f"{np.dtype(dtype).name}: {type(exc).__name__}: {exc}"[:300]}

@@ -209,15 +209,46 @@ def _numba_loop(spec, parallel):
         src = (f"def loop({params}, out):\n"
                f"    for i in prange(out.shape[0]):\n"
                f"        out[i] = {expr}\n")
+    loop = _compile_loop(numba, src, spec, parallel)
+    _NUMBA_CACHE[key] = loop
+    return loop
+
+
+CACHE_DIR = {"path": None}       # set by the worker: <out>/build/numba, for cache=True
+
+
+def _compile_loop(numba, src, spec, parallel):
+    """@njit the generated loop; from a file under CACHE_DIR when set, so that
+    numba's on-disk cache spares the compilation in later runs."""
+    import hashlib
+    import importlib.util
+    import math
+    header = ("import math\nimport numpy as np\nfrom numba import njit, prange\n"
+              "\n\n@njit(inline='always', cache=True)\n"
+              "def where(condition, a, b):\n"
+              "    return a if condition else b\n\n\n"
+              + "".join(f"{fn} = math.{fn}\n" for fn in ("exp", "log", "sqrt", "sin", "cos", "tanh"))
+              + f"T = np.{spec.dtype.name}\n\n")
+    if CACHE_DIR["path"] is not None:
+        text = header + src
+        digest = hashlib.sha1(f"{text}{parallel}".encode()).hexdigest()[:16]
+        path = CACHE_DIR["path"] / f"loop_{digest}.py"
+        try:
+            CACHE_DIR["path"].mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                path.write_text(text)
+            module_spec = importlib.util.spec_from_file_location(f"_fj_loop_{digest}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return numba.njit(parallel=parallel, error_model="numpy", cache=True)(module.loop)
+        except OSError:
+            pass
     namespace = {"prange": numba.prange, "T": spec.dtype.type, "where": _numba_where(),
                  "np": np}
-    import math
     for fn in ("exp", "log", "sqrt", "sin", "cos", "tanh"):
         namespace[fn] = getattr(math, fn)
     exec(compile(src, f"<numba {spec.formula}>", "exec"), namespace)
-    loop = numba.njit(parallel=parallel, error_model="numpy")(namespace["loop"])
-    _NUMBA_CACHE[key] = loop
-    return loop
+    return numba.njit(parallel=parallel, error_model="numpy")(namespace["loop"])
 
 
 _WHERE = []

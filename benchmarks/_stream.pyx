@@ -9,11 +9,21 @@
 # bytes the loop names (a copy moves 2 arrays, a triad 3), not the extra
 # read-for-ownership traffic of ordinary stores.
 #
+# Each store kernel also has a ``_nt`` twin with non-temporal stores
+# (_stream_nt.h), which skip the read for ownership of ordinary stores.
+#
 # Built on first use by _bandwidth.py into benchmarks/results/build/; it is
 # no part of the fastjac package.
 
 from cython.parallel cimport prange, parallel
 cimport openmp
+
+cdef extern from "_stream_nt.h":
+    void stream_copy_nt(const double* a, double* c, Py_ssize_t n) noexcept nogil
+    void stream_triad_nt(const double* b, const double* c, double* a, double s,
+                         Py_ssize_t n) noexcept nogil
+    void stream_fill_nt(double* a, double value, Py_ssize_t n) noexcept nogil
+    void stream_fence() noexcept nogil
 
 
 def threads():
@@ -77,3 +87,37 @@ def read(const double[::1] a):                  # IN a (read-only traffic)
         if c * size < n:
             total += chunk_sum(&a[c * size], min(size, n - c * size))
     return total
+
+
+cdef inline Py_ssize_t chunk_of(Py_ssize_t n, int chunks) noexcept nogil:
+    return ((n + chunks - 1) // chunks + 7) // 8 * 8
+
+
+def copy_nt(const double[::1] a, double[::1] c):     # IN a; OUT c
+    cdef Py_ssize_t k, n = a.shape[0]
+    cdef int chunks = openmp.omp_get_max_threads()
+    cdef Py_ssize_t size = chunk_of(n, chunks)
+    for k in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        if k * size < n:
+            stream_copy_nt(&a[k * size], &c[k * size], min(size, n - k * size))
+            stream_fence()
+
+
+def triad_nt(const double[::1] b, const double[::1] c, double[::1] a, double s):
+    cdef Py_ssize_t k, n = a.shape[0]
+    cdef int chunks = openmp.omp_get_max_threads()
+    cdef Py_ssize_t size = chunk_of(n, chunks)
+    for k in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        if k * size < n:
+            stream_triad_nt(&b[k * size], &c[k * size], &a[k * size], s, min(size, n - k * size))
+            stream_fence()
+
+
+def fill_nt(double[::1] a, double value):
+    cdef Py_ssize_t k, n = a.shape[0]
+    cdef int chunks = openmp.omp_get_max_threads()
+    cdef Py_ssize_t size = chunk_of(n, chunks)
+    for k in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        if k * size < n:
+            stream_fill_nt(&a[k * size], value, min(size, n - k * size))
+            stream_fence()

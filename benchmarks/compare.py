@@ -42,17 +42,17 @@ LIMIT = 1.15          # target: memory-bound kernels within 1.15x of the bandwid
 
 # -- numbers ------------------------------------------------------------------------
 
-def route_ratio(case, route):
+def route_ratio(case, route, stat="median"):
     t = case["times"]
     if route not in t or "fastjac" not in t:
         return None
     base = t["fastjac"] if route in PREALLOCATING else t.get("fastjac_alloc", t["fastjac"])
-    return t[route]["median"] / base["median"]
+    return t[route][stat] / base[stat]
 
 
-def library_ratio(case, library):
+def library_ratio(case, library, stat="median"):
     """(ratio, route) of the library's cheapest route for this case, or None."""
-    found = [(route_ratio(case, r), r) for r in LIBRARIES[library]]
+    found = [(route_ratio(case, r, stat), r) for r in LIBRARIES[library]]
     found = [(v, r) for v, r in found if v is not None]
     return min(found) if found else None
 
@@ -143,11 +143,11 @@ def bandwidth_lines(report):
     text = (f"Streaming bandwidth ({bw['method']}, {bw['threads']} threads, "
             f"{bw['elements'] * 8 >> 20} MiB arrays, best of the run): {rates} GB/s. "
             f"The bound of a kernel is its bytes / {bw['best_gbps']:.1f} GB/s "
-            f"(the better of copy and triad).")
+            f"(the best of copy and triad, with ordinary or non-temporal stores).")
     return [text] + ([f"Note: {bw['note']}"] if bw.get("note") else [])
 
 
-def summary_table(report, dtype, libraries=LIBRARIES, with_dense=True):
+def summary_table(report, dtype, libraries=LIBRARIES, with_dense=True, stat="median"):
     """Rows: family x n. Cells: geometric mean of the library's ratio over the
     family's kernels, and the worst kernel's ratio."""
     cols = list(libraries) + (list(DENSE) if with_dense else [])
@@ -158,13 +158,13 @@ def summary_table(report, dtype, libraries=LIBRARIES, with_dense=True):
             cs = cases_by(report, family=fam, n=n, dtype=dtype)
             if not cs:
                 continue
-            t = geomean([c["times"]["fastjac"]["median"] for c in cs if "fastjac" in c["times"]])
+            t = geomean([c["times"]["fastjac"][stat] for c in cs if "fastjac" in c["times"]])
             cells = []
             for col in cols:
                 if col in DENSE:
-                    rs = [route_ratio(c, DENSE[col]) for c in cs]
+                    rs = [route_ratio(c, DENSE[col], stat) for c in cs]
                 else:
-                    rs = [(library_ratio(c, col) or (None,))[0] for c in cs]
+                    rs = [(library_ratio(c, col, stat) or (None,))[0] for c in cs]
                 rs = [r for r in rs if r is not None]
                 cells.append(f"{fmt_ratio(geomean(rs))} (min {fmt_ratio(min(rs))})" if rs else "—")
             out.append(f"| {fam} | {n:,} | {fmt_time(t if t == t else None)} | "
@@ -243,7 +243,7 @@ def memory_table(report):
     def b(v):
         if v is None:
             return "—"
-        for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
             if v >= size:
                 return f"{v / size:.3g} {unit}"
         return f"{v} B"
@@ -434,7 +434,8 @@ def plot(report, out_dir, dtype="float64"):
         ax.set_title(f"fastjac {fam}: {report['machine'].get('cpu', '')}, "
                      f"{report['machine']['date'][:10]}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         path = Path(out_dir) / f"plot_{fam}.png"
         fig.savefig(path, dpi=110)
@@ -452,8 +453,14 @@ def markdown(report):
     lines += [__doc__.split("How a ratio is formed: ")[1].strip().replace("\n", " "), ""]
     lines += ["## Targets", ""] + targets_table(report) + [""]
     for dtype in report["dtypes"]:
-        lines += [f"## Summary, {dtype}: rival time / fastjac time", ""]
+        lines += [f"## Summary, {dtype}: rival time / fastjac time (medians)", ""]
         lines += summary_table(report, dtype) + [""]
+    for dtype in report["dtypes"]:
+        lines += [f"## The same from each route's best batch, {dtype}", "",
+                  "On a shared machine the best batch shows what each route can do "
+                  "when it is not disturbed; the medians above are the figures of record.",
+                  ""]
+        lines += summary_table(report, dtype, stat="best") + [""]
     for dtype in report["dtypes"]:
         bt = bandwidth_table(report, dtype)
         if bt:
@@ -473,6 +480,8 @@ def markdown(report):
         for n in sizes(report, dtype):
             lines += kernel_tables(report, dtype, n)
     lines += ["## Notes (routes not timed)", ""] + notes(report) + [""]
+    if report.get("errors"):
+        lines += ["## Errors (cases not run)", ""] + [f"- {e}" for e in report["errors"]] + [""]
     return "\n".join(lines)
 
 

@@ -75,6 +75,8 @@ def worker(args):
     """Time one group's routes; write one JSON line per case, then versions."""
     from benchmarks import _harness, _memory
     _harness.STREAM["build_dir"] = Path(args.out) / "build"
+    from benchmarks import _rivals
+    _rivals.CACHE_DIR["path"] = Path(args.out).resolve() / "build" / "numba"
     if args.worker == "memory":
         with open(args.jsonl, "w") as f:
             f.write(json.dumps({"memory": _memory.measure(args.quick)}) + "\n")
@@ -87,7 +89,7 @@ def worker(args):
             f.write(json.dumps(result) + "\n")
             f.flush()
             count += 1
-            if count % 10 == 0:
+            if count % 10 == 0 and "n" in result:
                 log(f"  [{args.worker}] {count} cases, {time.perf_counter() - t0:.0f} s "
                     f"(n={result['n']} {result['dtype']})")
         versions = {}
@@ -215,7 +217,7 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report = {"machine": machine(), "quick": args.quick, "sizes": list(args.sizes),
-              "dtypes": list(args.dtypes), "groups": {}, "cases": []}
+              "dtypes": list(args.dtypes), "groups": {}, "cases": [], "errors": []}
     log(f"fastjac benchmarks: n={list(args.sizes)} {list(args.dtypes)} "
         f"{'(quick subset)' if args.quick else ''}")
 
@@ -242,6 +244,10 @@ def main(argv=None):
                 if "versions" in line:
                     versions.update(line["versions"])
                     continue
+                if "error" in line:
+                    if line["error"] not in report["errors"]:
+                        report["errors"].append(line["error"])
+                    continue
                 key = (line["family"], line["name"], line["n"], line["dtype"])
                 if key not in merged:
                     merged[key] = {k: line[k] for k in ("family", "name", "kind", "n",
@@ -252,7 +258,7 @@ def main(argv=None):
                             merged[key][k] = line[k]
                 merged[key]["times"].update(line["times"])
                 merged[key]["notes"].update(line["notes"])
-            log(f"  {group}: {len(lines) - 1} cases in {elapsed:.0f} s")
+            log(f"  {group}: {sum('times' in x for x in lines)} cases in {elapsed:.0f} s")
         report["versions"] = versions
         report["cases"] = list(merged.values())
 
