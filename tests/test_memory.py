@@ -1,8 +1,9 @@
 """Memory: many small calls of every public function leak nothing.
 
-Each public entry point (and its error paths, where Cython code most often
-forgets a reference) is called 10^5 times (sparse formats and compile() 10^3 to 5.10^3: SciPy is
-slow). Three witnesses must agree that nothing accumulates:
+Each public entry point is called 10^5 times; its error paths (where Cython
+code most often forgets a reference) 10^4 to 3.10^4 times, sparse formats and
+compile() 10^3 to 5.10^3 times (SciPy and compiling are slow). Three
+witnesses must agree that nothing accumulates:
 
 * tracemalloc (which sees Python objects and NumPy's data buffers): of two
   windows of 10 000 further calls, at least one grows the traced memory by
