@@ -2,7 +2,8 @@
 """Bounded fuzzing of fastjac's public API.
 
 Every input is a random call of ``jacobian``, ``sum_gradient``, ``kernel``
-(and, when present, the expression layer's ``compile``): valid and invalid
+(and, when present, ``compile`` of a random expression tree and its
+``jacobian``, checked against self-consistent finite differences): valid and invalid
 operators, operands of every dtype, shape and memory layout (with NaN, inf,
 subnormals, huge values), lists and junk objects, and random ``wrt``,
 ``layout``, ``format`` and ``out``. Each call must either return a result
@@ -40,6 +41,7 @@ import fastjac                  # noqa: E402
 import oracle                   # noqa: E402
 
 ALLOWED = (TypeError, ValueError, OverflowError, MemoryError)
+HAS_EXPR = hasattr(fastjac, "compile") and hasattr(fastjac, "Expr")
 
 OPS = list(oracle.BINARY_OPS + oracle.UNARY_OPS) + [
     np.multiply, np.tanh, np.absolute, "absolute", None, "nope", "", 3, ["add"], b"exp"]
@@ -124,8 +126,100 @@ def build_valid_call(ch):
     return ((fn.__name__, op, kwargs), (lambda: fn(op, a, b, **kwargs)), (a, b), kwargs)
 
 
+# -- the expression layer -------------------------------------------------------------
+
+def random_expr(ch, depth=0):
+    """(fastjac expression, numpy forward function of (w, x)) of a random tree."""
+    kind = ch.choose(6) if depth < 3 else ch.choose(2)
+    if kind == 0:
+        name = ch.pick(["w", "x"])
+        return fastjac.var(name), (lambda w, x, name=name: w if name == "w" else x)
+    if kind == 1:
+        c = ch.pick([0.5, 2.0, -1.0, 3, 1e-3])
+        return c, (lambda w, x, c=c: c)
+    if kind in (2, 3):
+        op = ch.pick(oracle.BINARY_OPS)
+        (ea, fa), (eb, fb) = random_expr(ch, depth + 1), random_expr(ch, depth + 1)
+        fwd = oracle.FORWARD[op]
+        return getattr(fastjac, op)(ea, eb) if hasattr(fastjac, op) else None, \
+            (lambda w, x: fwd(np.asarray(fa(w, x), float), np.asarray(fb(w, x), float)))
+    op = ch.pick(oracle.UNARY_OPS)
+    ea, fa = random_expr(ch, depth + 1)
+    fwd = oracle.FORWARD[op]
+    return getattr(fastjac, op)(ea), (lambda w, x: fwd(np.asarray(fa(w, x), float)))
+
+
+def build_expr_call(ch):
+    """A random expression, compiled, and its jacobian with random or valid values."""
+    expr, forward = random_expr(ch)
+    if not hasattr(expr, "__add__") or not isinstance(expr, fastjac.Expr):
+        expr = fastjac.var("w") * 1.0 + (expr if isinstance(expr, (int, float)) else 0.0)
+        forward0 = forward
+        forward = lambda w, x: w * 1.0 + np.asarray(forward0(w, x), float)   # noqa: E731
+    shape = ch.pick([(), (1,), (5,), (2, 3), (0,)])
+    valid = ch.choose(2) == 0
+    values = {}
+    for name in ("w", "x"):
+        if valid:
+            moderate = [0.25, 1.0, -1.0, 0.5, 2.0, 3.0, -2.5, 1.5]
+            n = int(np.prod(shape))
+            values[name] = np.array([ch.pick(moderate) for _ in range(n)]).reshape(shape)
+        else:
+            values[name] = make_operand(ch, shape)
+    kwargs = {}
+    if not valid and ch.choose(2):
+        kwargs["format"] = ch.pick(FORMATS)
+    if not valid and ch.choose(4) == 0:
+        kwargs["layout"] = ch.pick(LAYOUTS)
+
+    def call():
+        f = fastjac.compile(expr)
+        if not f.variables:                  # a constant expression
+            kwargs["wrt_name"] = None
+            return f.value()
+        wrt = f.variables[ch.choose(len(f.variables))]
+        kwargs["wrt_name"] = wrt
+        given = {k: v for k, v in values.items() if k in f.variables}
+        return f.jacobian(wrt, **given, **{k: v for k, v in kwargs.items()
+                                          if k != "wrt_name"})
+    return (("expr", str(expr), kwargs, valid, forward, values), call,
+            tuple(values.values()), kwargs)
+
+
+def check_expr_result(desc, result, values):
+    """For moderate values, compare the diagonal with a self-consistent central difference."""
+    _, text, kwargs, valid, forward, _ = desc
+    if not valid or kwargs.get("format", "compact") != "compact" or \
+            not isinstance(result, np.ndarray) or "sum" in text or "dot" in text:
+        return
+    wrt = kwargs["wrt_name"]
+    w, x = values["w"], values["x"]
+    if wrt is None:
+        return
+    if np.ndim(values[wrt]) == 0 or np.shape(result) != np.shape(values[wrt]):
+        return
+
+    def diff(h):
+        if wrt == "w":
+            return (forward(w + h, x) - forward(w - h, x)) / (2 * h)
+        return (forward(w, x + h) - forward(w, x - h)) / (2 * h)
+    with np.errstate(all="ignore"):
+        d1, d2 = np.asarray(diff(1e-4), float), np.asarray(diff(5e-5), float)
+        d1, d2 = np.broadcast_to(d1, np.shape(result)), np.broadcast_to(d2, np.shape(result))
+        scale = np.maximum(1.0, np.abs(d2))
+        smooth = np.isfinite(d1) & np.isfinite(d2) & (np.abs(d1 - d2) < 1e-6 * scale)
+        # where the two steps agree to 1e-6 the function is smooth there, and the
+        # Richardson estimate (4 d2 - d1) / 3 is good to ~1e-9 relative
+        est = (4 * d2 - d1) / 3
+        bad = smooth & ~(np.abs(np.asarray(result, float) - est) <= 1e-5 * scale)
+    assert not bad.any(), f"{text} d/d{wrt}: got {result[bad][:3]}, finite differences " \
+                          f"{est[bad][:3]} at w={np.asarray(w)[bad] if np.ndim(w) else w}"
+
+
 def build_call(ch):
     """(description, function, args, kwargs) of one random call."""
+    if HAS_EXPR and ch.choose(5) == 0:
+        return build_expr_call(ch)
     if ch.choose(3) == 0:
         return build_valid_call(ch)
     which = ch.choose(4)
@@ -207,7 +301,10 @@ def one_input(ch):
     except Exception as exc:        # noqa: BLE001 - anything else is a finding
         raise AssertionError(f"{desc} raised {type(exc).__name__}: {exc}") from exc
     else:
-        check_result(desc, result, args, kwargs)
+        if desc[0] == "expr":
+            check_expr_result(desc, result, desc[5])
+        else:
+            check_result(desc, result, args, kwargs)
     for arr, copy in before:
         assert np.array_equal(arr, copy, equal_nan=arr.dtype.kind in "fc") \
             if arr.dtype.kind not in "OMV" else True, f"{desc} modified an input"
