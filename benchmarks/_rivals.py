@@ -28,6 +28,7 @@ dtype, not once per size.
 """
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -239,6 +240,7 @@ def _compile_loop(numba, src, spec, parallel):
                 path.write_text(text)
             module_spec = importlib.util.spec_from_file_location(f"_fj_loop_{digest}", path)
             module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module      # numba's cache looks it up
             module_spec.loader.exec_module(module)
             return numba.njit(parallel=parallel, error_model="numpy", cache=True)(module.loop)
         except OSError:

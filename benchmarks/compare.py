@@ -519,11 +519,17 @@ def readme_block(report, plot_rel):
     lines += import_lines(report) + [""]
     if plot_rel:
         lines += [f"![time against n, element-wise family]({plot_rel})", ""]
+    analysis = HERE / "analysis.md"
+    if analysis.exists():
+        lines += [analysis.read_text().strip(), ""]
     lines += [END]
     return "\n".join(lines)
 
 
 def update_readme(report, out_dir, readme=ROOT / "README.md"):
+    """Rewrite the block between START and END of ``readme``: the tables of
+    ``report``, one plot (copied to benchmarks/plots/), and the hand-written
+    findings of ``benchmarks/analysis.md`` (why a target is out of reach)."""
     src = Path(out_dir) / "plot_elementwise.png"
     plot_rel = None
     if src.exists():
