@@ -129,31 +129,55 @@ def build_valid_call(ch):
 # -- the expression layer -------------------------------------------------------------
 
 def random_expr(ch, depth=0):
-    """(fastjac expression, numpy forward function of (w, x)) of a random tree."""
+    """(expression, forward(w, x), interior(w, x)) of a random tree.
+
+    ``interior`` is True where every singular function of the tree (sqrt, log,
+    divide, power) is evaluated strictly inside its domain: there the chain
+    rule and finite differences must agree (at sqrt(0) they need not: the
+    chain rule gives inf * 0 = NaN, as autodiff frameworks do).
+    """
+    f64 = lambda v: np.asarray(v, float)                              # noqa: E731
     kind = ch.choose(6) if depth < 3 else ch.choose(2)
     if kind == 0:
         name = ch.pick(["w", "x"])
-        return fastjac.var(name), (lambda w, x, name=name: w if name == "w" else x)
+        return (fastjac.var(name), (lambda w, x, name=name: w if name == "w" else x),
+                lambda w, x: True)
     if kind == 1:
         c = ch.pick([0.5, 2.0, -1.0, 3, 1e-3])
-        return c, (lambda w, x, c=c: c)
+        return c, (lambda w, x, c=c: c), (lambda w, x: True)
     if kind in (2, 3):
         op = ch.pick(oracle.BINARY_OPS)
-        (ea, fa), (eb, fb) = random_expr(ch, depth + 1), random_expr(ch, depth + 1)
+        (ea, fa, oka), (eb, fb, okb) = random_expr(ch, depth + 1), random_expr(ch, depth + 1)
         fwd = oracle.FORWARD[op]
-        return getattr(fastjac, op)(ea, eb) if hasattr(fastjac, op) else None, \
-            (lambda w, x: fwd(np.asarray(fa(w, x), float), np.asarray(fb(w, x), float)))
+
+        def interior(w, x):
+            ok = oka(w, x) & okb(w, x)
+            with np.errstate(all="ignore"):
+                if op == "divide":
+                    ok = ok & (np.abs(f64(fb(w, x))) > 1e-3)
+                if op == "power":
+                    ok = ok & (f64(fa(w, x)) > 1e-3)
+            return ok
+        return (getattr(fastjac, op)(ea, eb),
+                (lambda w, x: fwd(f64(fa(w, x)), f64(fb(w, x)))), interior)
     op = ch.pick(oracle.UNARY_OPS)
-    ea, fa = random_expr(ch, depth + 1)
+    ea, fa, oka = random_expr(ch, depth + 1)
     fwd = oracle.FORWARD[op]
-    return getattr(fastjac, op)(ea), (lambda w, x: fwd(np.asarray(fa(w, x), float)))
+
+    def interior(w, x):
+        ok = oka(w, x)
+        if op in ("sqrt", "log"):
+            with np.errstate(all="ignore"):
+                ok = ok & (f64(fa(w, x)) > 1e-3)
+        return ok
+    return getattr(fastjac, op)(ea), (lambda w, x: fwd(f64(fa(w, x)))), interior
 
 
 def build_expr_call(ch):
     """A random expression, compiled, and its jacobian with random or valid values."""
-    expr, forward = random_expr(ch)
-    if not hasattr(expr, "__add__") or not isinstance(expr, fastjac.Expr):
-        expr = fastjac.var("w") * 1.0 + (expr if isinstance(expr, (int, float)) else 0.0)
+    expr, forward, interior = random_expr(ch)
+    if not isinstance(expr, fastjac.Expr):           # a bare constant
+        expr = fastjac.var("w") * 1.0 + expr
         forward0 = forward
         forward = lambda w, x: w * 1.0 + np.asarray(forward0(w, x), float)   # noqa: E731
     shape = ch.pick([(), (1,), (5,), (2, 3), (0,)])
@@ -182,13 +206,13 @@ def build_expr_call(ch):
         given = {k: v for k, v in values.items() if k in f.variables}
         return f.jacobian(wrt, **given, **{k: v for k, v in kwargs.items()
                                           if k != "wrt_name"})
-    return (("expr", str(expr), kwargs, valid, forward, values), call,
+    return (("expr", str(expr), kwargs, valid, forward, values, interior), call,
             tuple(values.values()), kwargs)
 
 
 def check_expr_result(desc, result, values):
     """For moderate values, compare the diagonal with a self-consistent central difference."""
-    _, text, kwargs, valid, forward, _ = desc
+    _, text, kwargs, valid, forward, _, interior = desc
     if not valid or kwargs.get("format", "compact") != "compact" or \
             not isinstance(result, np.ndarray) or "sum" in text or "dot" in text:
         return
@@ -199,15 +223,22 @@ def check_expr_result(desc, result, values):
     if np.ndim(values[wrt]) == 0 or np.shape(result) != np.shape(values[wrt]):
         return
 
+    def at(h):
+        return np.broadcast_to(np.asarray(forward(w + h, x) if wrt == "w" else
+                                          forward(w, x + h), float), np.shape(result))
+
     def diff(h):
-        if wrt == "w":
-            return (forward(w + h, x) - forward(w - h, x)) / (2 * h)
-        return (forward(w, x + h) - forward(w, x - h)) / (2 * h)
+        return (at(h) - at(-h)) / (2 * h)
     with np.errstate(all="ignore"):
-        d1, d2 = np.asarray(diff(1e-4), float), np.asarray(diff(5e-5), float)
-        d1, d2 = np.broadcast_to(d1, np.shape(result)), np.broadcast_to(d2, np.shape(result))
+        d1, d2 = diff(1e-4), diff(5e-5)
         scale = np.maximum(1.0, np.abs(d2))
-        smooth = np.isfinite(d1) & np.isfinite(d2) & (np.abs(d1 - d2) < 1e-6 * scale)
+        # smooth: the two central differences agree, and so do the one-sided
+        # slopes on either side (at a kink, e.g. a tie of maximum, they do not,
+        # while a central difference returns the mean of the two slopes)
+        right, left = (at(1e-6) - at(0.0)) / 1e-6, (at(0.0) - at(-1e-6)) / 1e-6
+        smooth = np.isfinite(d1) & np.isfinite(d2) & (np.abs(d1 - d2) < 1e-6 * scale) \
+            & (np.abs(right - left) < 1e-3 * scale) \
+            & np.broadcast_to(interior(w, x), np.shape(result))
         # where the two steps agree to 1e-6 the function is smooth there, and the
         # Richardson estimate (4 d2 - d1) / 3 is good to ~1e-9 relative
         est = (4 * d2 - d1) / 3
