@@ -630,3 +630,21 @@ def test_tanh_and_sigmoid_values_accurate():
     assert f32.dtype == np.float32
     np.testing.assert_allclose(f32, np.tanh(np.linspace(-5, 5, 1001, dtype=np.float32)
                                             .astype(np.float64)), rtol=1.2e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_outputs_of_large_results(dtype):
+    # outputs of 16 MiB and more are written with non-temporal stores, block
+    # by block, from unaligned array starts; check every element
+    n = (1 << 24) // np.dtype(dtype).itemsize + 1001
+    w, x = fj.var("w"), fj.var("x")
+    wv = np.linspace(0.5, 1.5, n, dtype=dtype)
+    xv = wv[::-1].copy()
+    vout = np.empty(n + 3, dtype)[3:]           # misaligned to the cache line
+    jout = np.empty(n + 1, dtype)[1:]
+    k = fj.compile(w * x + w / x).kernel("w", value=True)
+    k(wv, xv, vout, jout)
+    w64, x64 = wv.astype(np.float64), xv.astype(np.float64)
+    tol = 1e-15 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(vout, w64 * x64 + w64 / x64, rtol=tol)
+    np.testing.assert_allclose(jout, x64 + 1 / x64, rtol=tol)

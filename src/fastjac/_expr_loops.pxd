@@ -57,6 +57,14 @@ from ._kernels cimport derivative_into, threads_for
 
 cdef enum:
     BLOCK = 256            # elements per register: 2 KiB of float64
+    # Outputs of this many bytes and more bypass the cache (as the core's
+    # _loops.pxd: half this machine's L3; smaller results stay cached).
+    STREAM_MIN_BYTES = 1 << 24
+
+cdef extern from "_vecmath.h" nogil:
+    void fj_stream_f64(double* dst, const double* src, Py_ssize_t n)
+    void fj_stream_f32(float* dst, const float* src, Py_ssize_t n)
+    void fj_stream_fence()
 
 # -- opcodes (mirrored by OPCODES in _expr.pyx for expr.py) -----------------------
 cdef enum Opcode:
@@ -292,12 +300,30 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
                     d[i] = f_pow(a[i], b[i])
 
 
+cdef inline void stream_out(floating* dst, const floating* src, Py_ssize_t m) noexcept nogil:
+    """dst[0:m] = src[0:m], the whole 64-byte lines of dst with stores that
+    bypass the cache (_vecmath.h), the partial lines at either end ordinary."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t head = (<Py_ssize_t>(-(<size_t>dst) % 64)) // sizeof(floating)
+    if head > m:
+        head = m
+    for i in range(head):
+        dst[i] = src[i]
+    if floating is double:
+        fj_stream_f64(dst + head, src + head, m - head)
+    else:
+        fj_stream_f32(dst + head, src + head, m - head)
+
+
 cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
-                    const int* kind, const int* index, const int* slot,
+                    const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                     floating** arrays, const double* scalars, floating** outs,
                     floating* scratch, floating** R, double* acc, Py_ssize_t n_acc,
-                    Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
-    cdef Py_ssize_t r, i, pos, m
+                    Py_ssize_t start, Py_ssize_t stop, bint streamed) noexcept nogil:
+    # streamed: OUT registers are scratch too, copied out after each block
+    # with non-temporal stores (outputs far larger than the cache: this
+    # saves the read of every output line that an ordinary store costs).
+    cdef Py_ssize_t r, i, pos, m, extra = n_slots
     cdef floating s
     for i in range(n_acc):
         acc[i] = 0
@@ -309,6 +335,9 @@ cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_reg
             s = <floating>scalars[index[r]]
             for i in range(BLOCK):
                 R[r][i] = s
+        elif kind[r] == K_OUT and streamed:
+            R[r] = scratch + extra * BLOCK
+            extra += 1
     pos = start
     while pos < stop:
         m = stop - pos
@@ -317,10 +346,16 @@ cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_reg
         for r in range(n_regs):
             if kind[r] == K_ARRAY:
                 R[r] = arrays[index[r]] + pos
-            elif kind[r] == K_OUT:
+            elif kind[r] == K_OUT and not streamed:
                 R[r] = outs[index[r]] + pos
         exec_block(prog, n_instr, R, acc, m)
+        if streamed:
+            for r in range(n_regs):
+                if kind[r] == K_OUT:
+                    stream_out(outs[index[r]] + pos, R[r], m)
         pos += m
+    if streamed:
+        fj_stream_fence()
 
 
 cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
@@ -329,8 +364,11 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
                      double* sums, Py_ssize_t n_acc, Py_ssize_t n) noexcept nogil:
     """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM."""
     cdef int n_threads = threads_for(n)
-    cdef Py_ssize_t chunk, c, j, start, stop
-    cdef Py_ssize_t per_thread = n_slots * BLOCK
+    cdef Py_ssize_t chunk, c, j, start, stop, r, n_out = 0
+    cdef bint streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    for r in range(n_regs):
+        n_out += kind[r] == K_OUT
+    cdef Py_ssize_t per_thread = (n_slots + (n_out if streamed else 0)) * BLOCK
     cdef floating* scratch = <floating*>malloc(
         (n_threads * per_thread + 1) * sizeof(floating))
     cdef floating** R = <floating**>malloc((n_threads * n_regs + 1) * sizeof(floating*))
@@ -341,8 +379,8 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
         free(acc)
         return -1
     if n_threads <= 1:
-        run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
-                  scratch, R, acc, n_acc, 0, n)
+        run_chunk(prog, n_instr, n_regs, kind, index, slot, n_slots, arrays, scalars, outs,
+                  scratch, R, acc, n_acc, 0, n, streamed)
     else:
         # one contiguous chunk per thread, a whole number of blocks
         chunk = (n + n_threads - 1) // n_threads
@@ -353,9 +391,9 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
             if stop > n:
                 stop = n
             if start < stop:
-                run_chunk(prog, n_instr, n_regs, kind, index, slot, arrays, scalars, outs,
-                          scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
-                          n_acc, start, stop)
+                run_chunk(prog, n_instr, n_regs, kind, index, slot, n_slots, arrays, scalars,
+                          outs, scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
+                          n_acc, start, stop, streamed)
             else:
                 for j in range(n_acc):
                     acc[c * n_acc + j] = 0
