@@ -285,34 +285,30 @@ def measure(routes, quick=False):
     loop would call it: interleaving the routes call by call would let one
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
-    next library. Each block starts with ``warm``. In full mode the blocks
-    run twice, in opposite orders, so that a burst of load from elsewhere
-    on the machine is less likely to hit one route only; the median over
-    all batches (at least 8; 3 in quick mode) is kept, and the best. Garbage collection
-    is off while timing, as in timeit.
+    next library. Each block starts with ``warm``. The median over the
+    batches (5 to 25; 3 for calls slower than 50 ms and in quick mode) is
+    kept, and the best batch. Garbage collection is off while timing, as in
+    timeit.
     """
-    budget = 0.05 if quick else 0.3             # seconds per route and pass, roughly
-    warm_s = 0.02 if quick else 0.05
-    low, high = (3, 9) if quick else (4, 20)    # batches per pass
-    passes = 1 if quick else 2
+    budget = 0.05 if quick else 0.15            # seconds per route, roughly
+    warm_s = 0.02 if quick else 0.03
+    low, high = (3, 9) if quick else (5, 25)    # batches
     times = {name: [] for name in routes}
     numbers = {}
-    order = list(routes)
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for p in range(passes):
-            for name in (order if p % 2 == 0 else order[::-1]):
-                fn = routes[name]
-                warm(fn, warm_s)
-                once, number = calibrate(fn, quick)
-                numbers[name] = number
-                batches = int(min(high, max(low, budget / (once * number))))
-                for _ in range(batches):
-                    t0 = time.perf_counter()
-                    for _ in range(number):
-                        fn()
-                    times[name].append((time.perf_counter() - t0) / number)
+        for name, fn in routes.items():
+            warm(fn, warm_s)
+            once, number = calibrate(fn, quick)
+            numbers[name] = number
+            floor = 3 if once * number > 0.05 else low     # slow calls: 3 batches
+            batches = int(min(high, max(floor, budget / (once * number))))
+            for _ in range(batches):
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / number)
     finally:
         if enabled:
             gc.enable()
