@@ -131,3 +131,23 @@ def test_errors():
         fj.neuron_gradient(X, y, w, b, layout="up")
     with pytest.raises(ValueError, match="format"):
         fj.neuron_gradient(X, y, w, b, format="full")
+
+
+def test_example_trains_and_saves_the_loss_curve(tmp_path):
+    # examples/train_neuron.py end to end, a few steps, no rivals
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_neuron.py"
+    spec = importlib.util.spec_from_file_location("train_neuron", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    png = tmp_path / "loss.png"
+    assert mod.main(["--steps", "30", "--png", str(png), "--no-rivals"]) == 0
+    assert png.stat().st_size > 1000
+    X, y = mod.load_data()
+    w0, b0 = mod.initial_params(X.shape[1])
+    _, _, losses = mod.train_fastjac(X, y, w0, b0, 30, 0.05)
+    assert losses[-1] < losses[0]                       # gradient descent descends
+    assert losses[0] == pytest.approx(loss(X, y, w0, b0), rel=1e-12)
