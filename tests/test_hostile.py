@@ -623,14 +623,6 @@ def test_fuzz_harness_short_pass(reliability_count):
 
 HAS_EXPR = hasattr(fastjac, "compile") and hasattr(fastjac, "var")
 expr_only = pytest.mark.skipif(not HAS_EXPR, reason="no expression layer in this fastjac")
-# Found by this suite in the expression layer (expr.py / _neuron.pyx, owned by
-# the expression engineer); kept visible as expected failures until fixed.
-EXPR_MASK = pytest.mark.xfail(reason="expression layer ignores numpy.ma masks "
-                              "(the core raises TypeError)", strict=False)
-EXPR_LAYOUT = pytest.mark.xfail(reason="expression layer: layout=<array> raises "
-                                "'truth value of an array is ambiguous'", strict=False)
-EXPR_WRT = pytest.mark.xfail(reason="expression layer: wrt=<int> raises "
-                             "\"'int' object is not iterable\"", strict=False)
 EXPR_CASES = []
 
 
@@ -670,7 +662,7 @@ for name, (value, match) in REJECTED.items():
           Raises(TypeError, "") if value is not None else Raises(TypeError, r"None"))
 ecase("expr-reject-masked", lambda: (f_expr().jacobian, ("w",),
                                      {"w": np.ma.array(EW, mask=[0, 1, 0, 0]), "x": EX}),
-      Raises(TypeError, r"MaskedArray|mask"), marks=[EXPR_MASK])
+      Raises(TypeError, r"MaskedArray|mask"))
 ecase("expr-missing-variable", lambda: (f_expr().jacobian, ("w",), {"w": EW}),
       Raises(ValueError, r"missing value for variable 'x'"))
 ecase("expr-unknown-variable", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX, "z": EW}),
@@ -678,7 +670,7 @@ ecase("expr-unknown-variable", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x"
 ecase("expr-unknown-wrt", lambda: (f_expr().jacobian, ("q",), {"w": EW, "x": EX}),
       Raises(ValueError, r"unknown variable 'q'"))
 ecase("expr-wrt-int", lambda: (f_expr().jacobian, (3,), {"w": EW, "x": EX}),
-      Raises((ValueError, TypeError), r"variable|wrt"), marks=[EXPR_WRT])
+      Raises((ValueError, TypeError), r"variable|wrt"))
 ecase("expr-shapes", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX[:3]}),
       Raises(ValueError, r"w has shape \(4,\) and x has shape \(3,\)"))
 ecase("expr-stacked-elementwise", lambda: (f_expr().jacobian, (), {"w": EW, "x": EX}),
@@ -688,7 +680,7 @@ ecase("expr-layout-bad", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
       Raises(ValueError, r"layout"))
 ecase("expr-layout-array", lambda: (f_expr().jacobian, ("w",), {
     "w": EW, "x": EX, "layout": np.array(["numerator", "denominator"])}),
-      Raises(ValueError, r"layout must be"), marks=[EXPR_LAYOUT])
+      Raises(ValueError, r"layout must be"))
 ecase("expr-format-bad", lambda: (f_expr().jacobian, ("w",), {"w": EW, "x": EX,
                                                               "format": "lil"}),
       Raises(ValueError, r"format must be one of"))
@@ -780,8 +772,7 @@ for name, args, exc, match in [
     ecase(f"neuron-reject-{name}", lambda args=args: (fastjac.neuron_gradient, args, {}),
           Raises(exc, match))
 ecase("neuron-reject-masked", lambda: (fastjac.neuron_gradient, (
-    np.ma.array(NX, mask=NX < 0), NY, NW, 0.1), {}), Raises(TypeError, r"MaskedArray|mask"),
-      marks=[EXPR_MASK])
+    np.ma.array(NX, mask=NX < 0), NY, NW, 0.1), {}), Raises(TypeError, r"MaskedArray|mask"))
 ecase("neuron-out-readonly", lambda: (fastjac.neuron_gradient, (NX, NY, NW, 0.1),
                                       {"out": _ro(3)}), Raises(ValueError, r"read-only"))
 ecase("neuron-dia-1e6", lambda: (fastjac.neuron_gradient, (

@@ -13,7 +13,6 @@
 """
 import sys
 import threading
-import types
 
 import numpy as np
 import pytest
