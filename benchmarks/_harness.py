@@ -274,7 +274,8 @@ def warm(fn, seconds, calls=100):
     t0 = time.perf_counter()
     for i in range(calls):
         fn()
-        if i >= 1 and time.perf_counter() - t0 > seconds:
+        elapsed = time.perf_counter() - t0
+        if (i >= 1 and elapsed > seconds) or elapsed > 0.2:    # one slow call is enough
             break
 
 
@@ -286,13 +287,13 @@ def measure(routes, quick=False):
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
     next library. Each block starts with ``warm``. The median over the
-    batches (5 to 25; 3 for calls slower than 50 ms and in quick mode) is
-    kept, and the best batch. Garbage collection is off while timing, as in
+    batches (5 to 11, 3 to 7 in quick mode; 3 for calls slower than 50 ms,
+    1 over 0.2 s) is kept, and the best batch. Garbage collection is off while timing, as in
     timeit.
     """
-    budget = 0.05 if quick else 0.15            # seconds per route, roughly
-    warm_s = 0.02 if quick else 0.03
-    low, high = (3, 9) if quick else (5, 25)    # batches
+    budget = 0.02 if quick else 0.04            # seconds of batches per route, roughly
+    warm_s = 0.01
+    low, high = (3, 7) if quick else (5, 11)    # batches
     times = {name: [] for name in routes}
     numbers = {}
     enabled = gc.isenabled()
@@ -302,7 +303,8 @@ def measure(routes, quick=False):
             warm(fn, warm_s)
             once, number = calibrate(fn, quick)
             numbers[name] = number
-            floor = 3 if once * number > 0.05 else low     # slow calls: 3 batches
+            # slow calls: 3 batches, or 1 for calls slower than 0.2 s (autograd at 10^7)
+            floor = 1 if once * number > 0.2 else 3 if once * number > 0.05 else low
             batches = int(min(high, max(floor, budget / (once * number))))
             for _ in range(batches):
                 t0 = time.perf_counter()
