@@ -247,10 +247,10 @@ def check(expected, got, dense, dtype, rtol=None):
 def calibrate(fn, quick=False):
     """(seconds per call, calls per batch) for an already warm fn.
 
-    A batch repeats fn until it lasts about 2 ms (0.5 ms in quick mode),
+    A batch repeats fn until it lasts about 1 ms (0.5 ms in quick mode),
     so that a sub-microsecond call is timed over thousands of calls.
     """
-    batch = 5e-4 if quick else 2e-3
+    batch = 5e-4 if quick else 1e-3
     t0 = time.perf_counter()
     fn()
     once = max(time.perf_counter() - t0, 1e-8)
@@ -275,7 +275,7 @@ def warm(fn, seconds, calls=100):
     for i in range(calls):
         fn()
         elapsed = time.perf_counter() - t0
-        if (i >= 1 and elapsed > seconds) or elapsed > 0.2:    # one slow call is enough
+        if (i >= 1 and elapsed > seconds) or elapsed > 0.005:  # one slow call is enough
             break
 
 
@@ -287,12 +287,12 @@ def measure(routes, quick=False):
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
     next library. Each block starts with ``warm``. The median over the
-    batches (5 to 11, 3 to 7 in quick mode; 3 for calls slower than 50 ms,
+    batches (5 to 11, 3 to 7 in quick mode; 3 for calls slower than 5 ms,
     1 over 0.2 s) is kept, and the best batch. Garbage collection is off while timing, as in
     timeit.
     """
     budget = 0.02 if quick else 0.04            # seconds of batches per route, roughly
-    warm_s = 0.01
+    warm_s = 0.005
     low, high = (3, 7) if quick else (5, 11)    # batches
     times = {name: [] for name in routes}
     numbers = {}
@@ -304,7 +304,7 @@ def measure(routes, quick=False):
             once, number = calibrate(fn, quick)
             numbers[name] = number
             # slow calls: 3 batches, or 1 for calls slower than 0.2 s (autograd at 10^7)
-            floor = 1 if once * number > 0.2 else 3 if once * number > 0.05 else low
+            floor = 1 if once * number > 0.2 else 3 if once * number > 0.005 else low
             batches = int(min(high, max(floor, budget / (once * number))))
             for _ in range(batches):
                 t0 = time.perf_counter()
