@@ -23,7 +23,9 @@ import oracle
 
 J, S, K = fastjac.jacobian, fastjac.sum_gradient, fastjac.kernel
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile,
+              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),  # np.matrix
+              pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")]
 
 
 # -- what a case expects ----------------------------------------------------------------
@@ -151,7 +153,7 @@ ACCEPTED = {
     "memoryview": memoryview(np.array([1.0, 2.0, 3.0])),
     "__array__": ArrayProtocol([1.0, 2.0, 3.0]),
     "__array_interface__": InterfaceOnly([1.0, 2.0, 3.0]),
-    "matrix": np.matrix([[1.0, 2.0, 3.0]]),
+    "matrix": np.asmatrix(np.array([[1.0, 2.0, 3.0]])),
     "empty_list": [],
     "one_element_list": [2.0],
     "broadcast_view_readonly": np.broadcast_to(2.0, (4,)),
@@ -541,7 +543,7 @@ for name, args, exc, match in [
         ("four-args", (a64, b64, o64, o64), TypeError, r"takes 3 arrays"),
         ("lists", ([1.0], [1.0], [0.0]), TypeError, r"numpy.ndarray"),
         ("python-scalar", (2.0, b64, o64), TypeError, r"numpy.ndarray"),
-        ("matrix-subclass", (np.matrix(a64), np.matrix(b64), np.matrix(o64)), TypeError,
+        ("matrix-subclass", (np.asmatrix(a64), np.asmatrix(b64), np.asmatrix(o64)), TypeError,
          r"numpy.ndarray"),
         ("mixed-dtypes", (a64.astype(np.float32), b64, o64), TypeError, r"one dtype"),
         ("int-arrays", (a64.astype(int), b64.astype(int), o64.astype(int)), TypeError,

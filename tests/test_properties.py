@@ -30,6 +30,10 @@ import oracle                                                    # noqa: E402
 
 scipy_sparse = pytest.importorskip("scipy.sparse")
 
+# SciPy's DIA toarray() of an empty (0 x 0) matrix divides by zero internally.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:divide by zero encountered in remainder:RuntimeWarning")
+
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 INT_DTYPES = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32)
 ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + (np.bool_,)
