@@ -151,3 +151,12 @@ def test_example_trains_and_saves_the_loss_curve(tmp_path):
     _, _, losses = mod.train_fastjac(X, y, w0, b0, 30, 0.05)
     assert losses[-1] < losses[0]                       # gradient descent descends
     assert losses[0] == pytest.approx(loss(X, y, w0, b0), rel=1e-12)
+
+
+def test_many_features():
+    # more features than the local accumulator holds (64): accumulate in place
+    X, y, w, b = data(N=203, n=70)
+    gw, gb = fj.neuron_gradient(X, y, w, b)
+    ew, eb = closed_form(X, y, w, b)
+    np.testing.assert_allclose(gw, ew, rtol=1e-12, atol=1e-14)
+    assert gb == pytest.approx(eb, rel=1e-12)
