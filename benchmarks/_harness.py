@@ -78,6 +78,7 @@ ROUTES = {
 # call; rivals that allocate their result with fastjac's allocating call.
 PREALLOCATING = frozenset({"numpy_out", "numexpr", "numba", "numba_par"})
 DENSE_MAX_N = 2000          # dense Jacobian routes run at n <= this only
+KERNEL_MAX_N = 1_000_000    # fastjac.kernel (call overhead) is timed at n <= this only
 
 
 class Skip(Exception):
@@ -244,16 +245,19 @@ def check(expected, got, dense, dtype, rtol=None):
 
 # -- timing ----------------------------------------------------------------------
 
-def calibrate(fn, quick=False):
-    """(seconds per call, calls per batch) for an already warm fn.
+def calibrate(fn, quick=False, once=None):
+    """(seconds per call, calls per batch) for an already warm fn (``once``: a
+    call's duration already measured, which spares a slow call).
 
     A batch repeats fn until it lasts about 1 ms (0.5 ms in quick mode),
     so that a sub-microsecond call is timed over thousands of calls.
     """
     batch = 5e-4 if quick else 1e-3
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-8)
+    if once is None or once < batch:
+        t0 = time.perf_counter()
+        fn()
+        once = time.perf_counter() - t0
+    once = max(once, 1e-8)
     if once < batch:                            # recalibrate on a short batch
         k = max(1, min(1000, int(batch / once)))
         t0 = time.perf_counter()
@@ -264,7 +268,8 @@ def calibrate(fn, quick=False):
 
 
 def warm(fn, seconds, calls=100):
-    """Call fn until ``calls`` calls or ``seconds`` have passed (at least twice).
+    """Call fn until ``calls`` calls or ``seconds`` have passed (at least twice,
+    or once for a call over 5 ms); return the duration of the last call.
 
     On this 2-vCPU VM, a team of worker threads that has been idle wakes
     slowly for its first dozen calls or so (8 ms each, then 2 µs: the host
@@ -272,11 +277,15 @@ def warm(fn, seconds, calls=100):
     it has been called for a while, as in a hot loop.
     """
     t0 = time.perf_counter()
+    last = 0.0
     for i in range(calls):
+        t1 = time.perf_counter()
         fn()
-        elapsed = time.perf_counter() - t0
-        if (i >= 1 and elapsed > seconds) or elapsed > 0.005:  # one slow call is enough
+        t2 = time.perf_counter()
+        last = t2 - t1
+        if (i >= 1 and t2 - t0 > seconds) or t2 - t0 > 0.005:  # one slow call is enough
             break
+    return last
 
 
 def measure(routes, quick=False):
@@ -300,8 +309,7 @@ def measure(routes, quick=False):
     gc.disable()
     try:
         for name, fn in routes.items():
-            warm(fn, warm_s)
-            once, number = calibrate(fn, quick)
+            once, number = calibrate(fn, quick, warm(fn, warm_s))
             numbers[name] = number
             # slow calls: 3 batches, or 1 for calls slower than 0.2 s (autograd at 10^7)
             floor = 1 if once * number > 0.2 else 3 if once * number > 0.005 else low
@@ -384,6 +392,10 @@ def run_case(case, quick=False, log=print, time_fastjac=True):
     for route, fn in (("fastjac", case.fastjac), ("fastjac_alloc", case.fastjac_alloc),
                       ("fastjac_kernel", case.fastjac_kernel)):
         if fn is None or not time_fastjac:
+            continue
+        if route == "fastjac_kernel" and case.n > KERNEL_MAX_N:
+            result["notes"][route] = (f"not timed above n = {KERNEL_MAX_N:,}: the call "
+                                      f"overhead it saves is under a microsecond")
             continue
         reason = check(expected, fn(), False, case.dtype, case.rtol)
         if reason:
