@@ -28,8 +28,9 @@
 # Vector math: exp, sin and cos come from _vecmath.h, branch-free C that the
 # compiler inlines and vectorises inside the loops (a libm call per element
 # cannot be vectorised). exp is valid everywhere; the vectorised sin and cos
-# (v_sin, v_cos) only for |x| < 2**17, so the loops flag the tags whose
-# formula uses them (``exceptional``) and recompute those rare elements with
+# (v_sin, v_cos) only for |x| < 2**17, and the vectorised a**b (power_slope,
+# power_log) only for 0 < a < inf, |b| < 2**20, so the loops flag the
+# elements outside (``exceptional``) and recompute those with
 # ``derivative_exceptional``: the same formulas on libm. f_sin and f_cos
 # (for other modules) are complete on their own and not vectorised.
 #
@@ -39,7 +40,7 @@
 
 from cython cimport floating
 from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
-                        powf, sin, sinf, sqrt, sqrtf, NAN)
+                        powf, sin, sinf, sqrt, sqrtf, NAN, INFINITY)
 
 cdef extern from "_vecmath.h" nogil:
     double fj_exp(double x)
@@ -49,6 +50,11 @@ cdef extern from "_vecmath.h" nogil:
     double fj_cos(double x)
     float fj_cosf(float x)
     bint fj_trig_fast(double x)
+    double fj_log_dd(double x, double* lo)
+    double fj_pow_log(double log_hi, double log_lo, double c_hi, double c_lo)
+    double fj_exp_tail(double x, double t)
+    bint fj_pow_fast(double a, double c)
+    const bint FJ_FAST_POW
 
 cdef struct AddDa:
     char _
@@ -254,14 +260,40 @@ cdef inline floating logistic_slope(floating x) noexcept nogil:
 
 
 cdef inline floating power_slope(floating a, floating b) noexcept nogil:
-    """b * a**(b - 1), without the error of rounding b - 1.
+    """b * a**(b - 1), vectorised (_vecmath.h), for a in (0, inf), |b| < 2**20.
 
     b - 1 is not exact in general (b = 0.3), and a**(b - 1) magnifies the
-    rounding error of the exponent by |ln a|: several ulps for a = 1000.
-    float32 is computed in double, where b - 1 is exact, and rounded once;
-    float64 adds the first-order correction a**s (1 + e ln a), where s + e
-    is b - 1 exactly (TwoSum).
+    rounding error of the exponent by |ln a| (several ulps at a = 1000): in
+    float64 b - 1 is carried as s + e exactly (TwoSum) into a double-double
+    a**(s + e); float32 is computed in double, where b - 1 is exact, and
+    rounded once. Other arguments: ``exceptional``, power_slope_libm.
     """
+    cdef double s, bb, e, lo, ln_a
+    if floating is float:
+        ln_a = fj_log_dd(a, &lo)
+        return <float>(<double>b * fj_exp_tail((<double>b - 1) * ln_a, 0))
+    else:
+        s = b - 1
+        bb = s - b
+        e = (b - (s - bb)) + (-1 - bb)
+        ln_a = fj_log_dd(a, &lo)
+        return b * fj_pow_log(ln_a, lo, s, e)
+
+
+cdef inline floating power_log(floating a, floating b) noexcept nogil:
+    """a**b ln a, vectorised, for a in (0, inf), |b| < 2**20: ln a once,
+    for both factors (float32 in double, rounded once)."""
+    cdef double lo, ln_a
+    ln_a = fj_log_dd(a, &lo)
+    if floating is float:
+        return <float>(fj_exp_tail(<double>b * ln_a, 0) * ln_a)
+    else:
+        return fj_pow_log(ln_a, lo, b, 0) * ln_a
+
+
+cdef inline floating power_slope_libm(floating a, floating b) noexcept nogil:
+    """power_slope for every argument (libm's pow: negative and zero bases,
+    infinities, NaN, huge exponents), with the same care for b - 1."""
     cdef double s, bb, e, p
     if floating is float:
         return <float>(<double>b * pow(<double>a, <double>b - 1))
@@ -270,13 +302,14 @@ cdef inline floating power_slope(floating a, floating b) noexcept nogil:
         bb = s - b
         e = (b - (s - bb)) + (-1 - bb)
         p = pow(a, s)
-        if e != 0:
+        # (only where it is a correction: a > 0, b finite, p finite, nonzero)
+        if e != 0 and a > 0 and fabs(b) < INFINITY and p != 0 and fabs(p) < INFINITY:
             p += p * (e * log(a))
         return b * p
 
 
-cdef inline floating power_log(floating a, floating b) noexcept nogil:
-    """a**b ln a; float32 in double, rounded once (one rounding, not three)."""
+cdef inline floating power_log_libm(floating a, floating b) noexcept nogil:
+    """power_log for every argument, on libm."""
     if floating is float:
         return <float>(pow(<double>a, <double>b) * log(<double>a))
     else:
@@ -305,14 +338,18 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         return step_up(b, a)
     elif Derivative is MinimumDb:
         return step_up(a, b)
-    elif Derivative is PowerDa:
+    elif Derivative is PowerDa:     # where exceptional(): see below
         if b == 0:
             return 0
-        return power_slope(a, b)
+        if FJ_FAST_POW:             # a compile-time constant (_vecmath.h)
+            return power_slope(a, b)
+        return power_slope_libm(a, b)
     elif Derivative is PowerDb:
         if a == 0 and b >= 0:
             return 0
-        return power_log(a, b)
+        if FJ_FAST_POW:
+            return power_log(a, b)
+        return power_log_libm(a, b)
     elif Derivative is Zero:
         return 0
     # -- section 3: unary functions (argument a) ---------------------------
@@ -366,14 +403,19 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
 
 cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:
     """True for the tags whose derivative() is not valid everywhere."""
-    return Derivative is SinD or Derivative is CosD
+    return (Derivative is SinD or Derivative is CosD
+            or Derivative is PowerDa or Derivative is PowerDb)
 
 
-cdef inline bint exceptional(Derivative* tag, floating a) noexcept nogil:
+cdef inline bint exceptional(Derivative* tag, floating a, floating b) noexcept nogil:
     """True where derivative(tag, a, b) is not valid: sin and cos of
-    |a| >= 2**17, beyond the vectorised argument reduction."""
+    |a| >= 2**17, beyond the vectorised argument reduction; a**b unless
+    0 < a < inf and |b| < 2**20 (the conventions at b == 0 and a == 0 hold
+    on either path)."""
     if Derivative is SinD or Derivative is CosD:
         return not fj_trig_fast(a)
+    if Derivative is PowerDa or Derivative is PowerDb:
+        return FJ_FAST_POW and not fj_pow_fast(a, b)
     return False
 
 
@@ -384,5 +426,13 @@ cdef inline floating derivative_exceptional(Derivative* tag, floating a,
         return f_cos(a)
     elif Derivative is CosD:
         return -f_sin(a)
+    elif Derivative is PowerDa:
+        if b == 0:
+            return 0
+        return power_slope_libm(a, b)
+    elif Derivative is PowerDb:
+        if a == 0 and b >= 0:
+            return 0
+        return power_log_libm(a, b)
     else:
         return derivative(tag, a, b)

@@ -93,71 +93,80 @@ cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int n_chunks) noexcept nogil:
 
 # -- out[i] = derivative(a_i, b_i) ----------------------------------------
 
-cdef inline void apply_cached(Derivative* tag,
+cdef inline void compute_block(Derivative* tag,
                               const floating* a, Py_ssize_t a_step,   # IN
                               const floating* b, Py_ssize_t b_step,   # IN
                               floating* out, Py_ssize_t n             # OUT
                               ) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating s
-    cdef int rare = 0           # any exceptional() element (sin, cos only)
+    cdef int rare = 0           # any exceptional() element (sin, cos, power)
     if a_step and b_step:
         for i in range(n):
             out[i] = derivative(tag, a[i], b[i])
             if has_exceptions(tag):
-                rare |= exceptional(tag, a[i])
+                rare |= exceptional(tag, a[i], b[i])
     elif b_step:                    # a is a scalar expanded over b
         s = a[0]
         for i in range(n):
             out[i] = derivative(tag, s, b[i])
+            if has_exceptions(tag):
+                rare |= exceptional(tag, s, b[i])
     elif a_step:                    # b is a scalar expanded over a
         s = b[0]
         for i in range(n):
             out[i] = derivative(tag, a[i], s)
             if has_exceptions(tag):
-                rare |= exceptional(tag, a[i])
+                rare |= exceptional(tag, a[i], s)
     elif n > 0:                     # both scalars
         out[0] = derivative_exceptional(tag, a[0], b[0])
     if has_exceptions(tag) and rare:
         for i in range(n):
-            if exceptional(tag, a[i * a_step]):
+            if exceptional(tag, a[i * a_step], b[i * b_step]):
                 out[i] = derivative_exceptional(tag, a[i * a_step], b[i * b_step])
-    # (exceptional() reads a only, so "a scalar expanded over b" has none.)
-
-
-cdef inline void apply_streamed(Derivative* tag,
-                                const floating* a, Py_ssize_t a_step,   # IN
-                                const floating* b, Py_ssize_t b_step,   # IN
-                                floating* out, Py_ssize_t n             # OUT
-                                ) noexcept nogil:
-    cdef floating buf[BLOCK]
-    cdef Py_ssize_t start, m
-    # Ordinary stores up to the first 64-byte boundary of out (NumPy's
-    # arrays are aligned to the element, not always to a cache line).
-    cdef Py_ssize_t head = (<Py_ssize_t>(-(<size_t>out) % 64)) // sizeof(floating)
-    if head > n:
-        head = n
-    apply_cached(tag, a, a_step, b, b_step, out, head)
-    start = head
-    while start < n:
-        m = min(<Py_ssize_t>BLOCK, n - start)
-        apply_cached(tag, a + start * a_step, a_step, b + start * b_step, b_step, buf, m)
-        if floating is double:
-            fj_stream_f64(out + start, buf, m)
-        else:
-            fj_stream_f32(out + start, buf, m)
-        start += m
-    fj_stream_fence()
 
 
 cdef inline void apply_serial(Derivative* tag,
-                              const floating* a, Py_ssize_t a_step,
-                              const floating* b, Py_ssize_t b_step,
-                              floating* out, Py_ssize_t n, bint streamed) noexcept nogil:
+                              const floating* a, Py_ssize_t a_step,   # IN
+                              const floating* b, Py_ssize_t b_step,   # IN
+                              floating* out, Py_ssize_t n,            # OUT
+                              bint streamed) noexcept nogil:
+    """out[i] = derivative(a_i, b_i), on the calling thread.
+
+    Directly when that is safe and best. Otherwise block by block through a
+    buffer in L1: for streamed results (non-temporal stores from the buffer),
+    and for the tags with exceptions, whose second pass over a block re-reads
+    a and b, which an in-place call (out is a) has not overwritten yet then.
+    """
+    cdef floating buf[BLOCK]
+    cdef Py_ssize_t start = 0, m, i, head = 0
+    cdef bint aligned
+    if not streamed and not has_exceptions(tag):
+        compute_block(tag, a, a_step, b, b_step, out, n)
+        return
     if streamed:
-        apply_streamed(tag, a, a_step, b, b_step, out, n)
-    else:
-        apply_cached(tag, a, a_step, b, b_step, out, n)
+        # Ordinary stores up to the first 64-byte boundary of out (NumPy's
+        # arrays are aligned to the element, not always to a cache line).
+        head = (<Py_ssize_t>(-(<size_t>out) % 64)) // sizeof(floating)
+    while start < n:
+        if start == 0 and head > 0:
+            m = min(head, n)
+            aligned = False
+        else:
+            m = min(<Py_ssize_t>BLOCK, n - start)
+            aligned = streamed
+        compute_block(tag, a + start * a_step, a_step, b + start * b_step, b_step, buf, m)
+        if aligned:
+            if floating is double:
+                fj_stream_f64(out + start, buf, m)
+            else:
+                fj_stream_f32(out + start, buf, m)
+        else:
+            for i in range(m):
+                out[start + i] = buf[i]
+        start += m
+    if streamed:
+        fj_stream_fence()
 
 
 cdef inline void apply(Derivative* tag,
@@ -199,38 +208,43 @@ cdef inline double total_serial(Derivative* tag,
             for j in range(8):
                 acc[j] += derivative(tag, a[i + j], b[i + j])
                 if has_exceptions(tag):
-                    rare |= exceptional(tag, a[i + j])
+                    rare |= exceptional(tag, a[i + j], b[i + j])
         for i in range(n8, n):
             acc[0] += derivative(tag, a[i], b[i])
             if has_exceptions(tag):
-                rare |= exceptional(tag, a[i])
+                rare |= exceptional(tag, a[i], b[i])
     elif b_step:                    # a is a scalar expanded over b
         s = a[0]
         for i in range(0, n8, 8):
             for j in range(8):
                 acc[j] += derivative(tag, s, b[i + j])
+                if has_exceptions(tag):
+                    rare |= exceptional(tag, s, b[i + j])
         for i in range(n8, n):
             acc[0] += derivative(tag, s, b[i])
+            if has_exceptions(tag):
+                rare |= exceptional(tag, s, b[i])
     elif a_step:                    # b is a scalar expanded over a
         s = b[0]
         for i in range(0, n8, 8):
             for j in range(8):
                 acc[j] += derivative(tag, a[i + j], s)
                 if has_exceptions(tag):
-                    rare |= exceptional(tag, a[i + j])
+                    rare |= exceptional(tag, a[i + j], s)
         for i in range(n8, n):
             acc[0] += derivative(tag, a[i], s)
             if has_exceptions(tag):
-                rare |= exceptional(tag, a[i])
+                rare |= exceptional(tag, a[i], s)
     elif n > 0:
         acc[0] = derivative_exceptional(tag, a[0], b[0])
     if has_exceptions(tag) and rare:
-        # Rare (a huge argument of sin or cos): start again, one term at a
+        # Rare (a huge argument of sin or cos, a power outside the vector
+        # domain): start again, one term at a
         # time, each on the path that is valid for it.
         for j in range(8):
             acc[j] = 0
         for i in range(n):
-            if exceptional(tag, a[i * a_step]):
+            if exceptional(tag, a[i * a_step], b[i * b_step]):
                 acc[i % 8] += derivative_exceptional(tag, a[i * a_step], b[i * b_step])
             else:
                 acc[i % 8] += derivative(tag, a[i * a_step], b[i * b_step])

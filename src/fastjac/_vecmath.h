@@ -70,7 +70,9 @@ FJ_INLINE float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); r
 
 /* -- exp, double ------------------------------------------------------------ */
 
-FJ_INLINE double fj_exp(double x)
+/* e^(x + t) for a tail |t| <= 2^-40 |x| (the low part of a double-double
+ * argument; see fj_pow_log). */
+FJ_INLINE double fj_exp_tail(double x, double t)
 {
     const double shift = 0x1.8p52;          /* x + shift rounds x to an integer */
     const double inv_ln2 = 0x1.71547652b82fep0;
@@ -82,7 +84,7 @@ FJ_INLINE double fj_exp(double x)
     xc = xc > 710.0 ? 710.0 : xc;
     double kd = xc * inv_ln2 + shift;
     double k = kd - shift;
-    double r = (xc - k * ln2_hi) - k * ln2_lo;   /* |r| <= ln2/2 (+ tiny) */
+    double r = ((xc - k * ln2_hi) - k * ln2_lo) + t;   /* |r| <= ln2/2 (+ tiny) */
     /* e^r - 1 - r = r^2 (1/2 + r (1/6 + ...)), Taylor to degree 13: the
      * truncation error is below 2^-60 on |r| <= ln2/2. */
     double p = 1.0 / 6227020800.0;
@@ -110,6 +112,8 @@ FJ_INLINE double fj_exp(double x)
     return x != x ? x + x : y;                   /* NaN in, NaN out */
 }
 
+FJ_INLINE double fj_exp(double x) { return fj_exp_tail(x, 0.0); }
+
 /* -- exp, float ---------------------------------------------------------------- */
 
 FJ_INLINE float fj_expf(float x)
@@ -136,6 +140,106 @@ FJ_INLINE float fj_expf(float x)
     float s2 = fj_from_bitsf(fj_bitsf(1.0f) + (fj_bitsf(k2 + shift) << 23));
     float y = (er * s1) * s2;
     return x != x ? x + x : y;
+}
+
+/* -- log and pow, double (double-double inside) ---------------------------------------
+ *
+ * a^c = e^(c ln a) needs ln a to about 2^-64 relative: an error d in
+ * y = c ln a is a relative error d in a^c, and |y| reaches 709. So
+ * fj_log_dd returns ln x as hi + lo (error < 2^-64 |ln x|), products are
+ * exact (fj_two_prod: an FMA where there is one, Dekker's splitting
+ * elsewhere), and fj_exp_tail takes the low part of y. Valid for finite
+ * x > 0 and |c| < 2^20 (FJ_POW_FAST): a caller sends other arguments to libm,
+ * as for sin and cos.
+ */
+#define FJ_POW_MAX_EXPONENT 1048576.0 /* 2**20 */
+
+/* Without FMA the exact products cost Dekker's splitting, and the vector
+ * pow is slower than libm's: FJ_FAST_POW says whether to use it. */
+#if defined(__FMA__)
+#define FJ_FAST_POW 1
+#else
+#define FJ_FAST_POW 0
+#endif
+
+FJ_INLINE double fj_two_prod(double a, double b, double *err)
+{
+    double p = a * b;
+#if defined(__FMA__)
+    *err = __builtin_fma(a, b, -p);
+#else
+    const double split = 134217729.0;            /* 2^27 + 1 */
+    double t = split * a, ah = t - (t - a), al = a - ah;
+    t = split * b;
+    double bh = t - (t - b), bl = b - bh;
+    *err = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+#endif
+    return p;
+}
+
+/* ln x = hi + *lo, for finite x > 0 (subnormal included). */
+FJ_INLINE double fj_log_dd(double x, double *lo)
+{
+    const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33;
+    const double third_hi = 0x1.5555555555555p-1, third_lo = 0x1.5555555555555p-55;  /* 2/3 */
+    /* x = 2^e m, m in [sqrt(1/2), sqrt(2)) */
+    int sub = x < 0x1p-1022;
+    double xs = sub ? x * 0x1p54 : x;
+    uint64_t u = fj_bits(xs);
+    double ed = fj_from_bits(0x4330000000000000ULL | (u >> 52)) - (0x1p52 + 1023.0);
+    double m = fj_from_bits((u & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);
+    int big = m > 0x1.6a09e667f3bcdp0;
+    m = big ? 0.5 * m : m;
+    ed = ed + (big ? 1.0 : 0.0) - (sub ? 54.0 : 0.0);
+    /* ln m = 2 atanh(s), s = f / (2 + f), f = m - 1 (exact); s as s_hi + s_lo */
+    double f = m - 1.0;
+    double u_hi = 2.0 + f, u_lo = (2.0 - u_hi) + f;
+    double rcp = 1.0 / u_hi;                     /* one division: s_lo repairs s_hi */
+    double s_hi = f * rcp, pe;
+    double pr = fj_two_prod(s_hi, u_hi, &pe);
+    double s_lo = (((f - pr) - pe) - s_hi * u_lo) * rcp;
+    /* 2 atanh(s) = 2s + (2/3) s^3 + s^5 (2/5 + (2/7) s^2 + ...): the first
+     * two terms in double-double, the rest (< 2^-12 of the total) in double. */
+    double ze, z = fj_two_prod(s_hi, s_hi, &ze);
+    double ce, c = fj_two_prod(z, s_hi, &ce);
+    ce += ze * s_hi + 3.0 * z * s_lo;            /* s^3 = c + ce */
+    double te, t = fj_two_prod(third_hi, c, &te);
+    te += third_hi * ce + third_lo * c;          /* (2/3) s^3 = t + te */
+    double q = 2.0 / 23.0;
+    q = q * z + 2.0 / 21.0;
+    q = q * z + 2.0 / 19.0;
+    q = q * z + 2.0 / 17.0;
+    q = q * z + 2.0 / 15.0;
+    q = q * z + 2.0 / 13.0;
+    q = q * z + 2.0 / 11.0;
+    q = q * z + 2.0 / 9.0;
+    q = q * z + 2.0 / 7.0;
+    q = q * z + 2.0 / 5.0;
+    double rest = (z * c) * q;                   /* s^5 q(s^2) */
+    double h = 2.0 * s_hi + t;                   /* |2 s_hi| >= |t|: Fast2Sum */
+    double l = (2.0 * s_hi - h) + t;
+    l += 2.0 * s_lo + te + rest;
+    /* + e ln 2 (e ln2_hi is exact): TwoSum, as either part may dominate */
+    double eh = ed * ln2_hi;
+    double sum = eh + h, bv = sum - eh;
+    double err = (eh - (sum - bv)) + (h - bv);
+    double low = err + l + ed * ln2_lo;
+    double hi = sum + low;
+    *lo = (sum - hi) + low;
+    return hi;
+}
+
+/* a^c for finite a > 0 given ln a = log_hi + log_lo, and c = c_hi + c_lo. */
+FJ_INLINE double fj_pow_log(double log_hi, double log_lo, double c_hi, double c_lo)
+{
+    double ye, y = fj_two_prod(c_hi, log_hi, &ye);
+    return fj_exp_tail(y, ye + c_hi * log_lo + c_lo * log_hi);
+}
+
+/* Nonzero where fj_log_dd and fj_pow_log are valid for a^c. */
+FJ_INLINE int fj_pow_fast(double a, double c)
+{
+    return (a > 0.0) & (a < INFINITY) & (fabs(c) < FJ_POW_MAX_EXPONENT);
 }
 
 /* -- sin and cos, double --------------------------------------------------------- */
