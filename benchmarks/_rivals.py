@@ -59,6 +59,15 @@ def _import(name):
         import jax
         jax.config.update("jax_enable_x64", True)
         jax.config.update("jax_platforms", "cpu")
+        if CACHE_DIR["path"] is not None:
+            # XLA's persistent compilation cache: later runs skip the compiles
+            try:
+                jax.config.update("jax_compilation_cache_dir",
+                                  str(CACHE_DIR["path"].parent / "jax-cache"))
+                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+                jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            except Exception:                    # noqa: BLE001 - an older JAX: no cache
+                pass
         return jax
     if name == "torch":
         import torch
