@@ -51,7 +51,7 @@ cdef extern from *:
 # Smallest n worth several threads, per kind of tag
 # (measured: benchmarks/bench_threads.py).
 cdef Py_ssize_t MIN_SIZE_CHEAP = 1 << 15
-cdef Py_ssize_t MIN_SIZE_COSTLY = 1 << 15
+cdef Py_ssize_t MIN_SIZE_COSTLY = 1 << 13
 
 
 cdef int threads_for(Py_ssize_t n) noexcept nogil:
