@@ -648,3 +648,21 @@ def test_streamed_outputs_of_large_results(dtype):
     tol = 1e-15 if dtype == np.float64 else 1e-6
     np.testing.assert_allclose(vout, w64 * x64 + w64 / x64, rtol=tol)
     np.testing.assert_allclose(jout, x64 + 1 / x64, rtol=tol)
+
+
+def test_tanh_derivative_fused_with_its_value():
+    # tanh and tanh' come from one exponential in the fused pass; closed
+    # form 4 e / (1 + e)^2 with e = exp(-2|x|) (cancellation-free) as oracle
+    x = fj.var("x")
+    v = np.concatenate([np.linspace(-40, 40, 8001), [0.0, -0.0, 0.55, -0.55, 1e-300]])
+    f = fj.compile(fj.tanh(x) * 1.0)
+    val, d = f.value_and_jacobian("x", x=v)
+    e = np.exp(-2 * np.abs(v))
+    np.testing.assert_allclose(d, 4 * e / (1 + e) ** 2, rtol=3e-15, atol=0)
+    np.testing.assert_array_less(np.abs(val - np.tanh(v)), 2.5 * np.spacing(np.abs(np.tanh(v)))
+                                 + 1e-320)
+    sp = f.value_and_jacobian("x", x=np.array([np.inf, -np.inf, np.nan]))
+    np.testing.assert_array_equal(sp[0], [1.0, -1.0, np.nan])
+    np.testing.assert_array_equal(sp[1], [0.0, 0.0, np.nan])
+    g = fj.compile(fj.sum(fj.tanh(x)))                 # derivative only (value unused)
+    np.testing.assert_allclose(g.jacobian(x=v), 4 * e / (1 + e) ** 2, rtol=3e-15, atol=0)

@@ -505,6 +505,12 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index):
             elif op == "negative":
                 V[node] = B.emit("negative", a)
                 tang = [B.t_neg(t) for t in ta]
+            elif op == "tanh" and any(t is not None for t in ta):
+                # value and derivative from one exponential (tanh_vd)
+                v, d = B.reg("temp"), B.reg("temp")
+                B.instr.append([_OPCODES["tanh_vd"], v, a, d, 0])
+                V[node] = v
+                tang = [B.t_scale(d, t) for t in ta]
             else:
                 V[node] = B.emit(op, a)
                 if any(t is not None for t in ta):
@@ -535,6 +541,7 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index):
     # recipe entries: ("out", j) -> outs[j]; ("acc", j) -> sums[j]; per result
     bound = set()
     produced = {ins[1] for ins in B.instr}
+    produced |= {ins[3] for ins in B.instr if ins[0] == _OPCODES["tanh_vd"]}
 
     def to_out(r):
         j = B.n_outs
@@ -582,8 +589,8 @@ def _finish(B):
     live = set()
     kept = []
     for ins in reversed(B.instr):
-        op, dst = ins[0], ins[1]
-        if op == sum_op or B.kind[dst] == out_k or dst in live:
+        op = ins[0]
+        if op == sum_op or any(B.kind[d] == out_k or d in live for d in _results(ins)):
             kept.append(ins)
             live.update(_operands(ins))
     kept.reverse()
@@ -603,23 +610,34 @@ def _finish(B):
         for r in set(_operands(ins)):
             if B.kind[r] == temp and last.get(r) == i:
                 free.append(slot[r])
-        dst = ins[1]
-        if ins[0] != sum_op and B.kind[dst] == temp:
-            if free:
-                slot[dst] = free.pop()
-            else:
-                slot[dst] = n_slots
-                n_slots += 1
-            if dst not in last:                 # written, never read: free at once
+        for dst in _results(ins):
+            if B.kind[dst] == temp:
+                if free:
+                    slot[dst] = free.pop()
+                else:
+                    slot[dst] = n_slots
+                    n_slots += 1
+        for dst in _results(ins):
+            if B.kind[dst] == temp and dst not in last:   # written, never read
                 free.append(slot[dst])
     prog = np.array(kept, dtype=np.intc).reshape(-1, 5)
     return _expr.Program(prog, B.kind, B.index, slot, n_slots, B.n_acc, len(B.arrays),
                          len(B.scalars), B.n_outs, listing=kept)
 
 
-def _operands(ins):
+def _results(ins):
+    """The registers an instruction writes."""
     op = ins[0]
     if op == _OPCODES["sum"]:
+        return ()
+    if op == _OPCODES["tanh_vd"]:
+        return (ins[1], ins[3])
+    return (ins[1],)
+
+
+def _operands(ins):
+    op = ins[0]
+    if op == _OPCODES["sum"] or op == _OPCODES["tanh_vd"]:
         return (ins[2],)
     if op == _OPCODES["muladd"]:
         return (ins[2], ins[3], ins[4])
