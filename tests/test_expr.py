@@ -666,3 +666,17 @@ def test_tanh_derivative_fused_with_its_value():
     np.testing.assert_array_equal(sp[1], [0.0, 0.0, np.nan])
     g = fj.compile(fj.sum(fj.tanh(x)))                 # derivative only (value unused)
     np.testing.assert_allclose(g.jacobian(x=v), 4 * e / (1 + e) ** 2, rtol=3e-15, atol=0)
+
+
+def test_empty_arrays():
+    f = fj.compile(fj.sin(w_) * fj.exp(x_) - w_ / x_)
+    e = np.empty(0)
+    assert f.jacobian("w", w=e, x=e).shape == (0,)
+    for fmt in ("dense", "csr", "csc", "coo", "dia"):
+        assert f.jacobian("w", w=e, x=e, format=fmt).shape == (0, 0)
+    assert np.shape(fj.compile(fj.greater(w_, w_)).jacobian("w", w=e)) == (0,)
+    g = fj.compile(fj.sum(w_ * x_))
+    assert g.value(w=e, x=e) == 0.0
+    assert g.jacobian("w", w=e, x=e, format="dense").shape == (1, 0)
+    assert fj.compile(fj.tanh(fj.dot(w_, x_)) * x_).jacobian(
+        "w", w=e, x=e, format="dense").shape == (0, 0)

@@ -56,9 +56,13 @@ class Factor:
             dtype = d.dtype if d is not None else np.float64
             U = np.zeros((m, 0), dtype)
             V = np.zeros((n, 0), dtype)
+        U, V = np.asarray(U), np.asarray(V)
+        if U.ndim != 2:         # (m, k) and (n, k); reshape(m, -1) fails for m = 0
+            U = U.reshape(m, -1) if m else U.reshape(0, V.size // max(n, 1))
+        if V.ndim != 2:
+            V = V.reshape(n, -1) if n else V.reshape(0, U.shape[1])
         self.d = d
-        self.U = np.asarray(U).reshape(m, -1)
-        self.V = np.asarray(V).reshape(n, -1)
+        self.U, self.V = U, V
         self.structurally_zero = structurally_zero
 
     # -- constructors of the named kinds -------------------------------------
