@@ -680,3 +680,22 @@ def test_empty_arrays():
     assert g.jacobian("w", w=e, x=e, format="dense").shape == (1, 0)
     assert fj.compile(fj.tanh(fj.dot(w_, x_)) * x_).jacobian(
         "w", w=e, x=e, format="dense").shape == (0, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_fast_and_general_paths_agree(case):
+    # ndarrays of one dtype take the compiled fast path; lists and Python
+    # numbers the general one (coercion); both must give the same numbers
+    _, expr, fun, spec = case
+    values = make_values(spec)
+    as_lists = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in values.items()}
+    as_arrays = {k: np.asarray(v) for k, v in values.items()}
+    f = fj.compile(expr)
+    for name in f.variables:
+        a = f.value_and_jacobian(name, **as_arrays)
+        b = f.value_and_jacobian(name, **as_lists)
+        for x, y in zip(a, b):
+            x = x.toarray() if isinstance(x, Factor) else np.asarray(x)
+            y = y.toarray() if isinstance(y, Factor) else np.asarray(y)
+            assert x.shape == y.shape and x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)

@@ -321,6 +321,80 @@ cdef class ExprKernel:
             _store0(vout, sums[plan.value_acc], t)
         return out
 
+    def _call_kw(self, dict variables, object out, object value_out):
+        """The keyword API's fast path (CompiledExpression.value_and_jacobian):
+        (value, jacobian) when every variable is already a C-contiguous
+        native ndarray of one float dtype and out/value_out (if given) fit
+        exactly; None otherwise, and the caller takes the general path, which
+        coerces, allocates and raises the documented errors."""
+        cdef tuple names = self.compiled.variables
+        cdef Py_ssize_t i, nv = len(names)
+        cdef list args = []
+        cdef cnp.ndarray arr, shaped = None
+        cdef int t = -1, mask = 0
+        cdef FastPlan plan
+        if len(variables) != nv:
+            return None
+        for i in range(nv):
+            x = variables.get(names[i])
+            if x is None or not cnp.PyArray_CheckExact(x):
+                return None
+            arr = <cnp.ndarray>x
+            if t < 0:
+                t = cnp.PyArray_TYPE(arr)
+                if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+                    return None
+            elif cnp.PyArray_TYPE(arr) != t:
+                return None
+            if not (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr)):
+                return None
+            if cnp.PyArray_NDIM(arr) == 0:
+                mask |= 1 << i
+            elif shaped is None:
+                shaped = arr
+            elif not cnp.PyArray_SAMESHAPE(arr, shaped):
+                return None
+            args.append(arr)
+        plan = self.plans.get(mask)
+        if plan is None:
+            plan = self.compiled._fast_plan(self.wrt, mask, self.with_value)
+            self.plans[mask] = plan
+        cdef bint scalar_d = plan.tan_acc >= 0 or shaped is None
+        cdef bint scalar_v = plan.is_sum or shaped is None
+        if out is None:
+            out = _empty_like_result(shaped, scalar_d, t)
+        elif not self._fits(out, shaped, scalar_d, t):
+            return None
+        if self.with_value:
+            if value_out is None:
+                value_out = _empty_like_result(shaped, scalar_v, t)
+            elif not self._fits(value_out, shaped, scalar_v, t):
+                return None
+            args.append(value_out)
+        elif value_out is not None:
+            return None
+        args.append(out)
+        for i in range(nv):
+            if _overlaps(<cnp.ndarray>args[i], <cnp.ndarray>out) or (
+                    value_out is not None and _overlaps(<cnp.ndarray>args[i],
+                                                        <cnp.ndarray>value_out)):
+                return None
+        if value_out is not None and _overlaps(<cnp.ndarray>out, <cnp.ndarray>value_out):
+            return None
+        self(*args)
+        return value_out, out
+
+    cdef bint _fits(self, object o, cnp.ndarray shaped, bint scalar, int t):
+        if not cnp.PyArray_CheckExact(o):
+            return False
+        cdef cnp.ndarray a = <cnp.ndarray>o
+        if cnp.PyArray_TYPE(a) != t or not cnp.PyArray_ISCARRAY(a) or \
+                not cnp.PyArray_ISNOTSWAPPED(a):
+            return False
+        if scalar:
+            return cnp.PyArray_NDIM(a) == 0
+        return cnp.PyArray_SAMESHAPE(a, shaped)
+
     cdef int _check_out(self, cnp.ndarray o, cnp.ndarray shaped, bint scalar,
                         str name) except -1:
         cdef bint ok
@@ -333,6 +407,12 @@ cdef class ExprKernel:
                 f"{name} has shape {(<object>o).shape} but the result has shape "
                 f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
         return 0
+
+
+cdef cnp.ndarray _empty_like_result(cnp.ndarray shaped, bint scalar, int t):
+    if scalar or shaped is None:
+        return cnp.PyArray_EMPTY(0, NULL, t, 0)
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(shaped), cnp.PyArray_DIMS(shaped), t, 0)
 
 
 cdef inline bint _overlaps(cnp.ndarray x, cnp.ndarray y):

@@ -796,6 +796,8 @@ class CompiledExpression:
         # stages: every Sum node (inner ones first), then each output root
         self._sums = [n for n in nodes if isinstance(n, Sum)]
         self._has_inner = any(s not in outputs for s in self._sums)
+        self._fast_ok = self._single and not self._has_inner
+        self._fast_kernels = {}
         self._plans = {}
 
     def __repr__(self):
@@ -1079,16 +1081,41 @@ class CompiledExpression:
         **variables
             The value of every variable of the expression.
         """
+        if type(format) is str and type(layout) is str and type(wrt) is str and \
+                self._fast_ok and format == "compact":
+            r = self._fast(wrt, layout, out, None, False, variables)
+            if r is not None:
+                return r[1]
         return self.value_and_jacobian(wrt, layout=layout, format=format, out=out,
                                        _want_value=False, **variables)[1]
 
     gradient = jacobian
+
+    def _fast(self, wrt, layout, out, value_out, want_value, variables):
+        """(value, jacobian) through a cached ExprKernel when the arrays are
+        already as the kernels want them (ExprKernel._call_kw), else None."""
+        if layout != "numerator" and layout != "denominator":
+            return None
+        k = self._fast_kernels.get((wrt, want_value))
+        if k is None:
+            if wrt not in self.wrt:
+                return None
+            k = self._fast_kernels[(wrt, want_value)] = _expr.ExprKernel(self, wrt, want_value)
+        r = k._call_kw(variables, out, value_out)
+        if r is None:
+            return None
+        return _present(r[0]), (_present(r[1]) if out is None else r[1])
 
     def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
                            value_out=None, _want_value=True, **variables):
         """``(value, jacobian)`` from one pass over the data (see :meth:`jacobian`).
 
         ``value_out`` receives the value when it is an array."""
+        if type(format) is str and type(layout) is str and type(wrt) is str and \
+                self._fast_ok and format == "compact":
+            r = self._fast(wrt, layout, out, value_out, _want_value, variables)
+            if r is not None:
+                return r
         denominator = _check_layout(layout)
         fmt = _check_format(format)
         names, stacked = self._wrt_list(wrt)
