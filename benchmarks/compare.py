@@ -38,6 +38,7 @@ LIBRARIES = {
 DENSE = {"JAX jacfwd": "jax_dense", "PyTorch jacobian": "torch_dense"}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 LIMIT = 1.15          # target: memory-bound kernels within 1.15x of the bandwidth bound
+CORE_FAMILIES = ("elementwise", "expand", "reduce")
 
 
 # -- numbers ------------------------------------------------------------------------
@@ -313,20 +314,26 @@ def targets(report):
                      f"geo. mean {fmt_ratio(geomean([r for r, _ in over]))}"
                      + (f" (against the run's best GB/s: {fmt_ratio(geomean(glob))})" if glob else "")
                      + ("; over: " + "; ".join(bad[:12]) if bad else "")))
-    n16 = [c for c in cases_by(report, n=16, dtype=dt) if "fastjac" in c["times"]]
+    # the per-call targets concern jacobian / sum_gradient / kernel: the core families
+    n16 = [c for c in cases_by(report, n=16, dtype=dt) if "fastjac" in c["times"]
+           and c["family"] in CORE_FAMILIES]
     if n16:
-        out_t = max(c["times"]["fastjac"]["median"] for c in n16)
-        rows.append(("n = 16 `jacobian(..., out=o)` ≤ 1.0 µs", out_t <= 1e-6,
-                     f"slowest kernel {fmt_time(out_t)}"))
-        ks = [c["times"]["fastjac_kernel"]["median"] for c in n16 if "fastjac_kernel" in c["times"]]
+        ts = sorted(c["times"]["fastjac"]["median"] for c in n16)
+        rows.append(("n = 16 `jacobian(..., out=o)` / `sum_gradient` ≤ 1.0 µs", ts[-1] <= 1e-6,
+                     f"slowest kernel {fmt_time(ts[-1])}, median kernel {fmt_time(ts[len(ts) // 2])}"
+                     f", {sum(t <= 1e-6 for t in ts)}/{len(ts)} within"))
+        ks = sorted(c["times"]["fastjac_kernel"]["median"] for c in n16
+                    if "fastjac_kernel" in c["times"])
         if ks:
-            rows.append(("n = 16 `fastjac.kernel` call ≤ 0.4 µs", max(ks) <= 0.4e-6,
-                         f"slowest kernel {fmt_time(max(ks))}"))
+            rows.append(("n = 16 `fastjac.kernel` call ≤ 0.4 µs", ks[-1] <= 0.4e-6,
+                         f"slowest kernel {fmt_time(ks[-1])}, median kernel "
+                         f"{fmt_time(ks[len(ks) // 2])}, {sum(t <= 0.4e-6 for t in ks)}/{len(ks)} within"))
         for lib in ("JAX", "PyTorch"):
             rs = [library_ratio(c, lib) for c in n16]
             rs = [r[0] for r in rs if r]
             if rs:
-                rows.append((f"n = 16 ≥ 5× faster than {lib}", min(rs) >= 5,
+                rows.append((f"n = 16 `jacobian`/`sum_gradient` ≥ 5× faster than {lib}",
+                             min(rs) >= 5,
                              f"min {fmt_ratio(min(rs))}, geo. mean {fmt_ratio(geomean(rs))}"))
     imp = report.get("import")
     if imp and "error" not in imp:

@@ -1,0 +1,153 @@
+"""Where fastjac's time goes, for the kernels that miss a target of issue 3.
+
+    python benchmarks/diagnose.py overhead      # n = 16: what a call costs, piece by piece
+    python benchmarks/diagnose.py compute       # ns per element, one thread, vs NumPy's ufuncs
+    python benchmarks/diagnose.py threads       # n = 10^5: call-time spread, 1 thread vs all
+
+overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
+cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
+string and with a ufunc op, the allocating call, and (if installed) a numba
+``@njit`` loop; the differences show what validation costs.
+
+compute: for each transcendental derivative, fastjac's kernel and the
+NumPy ufuncs its formula needs, single-threaded (``OMP_NUM_THREADS=1`` is
+set before fastjac is imported), at n = 10^5 (in cache: arithmetic, not
+memory, is measured), as ns per element.
+
+threads: the distribution of single-call times at n = 10^5 with one thread
+and with all, 2 000 calls back to back: on a shared machine the threaded
+call's tail shows the wait for a descheduled team member.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def per_call(fn, number=2000, repeat=9):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    times.sort()
+    return times[len(times) // 2], times[0]
+
+
+def overhead():
+    import fastjac
+    a, b, o = np.random.rand(16) + 0.5, np.random.rand(16) + 0.5, np.empty(16)
+    k = fastjac.kernel("divide", 1)
+    rows = [
+        ("empty Python call (the timer's floor)", lambda: None),
+        ("np.divide(a, b, out=o)", lambda: np.divide(a, b, out=o)),
+        ("fastjac.kernel('divide', 1)(a, b, o)", lambda: k(a, b, o)),
+        ("jacobian('divide', a, b, wrt=1, out=o)",
+         lambda: fastjac.jacobian("divide", a, b, wrt=1, out=o)),
+        ("jacobian(np.divide, a, b, wrt=1, out=o)",
+         lambda: fastjac.jacobian(np.divide, a, b, wrt=1, out=o)),
+        ("jacobian('divide', a, b, wrt=1)  (allocating)",
+         lambda: fastjac.jacobian("divide", a, b, wrt=1)),
+        ("jacobian('divide', a, 2.0, out=o)  (Python scalar)",
+         lambda: fastjac.jacobian("divide", a, 2.0, out=o)),
+        ("sum_gradient('divide', a, b, wrt=1, out=o)",
+         lambda: fastjac.sum_gradient("divide", a, b, wrt=1, out=o)),
+    ]
+    try:
+        from numba import njit
+
+        @njit(error_model="numpy")
+        def loop(w, x, out):
+            for i in range(out.shape[0]):
+                out[i] = -w[i] / (x[i] * x[i])
+        rows.append(("numba @njit loop(a, b, o)", lambda: loop(a, b, o)))
+    except ImportError:
+        pass
+    print(f"{'n = 16, float64':52s} {'median':>9s} {'best':>9s}")
+    for name, fn in rows:
+        med, best = per_call(fn)
+        print(f"{name:52s} {med * 1e9:7.0f} ns {best * 1e9:7.0f} ns")
+
+
+COMPUTE = {
+    # op: (argument, NumPy formula into out)
+    "exp": ("s", lambda x, o, t: np.exp(x, out=o)),
+    "log": ("w", lambda x, o, t: np.divide(1.0, x, out=o)),
+    "sqrt": ("w", lambda x, o, t: (np.sqrt(x, out=o), np.divide(0.5, o, out=o))),
+    "sin": ("s", lambda x, o, t: np.cos(x, out=o)),
+    "cos": ("s", lambda x, o, t: (np.sin(x, out=o), np.negative(o, out=o))),
+    "tanh": ("s", lambda x, o, t: (np.tanh(x, out=o), np.square(o, out=o),
+                                   np.subtract(1.0, o, out=o))),
+    "sigmoid": ("s", lambda x, o, t: (np.multiply(x, 0.5, out=o), np.tanh(o, out=o),
+                                      np.square(o, out=o), np.subtract(1.0, o, out=o),
+                                      np.multiply(o, 0.25, out=o))),
+    "power d/dw": ("w", lambda x, o, t: (np.subtract(t, 1.0, out=o), np.power(x, o, out=o),
+                                         np.multiply(o, t, out=o))),
+    "power d/dx": ("w", lambda x, o, t: (np.power(x, t, out=o), np.log(x, out=t),
+                                         np.multiply(o, t, out=o))),
+}
+
+
+def compute():
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "fastjac" in sys.modules:
+        print("fastjac was imported before OMP_NUM_THREADS=1; run this in a fresh process")
+    import fastjac
+    n = 100_000
+    rng = np.random.default_rng(0)
+    args = {"s": rng.uniform(-1, 1, n), "w": rng.uniform(0.5, 1.5, n)}
+    x2 = rng.uniform(0.5, 1.5, n)
+    o, t = np.empty(n), np.empty(n)
+    print(f"{'one thread, n = 1e5, float64':28s} {'fastjac':>12s} {'NumPy formula':>14s}  (ns/element)")
+    for op, (arg, numpy_formula) in COMPUTE.items():
+        x = args[arg]
+        if op.startswith("power"):
+            wrt = 0 if op.endswith("dw") else 1
+            fj = per_call(lambda: fastjac.jacobian("power", x, x2, wrt=wrt, out=o), 20, 7)[0]
+            tt = x2.copy()
+
+            def npf():
+                tt[:] = x2
+                numpy_formula(x, o, tt)
+            ref = per_call(npf, 20, 7)[0]
+        else:
+            fj = per_call(lambda: fastjac.jacobian(op, x, out=o), 20, 7)[0]
+            ref = per_call(lambda: numpy_formula(x, o, t), 20, 7)[0]
+        print(f"{op:28s} {fj / n * 1e9:10.2f}   {ref / n * 1e9:12.2f}")
+
+
+def threads():
+    code = r"""
+import sys, time, numpy as np, fastjac
+n = 100_000
+a, b, o = np.random.rand(n) + 0.5, np.random.rand(n) + 0.5, np.empty(n)
+for op in ("multiply", "tanh"):
+    f = (lambda: fastjac.jacobian(op, a, out=o)) if op == "tanh" else (
+        lambda: fastjac.jacobian(op, a, b, out=o))
+    for _ in range(200):
+        f()
+    ts = []
+    for _ in range(2000):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    ts = np.array(ts) * 1e6
+    print(f"  {op:9s} median {np.median(ts):8.1f} us  p90 {np.percentile(ts, 90):8.1f} us  "
+          f"p99 {np.percentile(ts, 99):8.1f} us  calls over 1 ms {100 * (ts > 1000).mean():4.1f} %")
+"""
+    for threads in ("1", str(os.cpu_count())):
+        print(f"OMP_NUM_THREADS={threads}, n = 1e5, float64 (load: {os.getloadavg()[0]:.1f})")
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1:] or ["overhead", "compute", "threads"]
+    for w in what:
+        if w == "compute" and len(what) > 1:
+            subprocess.run([sys.executable, __file__, "compute"], check=True)
+        else:
+            {"overhead": overhead, "compute": compute, "threads": threads}[w]()
+        print()
