@@ -329,7 +329,11 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is DivideDa:
         return 1 / b
     elif Derivative is DivideDb:
-        return -a / (b * b)
+        # not -a / (b * b): b * b overflows (or underflows) where the result
+        # does not, e.g. a = b = 1e30 in float32. Nor -(a * r) * r with
+        # r = 1/b (one division): 0 * inf at a = 0 and a subnormal b. Two
+        # divisions cost twice the time in cache, so the tag is ``costly``.
+        return -(a / b) / b
     elif Derivative is MaximumDa:
         return step_up(a, b)
     elif Derivative is MaximumDb:
@@ -395,8 +399,9 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
 
 cdef inline bint costly(Derivative* tag) noexcept nogil:
     """True for compute-bound formulas (a transcendental function, a square
-    root): worth threads at a smaller n than a memory-bound one."""
+    root, two divisions): worth threads at a smaller n than a memory-bound one."""
     return (Derivative is PowerDa or Derivative is PowerDb or Derivative is SqrtD
+            or Derivative is DivideDb
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD)
 
