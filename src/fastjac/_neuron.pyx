@@ -109,8 +109,13 @@ def neuron_gradient(X, y, w, b, *, layout="numerator", format="compact", out=Non
     from . import _layout
     denominator = _check_layout(layout)
     fmt = _check_format(format)
-    dtype, v = coerce_named({"X": X, "y": y, "w": w, "b": b})
-    X, y, w, b = v["X"], v["y"], v["w"], v["b"]
+    if _ready(X, y, w) and (type(b) is float or type(b) is int):
+        # already C-contiguous native arrays of one float dtype: no coercion
+        dtype = (<cnp.ndarray>X).dtype
+        b = np.array(b, dtype)
+    else:
+        dtype, v = coerce_named({"X": X, "y": y, "w": w, "b": b})
+        X, y, w, b = v["X"], v["y"], v["w"], v["b"]
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (N examples x n features), got shape {X.shape}")
     if y.shape != (X.shape[0],):
@@ -138,3 +143,19 @@ def neuron_gradient(X, y, w, b, *, layout="numerator", format="compact", out=Non
     if return_loss:
         return gw, gb, dtype.type(loss / N)
     return gw, gb
+
+
+cdef bint _ready(object X, object y, object w):
+    """True when X, y, w are exact ndarrays of one dtype (float32 or float64),
+    C-contiguous, aligned and native: the kernel can read them as they are."""
+    if not (cnp.PyArray_CheckExact(X) and cnp.PyArray_CheckExact(y)
+            and cnp.PyArray_CheckExact(w)):
+        return False
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+        return False
+    for a in (X, y, w):
+        if cnp.PyArray_TYPE(<cnp.ndarray>a) != t or not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a) \
+                or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+            return False
+    return True
