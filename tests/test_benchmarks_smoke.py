@@ -82,10 +82,10 @@ def test_report_renders(tmp_path):
     text = compare.markdown(report)
     assert "Summary, float64" in text and "Targets" in text
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{compare.START}\nold\n{compare.END}\nrest\n")
+    readme.write_text(f"intro\n{compare.START}\nSTALE-BLOCK\n{compare.END}\nrest\n")
     compare.update_readme(report, tmp_path, readme=readme)
     new = readme.read_text()
-    assert new.startswith("intro\n") and new.endswith("rest\n") and "old" not in new
+    assert new.startswith("intro\n") and new.endswith("rest\n") and "STALE-BLOCK" not in new
     json.dumps(report)
 
 
