@@ -51,6 +51,7 @@ cdef extern from "_vecmath.h" nogil:
     float fj_cosf(float x)
     bint fj_trig_fast(double x)
     double fj_log_dd(double x, double* lo)
+    double fj_log(double x)
     double fj_pow_log(double log_hi, double log_lo, double c_hi, double c_lo)
     double fj_exp_tail(double x, double t)
     bint fj_pow_fast(double a, double c)
@@ -270,8 +271,8 @@ cdef inline floating power_slope(floating a, floating b) noexcept nogil:
     """
     cdef double s, bb, e, lo, ln_a
     if floating is float:
-        ln_a = fj_log_dd(a, &lo)
-        return <float>(<double>b * fj_exp_tail((<double>b - 1) * ln_a, 0))
+        ln_a = fj_log(a)
+        return <float>(<double>b * fj_exp((<double>b - 1) * ln_a))
     else:
         s = b - 1
         bb = s - b
@@ -284,10 +285,11 @@ cdef inline floating power_log(floating a, floating b) noexcept nogil:
     """a**b ln a, vectorised, for a in (0, inf), |b| < 2**20: ln a once,
     for both factors (float32 in double, rounded once)."""
     cdef double lo, ln_a
-    ln_a = fj_log_dd(a, &lo)
     if floating is float:
-        return <float>(fj_exp_tail(<double>b * ln_a, 0) * ln_a)
+        ln_a = fj_log(a)
+        return <float>(fj_exp(<double>b * ln_a) * ln_a)
     else:
+        ln_a = fj_log_dd(a, &lo)
         return fj_pow_log(ln_a, lo, b, 0) * ln_a
 
 

@@ -177,20 +177,42 @@ FJ_INLINE double fj_two_prod(double a, double b, double *err)
     return p;
 }
 
+/* x = 2^e m with m in [sqrt(1/2), sqrt(2)), for finite x > 0; e in *ed. */
+FJ_INLINE double fj_log_reduce(double x, double *ed)
+{
+    int sub = x < 0x1p-1022;
+    double xs = sub ? x * 0x1p54 : x;
+    uint64_t u = fj_bits(xs);
+    double e = fj_from_bits(0x4330000000000000ULL | (u >> 52)) - (0x1p52 + 1023.0);
+    double m = fj_from_bits((u & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);
+    int big = m > 0x1.6a09e667f3bcdp0;
+    *ed = e + (big ? 1.0 : 0.0) - (sub ? 54.0 : 0.0);
+    return big ? 0.5 * m : m;
+}
+
+/* ln x (< 1 ulp: fdlibm's __ieee754_log), for finite x > 0. Enough for a
+ * float32 a^c computed in double; fj_log_dd for a float64 one. */
+FJ_INLINE double fj_log(double x)
+{
+    const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33;
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01,
+                 Lg3 = 2.857142874366239149e-01, Lg4 = 2.222219843214978396e-01,
+                 Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+    double ed, m = fj_log_reduce(x, &ed);
+    double f = m - 1.0, s = f / (2.0 + f), z = s * s, w = z * z;
+    double t1 = w * (Lg2 + w * (Lg4 + w * Lg6));
+    double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
+    double hfsq = 0.5 * f * f;
+    return ed * ln2_hi - ((hfsq - (s * (hfsq + (t1 + t2)) + ed * ln2_lo)) - f);
+}
+
 /* ln x = hi + *lo, for finite x > 0 (subnormal included). */
 FJ_INLINE double fj_log_dd(double x, double *lo)
 {
     const double ln2_hi = 0x1.62e42feep-1, ln2_lo = 0x1.a39ef35793c76p-33;
     const double third_hi = 0x1.5555555555555p-1, third_lo = 0x1.5555555555555p-55;  /* 2/3 */
-    /* x = 2^e m, m in [sqrt(1/2), sqrt(2)) */
-    int sub = x < 0x1p-1022;
-    double xs = sub ? x * 0x1p54 : x;
-    uint64_t u = fj_bits(xs);
-    double ed = fj_from_bits(0x4330000000000000ULL | (u >> 52)) - (0x1p52 + 1023.0);
-    double m = fj_from_bits((u & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);
-    int big = m > 0x1.6a09e667f3bcdp0;
-    m = big ? 0.5 * m : m;
-    ed = ed + (big ? 1.0 : 0.0) - (sub ? 54.0 : 0.0);
+    double ed, m = fj_log_reduce(x, &ed);       /* x = 2^ed m */
     /* ln m = 2 atanh(s), s = f / (2 + f), f = m - 1 (exact); s as s_hi + s_lo */
     double f = m - 1.0;
     double u_hi = 2.0 + f, u_lo = (2.0 - u_hi) + f;
