@@ -15,12 +15,14 @@ def config():
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "machine": platform.machine(),
+        "simd": _kernels.simd(),
         "openmp_threads": _kernels.openmp_threads(),
-        "parallel_min_size": _kernels.parallel_min_size(),
+        "threads_from_memory_bound": _kernels.parallel_min_sizes()["memory_bound"],
+        "threads_from_compute_bound": _kernels.parallel_min_sizes()["compute_bound"],
     }
 
 
 def show_config():
-    """Print the fastjac version, the build's threading and its dependencies."""
+    """Print the fastjac version, the instruction set and threads in use, and numpy's version."""
     for key, value in config().items():
-        print(f"{key:>18}: {value}")
+        print(f"{key:>26}: {value}")
