@@ -342,6 +342,35 @@ cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out
 
 # -- public API -----------------------------------------------------------------
 
+cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
+                          object layout, object format, object out):
+    """The body of ``jacobian`` (summing=False) and ``sum_gradient`` (True)."""
+    cdef int w = check_wrt(wrt, spec)
+    cdef bint denominator = check_layout(layout)
+    fmt = check_format(format)
+    if spec.arity == 2 and b is None:
+        raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
+    if spec.arity == 1 and b is not None:
+        raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
+    cdef Operands ops = coerce(a, b, spec.arity == 1)
+    cdef int code = spec.code_a if w == 0 else spec.code_b
+    if fmt == "compact":
+        return run_kernel(code, summing, ops, w, out)
+    compact = run_kernel(code, summing, ops, w, None)
+    return _layout.as_matrix(compact, matrix_kind(summing, ops, w), denominator, fmt,
+                             spec.structurally_zero, out)
+
+
+cdef str matrix_kind(bint summing, Operands ops, int w):
+    """Which of _layout's kinds the compact result is (see its table)."""
+    cdef bint wrt_is_scalar = cnp.PyArray_NDIM(ops.a if w == 0 else ops.b) == 0
+    if summing:
+        return "scalar" if wrt_is_scalar else "gradient"
+    if cnp.PyArray_NDIM(ops.shaped) == 0:
+        return "scalar"
+    return "by_scalar" if wrt_is_scalar else "diagonal"
+
+
 def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None):
     """Jacobian of the element-wise ``y = op(a, b)`` with respect to one operand.
 
@@ -405,27 +434,7 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
     array([[1., 0.],
            [0., 1.]])
     """
-    cdef Op spec = resolve_op(op, False)
-    cdef int w = check_wrt(wrt, spec)
-    cdef bint denominator = check_layout(layout)
-    fmt = check_format(format)
-    if spec.arity == 2 and b is None:
-        raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
-    if spec.arity == 1 and b is not None:
-        raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
-    cdef Operands ops = coerce(a, b, spec.arity == 1)
-    cdef int code = spec.code_a if w == 0 else spec.code_b
-    if fmt == "compact":
-        return run_kernel(code, False, ops, w, out)
-    compact = run_kernel(code, False, ops, w, None)
-    wrt_is_scalar = cnp.PyArray_NDIM(ops.a if w == 0 else ops.b) == 0
-    if cnp.PyArray_NDIM(ops.shaped) == 0:
-        kind = "scalar"
-    elif wrt_is_scalar:
-        kind = "by_scalar"
-    else:
-        kind = "diagonal"
-    return _layout.as_matrix(compact, kind, denominator, fmt, spec.structurally_zero, out)
+    return differentiate(False, resolve_op(op, False), a, b, wrt, layout, format, out)
 
 
 def sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None):
@@ -466,21 +475,7 @@ def sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", 
     >>> fastjac.sum_gradient(None, np.ones((2, 3)), format="dense").shape
     (3, 2)
     """
-    cdef Op spec = resolve_op(op, True)
-    cdef int w = check_wrt(wrt, spec)
-    cdef bint denominator = check_layout(layout)
-    fmt = check_format(format)
-    if spec.arity == 2 and b is None:
-        raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
-    if spec.arity == 1 and b is not None:
-        raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
-    cdef Operands ops = coerce(a, b, spec.arity == 1)
-    cdef int code = spec.code_a if w == 0 else spec.code_b
-    if fmt == "compact":
-        return run_kernel(code, True, ops, w, out)
-    compact = run_kernel(code, True, ops, w, None)
-    kind = "scalar" if np.ndim(compact) == 0 else "gradient"
-    return _layout.as_matrix(compact, kind, denominator, fmt, spec.structurally_zero, out)
+    return differentiate(True, resolve_op(op, True), a, b, wrt, layout, format, out)
 
 
 # -- low-level kernels for hot loops --------------------------------------------
