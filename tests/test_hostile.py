@@ -462,15 +462,6 @@ SPECIALS = {
                  3.4028235e38, -3.4028235e38, 1.0, -1.0, 0.5, 2.0, 1e30, -1e-30],
 }
 
-# The derivative formula -w / (x * x) of divide with respect to x overflows
-# in x * x where the true value -(w / x) / x is representable: -0 instead of
-# -1e-30 at w = x = 1e30 (float32), NaN instead of -inf at w = inf, x = 1e20.
-# Reported to the kernel owner (_derivatives.pxd); kept visible here.
-DIVIDE_DB_OVERFLOW = pytest.mark.xfail(
-    reason="_derivatives.pxd: d(w/x)/dx = -w/(x*x) overflows in x*x; -(w/x)/x does not",
-    strict=False)
-
-
 def special_check(fn, op, dtype, wrt):
     vals = np.array(SPECIALS[dtype], dtype=dtype)
     if op == "power" and dtype == np.float32:
@@ -500,10 +491,9 @@ def special_check(fn, op, dtype, wrt):
 for op in oracle.BINARY_OPS + oracle.UNARY_OPS:
     for dtype in (np.float64, np.float32):
         for wrt in ((0, 1) if op in oracle.BINARY_OPS else (0,)):
-            marks = [DIVIDE_DB_OVERFLOW] if (op, wrt) == ("divide", 1) else []
             CASES.append(pytest.param(
                 lambda f: f(), (special_check(J, op, dtype, wrt),), {},
-                Checks(lambda r: r is True or pytest.fail()), marks=marks,
+                Checks(lambda r: r is True or pytest.fail()),
                 id=f"specials-{op}-wrt{wrt}-{np.dtype(dtype).name}"))
 
 
