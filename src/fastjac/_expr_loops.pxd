@@ -126,19 +126,9 @@ cdef struct ExprTable:
     neuron_f32_t neuron_f32
 
 
-cdef inline floating f_tanh(floating x) noexcept nogil:
-    # Vectorisable tanh (libm's is a call per element, ten times slower):
-    #   |x| <  0.55: x * P(x^2), the Taylor series of tanh to x^39 (terms
-    #                2^2n (2^2n - 1) B_2n / (2n)!; the next one is below
-    #                1e-17 of the first there), so no cancellation near 0;
-    #   |x| >= 0.55: 1 - 2 / (exp(2|x|) + 1), where the result is >= 0.5
-    #                and the subtraction loses nothing (exp: _vecmath.h);
-    # both computed, one selected, the sign copied back. Measured error
-    # under 1.5 ulp in float64 (against mpmath); float32 is computed in
-    # double and rounded once. tanh(+-inf) = +-1, tanh(nan) = nan, -0 -> -0.
-    cdef double ax = fabs(<double>x)
-    cdef double x2 = ax * ax
-    cdef double p, big, t
+cdef inline double tanh_series(double x2) noexcept nogil:
+    """P(x^2) with tanh(x) = x P(x^2) for |x| < 0.55 (shared by f_tanh and tanh_vd)."""
+    cdef double p
     p = -2.859136662305254e-08
     p = p * x2 + 7.054636946400968e-08
     p = p * x2 + -1.7406618963571648e-07
@@ -159,6 +149,23 @@ cdef inline floating f_tanh(floating x) noexcept nogil:
     p = p * x2 + 0.13333333333333333
     p = p * x2 + -0.3333333333333333
     p = p * x2 + 1.0
+    return p
+
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    # Vectorisable tanh (libm's is a call per element, ten times slower):
+    #   |x| <  0.55: x * P(x^2), the Taylor series of tanh to x^39 (terms
+    #                2^2n (2^2n - 1) B_2n / (2n)!; the next one is below
+    #                1e-17 of the first there), so no cancellation near 0;
+    #   |x| >= 0.55: 1 - 2 / (exp(2|x|) + 1), where the result is >= 0.5
+    #                and the subtraction loses nothing (exp: _vecmath.h);
+    # both computed, one selected, the sign copied back. Measured error
+    # under 1.5 ulp in float64 (against mpmath); float32 is computed in
+    # double and rounded once. tanh(+-inf) = +-1, tanh(nan) = nan, -0 -> -0.
+    cdef double ax = fabs(<double>x)
+    cdef double x2 = ax * ax
+    cdef double p, big, t
+    p = tanh_series(x2)
     big = 1 - 2 / (fj_exp(2 * ax) + 1)
     t = ax * p if ax < 0.55 else big
     return <floating>copysign(t, <double>x)
@@ -174,26 +181,7 @@ cdef inline void tanh_vd(floating x, floating* v, floating* dv) noexcept nogil:
     cdef double ax = fabs(<double>x)
     cdef double x2 = ax * ax
     cdef double p, small, e, q, t, d
-    p = -2.859136662305254e-08
-    p = p * x2 + 7.054636946400968e-08
-    p = p * x2 + -1.7406618963571648e-07
-    p = p * x2 + 4.294911078273806e-07
-    p = p * x2 + -1.0597268320104654e-06
-    p = p * x2 + 2.6147711512907546e-06
-    p = p * x2 + -6.451689215655431e-06
-    p = p * x2 + 1.5918905069328964e-05
-    p = p * x2 + -3.927832388331683e-05
-    p = p * x2 + 9.691537956929451e-05
-    p = p * x2 + -0.00023912911424355248
-    p = p * x2 + 0.000590027440945586
-    p = p * x2 + -0.0014558343870513183
-    p = p * x2 + 0.003592128036572481
-    p = p * x2 + -0.008863235529902197
-    p = p * x2 + 0.021869488536155203
-    p = p * x2 + -0.05396825396825397
-    p = p * x2 + 0.13333333333333333
-    p = p * x2 + -0.3333333333333333
-    p = p * x2 + 1.0
+    p = tanh_series(x2)
     small = ax * p
     e = fj_exp(-2 * ax)
     q = 1 / (1 + e)
