@@ -4,8 +4,8 @@ Compiler directives live here, once. ``FASTJAC_DEBUG_CYTHON=1`` turns bounds
 and wraparound checks back on (for debugging a kernel); the default build
 relies on the Python layer having validated every shape.
 
-OpenMP is probed with a tiny test program: where the compiler lacks it the
-kernels still build, serially (Cython's ``prange`` degrades to ``range``).
+Threads come from fastjac's own pool (src/fastjac/_pool.h, POSIX threads),
+not from OpenMP: no OpenMP runtime is needed to build or to run.
 """
 import os
 import platform
@@ -31,7 +31,7 @@ DIRECTIVES = {
     "binding": False,
 }
 
-EXTENSIONS = ["_kernels", "_api", "_expr", "_neuron"]
+EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron"]
 
 # The kernel loops again, compiled for wider x86-64 vector units; _kernels
 # imports the best one the CPU runs, at run time, so the baseline build (and
@@ -45,29 +45,6 @@ SIMD_VARIANTS = {
 # The expression layer's loops (_expr_loops.pxd), likewise; _expr.pyx picks one.
 SIMD_VARIANTS["_expr_avx2"] = SIMD_VARIANTS["_kernels_avx2"]
 SIMD_VARIANTS["_expr_avx512"] = SIMD_VARIANTS["_kernels_avx512"]
-
-
-def openmp_flags():
-    """Return the OpenMP compile flag if the C compiler accepts it, else None."""
-    if os.environ.get("FASTJAC_NO_OPENMP", "0") not in ("", "0"):
-        return None
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    code = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
-    tmp = tempfile.mkdtemp()
-    try:
-        src = os.path.join(tmp, "probe.c")
-        with open(src, "w") as f:
-            f.write(code)
-        cmd = cc.split() + ["-fopenmp", src, "-o", os.path.join(tmp, "probe")]
-        ok = subprocess.run(cmd, capture_output=True).returncode == 0
-    except OSError:
-        ok = False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not ok:
-        print("fastjac: the C compiler has no OpenMP; building serial kernels", file=sys.stderr)
-        return None
-    return "-fopenmp"
 
 
 # gcc gives up inlining the math of _vecmath.h (through Cython's inline
@@ -102,18 +79,16 @@ def simd_variants():
 
 
 def extensions():
-    omp = openmp_flags()
     # -fno-trapping-math lets gcc if-convert the selects of _vecmath.h (so it
     # vectorises them); unlike -ffast-math it keeps NaN, inf and signed zeros.
     compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     if compiler_accepts(INLINE_FLAGS):
         compile_args += INLINE_FLAGS
     link_args = []
-    if omp:
-        compile_args.append(omp)
-        link_args.append(omp)
-    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
-              ("FASTJAC_OPENMP", "1" if omp else "0")]
+    if os.name == "posix":          # the thread pool (_pool.h)
+        compile_args.append("-pthread")
+        link_args.append("-pthread")
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")]
     variants = simd_variants()
     return [
         Extension(
@@ -123,7 +98,7 @@ def extensions():
             define_macros=macros,
             extra_compile_args=compile_args + variants.get(name, []),
             extra_link_args=link_args,
-            depends=["src/fastjac/_vecmath.h"],
+            depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h"],
         )
         for name in EXTENSIONS + list(variants)
     ]

@@ -497,7 +497,7 @@ def geomean(values):
 # -- one process per library ---------------------------------------------------------
 
 # The routes each worker process times. Libraries with thread pools of their
-# own (OpenMP in fastjac, numba and PyTorch, XLA's in JAX, numexpr's) run
+# own (fastjac's, OpenMP in numba and PyTorch, XLA's in JAX, numexpr's) run
 # in separate processes: in one process, one library's spinning or sleeping
 # workers distort the next library's timings (a parallel numba call at
 # n = 16 measured 16 ms instead of 1.5 µs after the others had run).

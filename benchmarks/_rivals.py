@@ -21,7 +21,7 @@ numexpr and numba evaluate the derivative formula itself (a fused loop, or
 a fused sum for ``grad_scalar``); NumPy runs the hand-written formula.
 
 Every optional library is imported once, here, with its thread count set to
-use every core (fastjac's kernels use all OpenMP threads from 32 768
+use every core (fastjac's kernels use all its pool's threads from 32 768
 elements on). A missing library makes its rivals raise ``Skip`` with a note.
 Compiled numba loops are cached by formula, so each is compiled once per
 dtype, not once per size.

@@ -180,7 +180,7 @@ def memory_bound_cases(n, dtype=np.float64):
 
 def bandwidth(n=10**7, reps=7):
     t, best = stream_bounds(n, reps)
-    print(f"STREAM-style loops, n = {n:,} float64, {fastjac._kernels.openmp_threads()} threads "
+    print(f"STREAM-style loops, n = {n:,} float64, {fastjac.get_num_threads()} threads "
           f"(median ms; GB/s counting the bytes the loop names, no write-allocate):")
     traffic = {"fill": (0, 1), "copy": (1, 1), "triad": (2, 1), "sum": (1, 0), "dot": (2, 0)}
     for name, ms in t.items():

@@ -4,7 +4,7 @@
 (every op, both dtypes, scalar expansion, sums, every format and layout,
 out=, the low-level kernel, error paths, and the expression layer when it is
 present) N times, on small arrays and on one array large enough for the
-GIL-free and OpenMP paths. ``--baseline`` does the same NumPy/SciPy work
+GIL-free and threaded (chunked) paths. ``--baseline`` does the same NumPy/SciPy work
 without calling fastjac, to learn the interpreter's own noise.
 """
 import sys
@@ -18,7 +18,7 @@ N = int(next((a for a in sys.argv[1:] if a.isdigit()), "3"))
 a = np.linspace(0.5, 2.0, 33)
 b = np.linspace(-1.5, 1.5, 33)
 m = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
-big = np.linspace(0.5, 2.0, 40_000)          # > GIL and OpenMP thresholds
+big = np.linspace(0.5, 2.0, 40_000)          # > GIL and thread thresholds
 a32, b32 = a.astype(np.float32), b.astype(np.float32)
 
 

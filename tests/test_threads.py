@@ -2,7 +2,7 @@
 
 * Every result computed concurrently equals, bit for bit, the result of the
   same call made serially beforehand (sizes below the GIL threshold, above
-  it, and above the OpenMP threshold, so Python threads and OpenMP teams
+  it, and above the thread threshold, so Python threads and the kernel thread pool
   run at the same time).
 * Kernels release the GIL for large arrays, and keep it for small ones, as
   the README says. This is shown without timing: with a huge switch
@@ -20,7 +20,7 @@ import pytest
 import fastjac
 
 N_THREADS = 8
-SIZES = (17, 4096, 70_000)          # small; > GIL threshold (2048); > OpenMP (32768)
+SIZES = (17, 4096, 70_000)          # small; > GIL threshold (2048); > threads (32768)
 
 
 def workload():

@@ -11,11 +11,13 @@ jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None
 sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
 kernel(op, wrt=0)      -> a Kernel for hot loops: k(a, out) or k(a, b, out)
 BINARY_OPS, UNARY_OPS, FORMATS, LAYOUTS
+set_num_threads(n), get_num_threads()
 show_config()
 """
 from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
+from ._pool import MAX_THREADS, get_num_threads, set_num_threads
 from .expr import *  # noqa: F401,F403  composed expressions: var, compile, neuron_gradient, ...
 
 __version__ = "0.1.0"
@@ -23,4 +25,5 @@ __version__ = "0.1.0"
 __all__ = [
     "jacobian", "sum_gradient", "kernel", "Kernel",
     "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
+    "set_num_threads", "get_num_threads", "MAX_THREADS",
 ] + expr.__all__  # noqa: F405

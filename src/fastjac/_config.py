@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _pool
 
 
 def config():
@@ -16,7 +16,7 @@ def config():
         "numpy": np.__version__,
         "machine": platform.machine(),
         "simd": _kernels.simd(),
-        "openmp_threads": _kernels.openmp_threads(),
+        "threads": _pool.get_num_threads(),
         "threads_from_memory_bound": _kernels.parallel_min_sizes()["memory_bound"],
         "threads_from_compute_bound": _kernels.parallel_min_sizes()["compute_bound"],
     }

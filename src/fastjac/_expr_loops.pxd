@@ -23,19 +23,20 @@
 #
 # Registers are of four kinds:
 #   TEMP    scratch memory of the thread (L1-resident: BLOCK * 8 bytes each);
-#   SCALAR  scratch filled once per thread with one number (a constant, a
+#   SCALAR  scratch filled once per chunk with one number (a constant, a
 #           scalar variable, a reduction computed by an earlier stage);
 #   ARRAY   a window into an input array: no copy, each input is read once;
 #   OUT     a window into an output array: the instruction that computes an
 #           output writes it in place, so each output is written once.
 #
-# The data is cut into one contiguous chunk per thread and each chunk into
-# blocks of BLOCK elements; the program runs on one block at a time. The
-# switch on the opcode happens once per instruction and block, so every
-# inner loop is a plain loop the compiler vectorises, and no temporary ever
-# has the length of the data. SUM instructions add a register's block into
-# a per-thread accumulator (double, four lanes); thread totals are added in
-# thread order, so a result does not depend on scheduling.
+# Large data is cut into chunks that the threads of _pool take one by one
+# (see _pool.h), and each chunk into blocks of BLOCK elements; the program
+# runs on one block at a time. The switch on the opcode happens once per
+# instruction and block, so every inner loop is a plain loop the compiler
+# vectorises, and no temporary ever has the length of the data. SUM
+# instructions add a register's block into the chunk's accumulator (double,
+# four lanes); chunk totals are added in chunk order, and chunks depend on n
+# only, so a result does not depend on scheduling or on the thread count.
 #
 # The neuron
 # ----------
@@ -47,13 +48,13 @@
 # z > 0), as in the core; a NaN z contributes NaN.
 
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport copysign, fabs
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
                             fj_trig_fast, v_cos, v_sin)
-from ._kernels cimport derivative_into, threads_for
+from ._kernels cimport derivative_into, in_chunks
+from ._pool cimport parallel_for, pool_threads
 
 cdef enum:
     BLOCK = 256            # elements per register: 2 KiB of float64
@@ -61,6 +62,12 @@ cdef enum:
     # _loops.pxd: half this machine's L3; smaller results stay cached).
     STREAM_MIN_BYTES = 1 << 24
     LOCAL_FEATURES = 64    # the neuron's accumulator stays a local array up to this n
+    # Chunks on the pool's threads (_pool.h): at least MIN_CHUNK_BLOCKS
+    # blocks each, at most MAX_PROGRAM_CHUNKS of them (the neuron: at least
+    # MIN_CHUNK_BLOCKS * BLOCK elements of X, at most MAX_NEURON_CHUNKS).
+    MIN_CHUNK_BLOCKS = 16
+    MAX_PROGRAM_CHUNKS = 1024
+    MAX_NEURON_CHUNKS = 64
 
 cdef extern from "_vecmath.h" nogil:
     void fj_stream_f64(double* dst, const double* src, Py_ssize_t n)
@@ -393,53 +400,92 @@ cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_reg
         fj_stream_fence()
 
 
+# One call of a program, shared by the threads that run its chunks.
+cdef struct ProgramJob:
+    const int* prog
+    Py_ssize_t n_instr, n_regs
+    const int* kind
+    const int* index
+    const int* slot
+    Py_ssize_t n_slots
+    void** arrays               # floating**, as the program's dtype
+    const double* scalars
+    void** outs
+    void* scratch               # per worker: per_worker elements
+    Py_ssize_t per_worker
+    void** R                    # per worker: n_regs register pointers
+    double* acc                 # per chunk: n_acc accumulators
+    Py_ssize_t n_acc, n, chunk
+    bint streamed
+
+
+cdef inline void program_chunk(floating* dtype, ProgramJob* job, Py_ssize_t c,
+                               int worker) noexcept nogil:
+    cdef Py_ssize_t start = c * job.chunk
+    cdef Py_ssize_t stop = min(start + job.chunk, job.n)
+    run_chunk(job.prog, job.n_instr, job.n_regs, job.kind, job.index, job.slot, job.n_slots,
+              <floating**>job.arrays, job.scalars, <floating**>job.outs,
+              <floating*>job.scratch + worker * job.per_worker,
+              <floating**>job.R + worker * job.n_regs, job.acc + c * job.n_acc, job.n_acc,
+              start, stop, job.streamed)
+
+
+cdef inline void program_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    program_chunk(<double*>NULL, <ProgramJob*>job, c, worker)
+
+
+cdef inline void program_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    program_chunk(<float*>NULL, <ProgramJob*>job, c, worker)
+
+
 cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
                      const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                      floating** arrays, const double* scalars, floating** outs,
                      double* sums, Py_ssize_t n_acc, Py_ssize_t n) noexcept nogil:
-    """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM."""
-    cdef int n_threads = threads_for(n)
-    cdef Py_ssize_t chunk, c, j, start, stop, r, n_out = 0
-    cdef bint streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    """Run the program over n elements; sums[j] receives accumulator j. -1 on OOM.
+
+    Large n runs in chunks (whole blocks) on the pool's threads; the chunks
+    depend on n only and their accumulators are added in chunk order, so
+    sums do not depend on the number of threads.
+    """
+    cdef ProgramJob job
+    cdef int workers = 1
+    cdef Py_ssize_t c, j, r, n_chunks = 1, n_out = 0
+    job.chunk = n
+    if in_chunks(n):
+        workers = pool_threads()
+        job.chunk = max(<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK,
+                        (n + MAX_PROGRAM_CHUNKS - 1) // MAX_PROGRAM_CHUNKS)
+        job.chunk = (job.chunk + BLOCK - 1) // BLOCK * BLOCK
+        n_chunks = (n + job.chunk - 1) // job.chunk
+    job.streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     for r in range(n_regs):
         n_out += kind[r] == K_OUT
-    cdef Py_ssize_t per_thread = (n_slots + (n_out if streamed else 0)) * BLOCK
-    cdef floating* scratch = <floating*>malloc(
-        (n_threads * per_thread + 1) * sizeof(floating))
-    cdef floating** R = <floating**>malloc((n_threads * n_regs + 1) * sizeof(floating*))
-    cdef double* acc = <double*>malloc((n_threads * n_acc + 1) * sizeof(double))
-    if scratch == NULL or R == NULL or acc == NULL:
-        free(scratch)
-        free(R)
-        free(acc)
+    job.per_worker = (n_slots + (n_out if job.streamed else 0)) * BLOCK
+    job.scratch = malloc((workers * job.per_worker + 1) * sizeof(floating))
+    job.R = <void**>malloc((workers * n_regs + 1) * sizeof(floating*))
+    job.acc = <double*>malloc((n_chunks * n_acc + 1) * sizeof(double))
+    if job.scratch == NULL or job.R == NULL or job.acc == NULL:
+        free(job.scratch)
+        free(job.R)
+        free(job.acc)
         return -1
-    if n_threads <= 1:
-        run_chunk(prog, n_instr, n_regs, kind, index, slot, n_slots, arrays, scalars, outs,
-                  scratch, R, acc, n_acc, 0, n, streamed)
+    job.prog, job.n_instr, job.n_regs = prog, n_instr, n_regs
+    job.kind, job.index, job.slot, job.n_slots = kind, index, slot, n_slots
+    job.arrays, job.scalars, job.outs = <void**>arrays, scalars, <void**>outs
+    job.n_acc, job.n = n_acc, n
+    if floating is double:
+        parallel_for(program_chunk_f64, &job, n_chunks, workers)
     else:
-        # one contiguous chunk per thread, a whole number of blocks
-        chunk = (n + n_threads - 1) // n_threads
-        chunk = (chunk + BLOCK - 1) // BLOCK * BLOCK
-        for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-            start = c * chunk
-            stop = start + chunk
-            if stop > n:
-                stop = n
-            if start < stop:
-                run_chunk(prog, n_instr, n_regs, kind, index, slot, n_slots, arrays, scalars,
-                          outs, scratch + c * per_thread, R + c * n_regs, acc + c * n_acc,
-                          n_acc, start, stop, streamed)
-            else:
-                for j in range(n_acc):
-                    acc[c * n_acc + j] = 0
+        parallel_for(program_chunk_f32, &job, n_chunks, workers)
     for j in range(n_acc):
         sums[j] = 0
-    for c in range(n_threads):
+    for c in range(n_chunks):
         for j in range(n_acc):
-            sums[j] += acc[c * n_acc + j]
-    free(scratch)
-    free(R)
-    free(acc)
+            sums[j] += job.acc[c * n_acc + j]
+    free(job.scratch)
+    free(job.R)
+    free(job.acc)
     return 0
 
 
@@ -536,33 +582,62 @@ cdef inline void rows_serial(const floating* X, const floating* y, const floatin
     gb_loss[1] = loss
 
 
+# One call of the neuron, shared by the threads that run its chunks of rows.
+cdef struct NeuronJob:
+    const void* X               # const floating*, as the dtype
+    const void* y
+    const void* w
+    double b
+    Py_ssize_t N, n, rows       # rows per chunk
+    double* part                # per chunk: gradient (n), dC/db, loss
+
+
+cdef inline void neuron_chunk(floating* dtype, NeuronJob* job, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t start = c * job.rows
+    cdef Py_ssize_t stop = min(start + job.rows, job.N)
+    cdef double* part = job.part + c * (job.n + 2)
+    rows_serial(<const floating*>job.X, <const floating*>job.y, <const floating*>job.w,
+                job.b, start, stop, job.n, part, part + job.n)
+
+
+cdef inline void neuron_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    neuron_chunk(<double*>NULL, <NeuronJob*>job, c)
+
+
+cdef inline void neuron_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    neuron_chunk(<float*>NULL, <NeuronJob*>job, c)
+
+
 cdef inline int neuron_pass(const floating* X, const floating* y, const floating* w, double b,
                      Py_ssize_t N, Py_ssize_t n, double* gw, double* gb_loss) noexcept nogil:
-    """Sums over all rows (not yet scaled by 2/N): gw[0:n], dC/db, loss. -1 on OOM."""
-    cdef int n_threads = threads_for(N * n)
-    cdef Py_ssize_t c, j, chunk, start, stop
-    cdef double* part
-    if n_threads <= 1 or N < 4 * n_threads:
+    """Sums over all rows (not yet scaled by 2/N): gw[0:n], dC/db, loss. -1 on OOM.
+
+    Large X runs in chunks of rows (a multiple of four) on the pool's
+    threads; the chunks depend on N and n only and are added in chunk order.
+    """
+    cdef NeuronJob job
+    cdef Py_ssize_t c, j, n_chunks
+    if not in_chunks(N * n) or N < 8:
         rows_serial(X, y, w, b, 0, N, n, gw, gb_loss)
         return 0
-    part = <double*>malloc(n_threads * (n + 2) * sizeof(double))
-    if part == NULL:
+    job.rows = max((<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK + n - 1) // n,
+                   (N + MAX_NEURON_CHUNKS - 1) // MAX_NEURON_CHUNKS)
+    job.rows = (job.rows + 3) // 4 * 4
+    n_chunks = (N + job.rows - 1) // job.rows
+    job.part = <double*>malloc(n_chunks * (n + 2) * sizeof(double))
+    if job.part == NULL:
         return -1
-    chunk = (N + n_threads - 1) // n_threads
-    for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-        start = c * chunk
-        stop = start + chunk
-        if stop > N:
-            stop = N
-        if start > stop:
-            start = stop
-        rows_serial(X, y, w, b, start, stop, n, part + c * (n + 2), part + c * (n + 2) + n)
+    job.X, job.y, job.w, job.b, job.N, job.n = X, y, w, b, N, n
+    if floating is double:
+        parallel_for(neuron_chunk_f64, &job, n_chunks, pool_threads())
+    else:
+        parallel_for(neuron_chunk_f32, &job, n_chunks, pool_threads())
     for j in range(n + 2):
         gw[j] = 0          # gw is n + 2 long: gradient, dC/db, loss
-    for c in range(n_threads):
+    for c in range(n_chunks):
         for j in range(n + 2):
-            gw[j] += part[c * (n + 2) + j]
+            gw[j] += job.part[c * (n + 2) + j]
     gb_loss[0] = gw[n]
     gb_loss[1] = gw[n + 1]
-    free(part)
+    free(job.part)
     return 0

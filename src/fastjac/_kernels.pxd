@@ -12,4 +12,4 @@ cdef double derivative_sum(int code, const floating* a, Py_ssize_t a_step,
                            const floating* b, Py_ssize_t b_step,
                            Py_ssize_t n) noexcept nogil
 
-cdef int threads_for(Py_ssize_t n) noexcept nogil
+cdef bint in_chunks(Py_ssize_t n) noexcept nogil

@@ -20,11 +20,9 @@ import os
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
-from ._loops cimport KernelTable, dispatch, threads_above
+from ._loops cimport KernelTable, kernel
+from ._pool cimport pool_threads
 from ._derivatives cimport *
-
-cdef extern from "_openmp_helpers.h":
-    int fastjac_max_threads() noexcept nogil
 
 cdef extern from *:
     """
@@ -54,9 +52,10 @@ cdef Py_ssize_t MIN_SIZE_CHEAP = 1 << 15
 cdef Py_ssize_t MIN_SIZE_COSTLY = 1 << 13
 
 
-cdef int threads_for(Py_ssize_t n) noexcept nogil:
-    """Threads for a memory-bound loop of n elements (for other modules)."""
-    return threads_above(n, MIN_SIZE_CHEAP)
+cdef bint in_chunks(Py_ssize_t n) noexcept nogil:
+    """True if a memory-bound loop of n elements runs in chunks on the
+    pool's threads (for the loops of other modules)."""
+    return n >= MIN_SIZE_CHEAP
 
 
 # -- the baseline kernels, and the choice of a table ----------------------------
@@ -64,13 +63,13 @@ cdef int threads_for(Py_ssize_t n) noexcept nogil:
 cdef double baseline_f64(int code, bint summing, const double* a, Py_ssize_t a_step,
                          const double* b, Py_ssize_t b_step, double* out, Py_ssize_t n,
                          Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
 
 
 cdef double baseline_f32(int code, bint summing, const float* a, Py_ssize_t a_step,
                          const float* b, Py_ssize_t b_step, float* out, Py_ssize_t n,
                          Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
 
 
 cdef KernelTable TABLE
@@ -151,9 +150,9 @@ DERIVATIVE_CODES = {
 }
 
 
-def openmp_threads():
-    """Threads a large kernel call uses (1 in a build without OpenMP)."""
-    return fastjac_max_threads()
+def threads():
+    """Threads a large kernel call uses (see fastjac.set_num_threads)."""
+    return pool_threads()
 
 
 def parallel_min_size():

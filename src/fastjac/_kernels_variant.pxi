@@ -6,19 +6,19 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 
-from ._loops cimport KernelTable, dispatch
+from ._loops cimport KernelTable, kernel
 
 
 cdef double run_f64(int code, bint summing, const double* a, Py_ssize_t a_step,
                     const double* b, Py_ssize_t b_step, double* out, Py_ssize_t n,
                     Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
 
 
 cdef double run_f32(int code, bint summing, const float* a, Py_ssize_t a_step,
                     const float* b, Py_ssize_t b_step, float* out, Py_ssize_t n,
                     Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
 
 
 cdef KernelTable TABLE

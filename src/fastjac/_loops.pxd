@@ -21,12 +21,14 @@
 # (_kernels: baseline x86-64 / any CPU; _kernels_avx2, _kernels_avx512: see
 # setup.py), and _kernels.pyx picks the best one the CPU runs, at import.
 #
-# Threads: below a size threshold a loop runs on the calling thread (an
-# OpenMP team costs a few microseconds to start, more than the whole loop at
-# small n); above it the array is cut into one contiguous chunk per thread
-# and each chunk runs the same serial loop. The threshold is smaller for the
-# ``costly`` (compute-bound) tags. Sums add their chunk totals in chunk
-# order, so a result does not depend on scheduling.
+# Threads: below a size threshold a loop runs on the calling thread (waking
+# a helper costs about a microsecond, more than the whole loop at small n);
+# above it the array is cut into chunks of at least MIN_CHUNK elements, which
+# the threads of _pool take one by one (a thread that loses its core to
+# another process delays only its current chunk; see _pool.h). The
+# threshold is smaller for the ``costly`` (compute-bound) tags. A chunk's
+# boundaries depend on n only, and sums add their chunk totals in chunk
+# order: a result is the same bit for bit on any number of threads.
 #
 # Large results (STREAM_MIN_BYTES and more, far beyond the caches) are
 # written with non-temporal stores: each block of BLOCK elements is computed
@@ -41,12 +43,10 @@
 # No function here checks anything: the Python-facing layer (_api.pyx) has
 # already validated pointers, steps, sizes and dtypes.
 
-from cython.parallel cimport prange
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from ._derivatives cimport *
-
-cdef extern from "_openmp_helpers.h":
-    int fastjac_max_threads() noexcept nogil
+from ._pool cimport parallel_for, pool_threads
 
 cdef extern from "_vecmath.h" nogil:
     void fj_stream_f64(double* dst, const double* src, Py_ssize_t n)
@@ -54,8 +54,13 @@ cdef extern from "_vecmath.h" nogil:
     void fj_stream_fence()
 
 cdef enum:
-    # Upper bound on threads, so chunk totals fit a stack array.
-    MAX_THREADS = 256
+    # Chunks per call at most (chunk totals fit a stack array). Each chunk
+    # of a streamed result ends with a store fence (about 0.2 us): at n =
+    # 1e7 this makes chunks of 40 000 elements, 128 per thread on two.
+    MAX_LOOP_CHUNKS = 256
+    # Elements per chunk at least: a chunk's bookkeeping (an atomic claim,
+    # about 0.1 us) stays a few percent of its work.
+    MIN_CHUNK = 4096
     # Chunk boundaries are multiples of this many elements (whole cache lines).
     CHUNK_ALIGN = 16
     # Elements per block of a streamed result (a multiple of 16: whole lines).
@@ -79,16 +84,19 @@ cdef struct KernelTable:
     run_f32_t f32
 
 
-cdef inline int threads_above(Py_ssize_t n, Py_ssize_t min_size) noexcept nogil:
-    if n < min_size:
-        return 1
-    cdef int t = fastjac_max_threads()
-    return MAX_THREADS if t > MAX_THREADS else t
-
-
-cdef inline Py_ssize_t chunk_size(Py_ssize_t n, int n_chunks) noexcept nogil:
-    cdef Py_ssize_t chunk = (n + n_chunks - 1) // n_chunks
-    return (chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+# One call's operands and result, shared by the threads that run its chunks.
+cdef struct LoopJob:
+    int code                    # DerivativeCode
+    bint summing                # a sum rather than out[i] = ...
+    bint streamed               # non-temporal stores (apply_serial)
+    const void* a               # const floating*, as the kernel's dtype
+    Py_ssize_t a_step           # 0: a scalar expanded
+    const void* b
+    Py_ssize_t b_step
+    void* out                   # floating*; NULL when summing
+    Py_ssize_t n
+    Py_ssize_t chunk            # elements per chunk
+    double* partial             # chunk totals of a sum
 
 
 # -- out[i] = derivative(a_i, b_i) ----------------------------------------
@@ -169,23 +177,6 @@ cdef inline void apply_serial(Derivative* tag,
         fj_stream_fence()
 
 
-cdef inline void apply(Derivative* tag,
-                       const floating* a, Py_ssize_t a_step,
-                       const floating* b, Py_ssize_t b_step,
-                       floating* out, Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t c, start, chunk
-    cdef bint streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
-    if n_threads <= 1:
-        apply_serial(tag, a, a_step, b, b_step, out, n, streamed)
-        return
-    chunk = chunk_size(n, n_threads)
-    for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-        start = c * chunk
-        if start < n:
-            apply_serial(tag, a + start * a_step, a_step, b + start * b_step,
-                         b_step, out + start, min(chunk, n - start), streamed)
-
-
 # -- sum_i derivative(a_i, b_i) --------------------------------------------
 
 cdef inline double total_serial(Derivative* tag,
@@ -251,39 +242,71 @@ cdef inline double total_serial(Derivative* tag,
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef inline double total(Derivative* tag,
-                         const floating* a, Py_ssize_t a_step,
-                         const floating* b, Py_ssize_t b_step,
-                         Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef double partial[MAX_THREADS]
+# -- chunks on the threads of _pool --------------------------------------------
+
+cdef inline void run_chunk(floating* dtype, LoopJob* job, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t start = c * job.chunk
+    cdef Py_ssize_t m = min(job.chunk, job.n - start)
+    cdef floating* out = NULL
+    cdef double total
+    if not job.summing:
+        out = <floating*>job.out + start
+    # thresholds that no chunk reaches: this runs on the calling thread
+    total = dispatch(job.code, job.summing,
+                     <const floating*>job.a + start * job.a_step, job.a_step,
+                     <const floating*>job.b + start * job.b_step, job.b_step,
+                     out, m, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, job.streamed)
+    if job.summing:
+        job.partial[c] = total
+
+
+cdef inline void chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    run_chunk(<double*>NULL, <LoopJob*>job, c)
+
+
+cdef inline void chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    run_chunk(<float*>NULL, <LoopJob*>job, c)
+
+
+cdef inline double run_chunks(int code, bint summing,
+                              const floating* a, Py_ssize_t a_step,
+                              const floating* b, Py_ssize_t b_step,
+                              floating* out, Py_ssize_t n, bint streamed) noexcept nogil:
+    """The whole call, chunk by chunk, on the pool's threads."""
+    cdef double partial[MAX_LOOP_CHUNKS]
     cdef double result = 0
-    cdef Py_ssize_t c, start, chunk
-    if n_threads <= 1:
-        return total_serial(tag, a, a_step, b, b_step, n)
-    chunk = chunk_size(n, n_threads)
-    for c in prange(n_threads, num_threads=n_threads, schedule="static"):
-        start = c * chunk
-        partial[c] = 0
-        if start < n:
-            partial[c] = total_serial(tag, a + start * a_step, a_step,
-                                      b + start * b_step, b_step,
-                                      min(chunk, n - start))
-    for c in range(n_threads):
-        result += partial[c]
+    cdef Py_ssize_t c, n_chunks
+    cdef LoopJob job
+    job.code, job.summing, job.streamed = code, summing, streamed
+    job.a, job.a_step, job.b, job.b_step, job.out, job.n = a, a_step, b, b_step, out, n
+    job.chunk = max(<Py_ssize_t>MIN_CHUNK, (n + MAX_LOOP_CHUNKS - 1) // MAX_LOOP_CHUNKS)
+    job.chunk = (job.chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+    job.partial = partial
+    n_chunks = (n + job.chunk - 1) // job.chunk
+    if floating is double:
+        parallel_for(chunk_f64, &job, n_chunks, pool_threads())
+    else:
+        parallel_for(chunk_f32, &job, n_chunks, pool_threads())
+    if summing:
+        for c in range(n_chunks):
+            result += partial[c]
     return result
 
 
 # -- runtime code -> compile-time tag ----------------------------------------
 
-cdef inline double run(Derivative* tag, bint summing,
+cdef inline double run(Derivative* tag, int code, bint summing,
                        const floating* a, Py_ssize_t a_step,
                        const floating* b, Py_ssize_t b_step,
                        floating* out, Py_ssize_t n,
-                       Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    cdef int n_threads = threads_above(n, min_costly if costly(tag) else min_cheap)
+                       Py_ssize_t min_cheap, Py_ssize_t min_costly, bint streamed) noexcept nogil:
+    """On this thread, or in chunks on the pool's when n reaches the
+    threshold of the tag's kind."""
+    if n >= (min_costly if costly(tag) else min_cheap):
+        return run_chunks(code, summing, a, a_step, b, b_step, out, n, streamed)
     if summing:
-        return total(tag, a, a_step, b, b_step, n, n_threads)
-    apply(tag, a, a_step, b, b_step, out, n, n_threads)
+        return total_serial(tag, a, a_step, b, b_step, n)
+    apply_serial(tag, a, a_step, b, b_step, out, n, streamed)
     return 0
 
 
@@ -291,59 +314,99 @@ cdef inline double dispatch(int code, bint summing,
                             const floating* a, Py_ssize_t a_step,
                             const floating* b, Py_ssize_t b_step,
                             floating* out, Py_ssize_t n,
-                            Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
+                            Py_ssize_t min_cheap, Py_ssize_t min_costly,
+                            bint streamed) noexcept nogil:
     if code == ADD_DA:
-        return run(<AddDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<AddDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == ADD_DB:
-        return run(<AddDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<AddDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SUBTRACT_DA:
-        return run(<SubtractDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SubtractDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SUBTRACT_DB:
-        return run(<SubtractDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SubtractDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MULTIPLY_DA:
-        return run(<MultiplyDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MultiplyDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MULTIPLY_DB:
-        return run(<MultiplyDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MultiplyDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == DIVIDE_DA:
-        return run(<DivideDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<DivideDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == DIVIDE_DB:
-        return run(<DivideDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<DivideDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MAXIMUM_DA:
-        return run(<MaximumDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MaximumDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MAXIMUM_DB:
-        return run(<MaximumDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MaximumDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MINIMUM_DA:
-        return run(<MinimumDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MinimumDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == MINIMUM_DB:
-        return run(<MinimumDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<MinimumDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == POWER_DA:
-        return run(<PowerDa*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<PowerDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == POWER_DB:
-        return run(<PowerDb*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<PowerDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == ZERO:
-        return run(<Zero*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<Zero*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == ONE:
-        return run(<One*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<One*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == NEGATIVE_D:
-        return run(<NegativeD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<NegativeD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SQUARE_D:
-        return run(<SquareD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SquareD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SQRT_D:
-        return run(<SqrtD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SqrtD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == EXP_D:
-        return run(<ExpD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<ExpD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == LOG_D:
-        return run(<LogD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<LogD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SIN_D:
-        return run(<SinD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SinD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == COS_D:
-        return run(<CosD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<CosD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == TANH_D:
-        return run(<TanhD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<TanhD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == SIGMOID_D:
-        return run(<SigmoidD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<SigmoidD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == RELU_D:
-        return run(<ReluD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<ReluD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     elif code == ABS_D:
-        return run(<AbsD*>NULL, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
+        return run(<AbsD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
+
+
+cdef inline double kernel(int code, bint summing,
+                          const floating* a, Py_ssize_t a_step,
+                          const floating* b, Py_ssize_t b_step,
+                          floating* out, Py_ssize_t n,
+                          Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
+    """out[i] = derivative(a_i, b_i) (returns 0), or, when ``summing``, the
+    sum over i of derivative(a_i, b_i) (out unused)."""
+    cdef bint streamed = not summing and n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly,
+                    streamed)
