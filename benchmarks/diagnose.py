@@ -3,6 +3,7 @@
     python benchmarks/diagnose.py overhead      # n = 16: what a call costs, piece by piece
     python benchmarks/diagnose.py compute       # ns per element, one thread, vs NumPy's ufuncs
     python benchmarks/diagnose.py threads       # n = 10^5: call-time spread, 1 thread vs all
+    python benchmarks/diagnose.py threads --busy  # the same, with one core kept busy
 
 overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
 cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
@@ -16,7 +17,10 @@ memory, is measured), as ns per element.
 
 threads: the distribution of single-call times at n = 10^5 with one thread
 and with all, 2 000 calls back to back: on a shared machine the threaded
-call's tail shows the wait for a descheduled team member.
+call's tail shows any wait for a descheduled thread. ``--busy`` runs a
+busy loop in another process meanwhile (one core taken, as by another job).
+Run it with another interpreter (e.g. one with an older fastjac installed)
+to compare builds side by side.
 """
 import os
 import subprocess
@@ -137,14 +141,24 @@ for op in ("multiply", "tanh"):
     print(f"  {op:9s} median {np.median(ts):8.1f} us  p90 {np.percentile(ts, 90):8.1f} us  "
           f"p99 {np.percentile(ts, 99):8.1f} us  calls over 1 ms {100 * (ts > 1000).mean():4.1f} %")
 """
-    for threads in ("1", str(os.cpu_count())):
-        print(f"OMP_NUM_THREADS={threads}, n = 1e5, float64 (load: {os.getloadavg()[0]:.1f})")
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
-        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    # --busy: a process that keeps one core busy all along (what another
+    # job on a shared machine does), to see what threads cost then.
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) \
+        if "--busy" in sys.argv else None
+    try:
+        for threads in ("1", str(os.cpu_count())):
+            print(f"{threads} thread(s), n = 1e5, float64 (load: {os.getloadavg()[0]:.1f}"
+                  f"{', one core kept busy by another process' if busy else ''})")
+            env = dict(os.environ, FASTJAC_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    finally:
+        if busy:
+            busy.kill()
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["overhead", "compute", "threads"]
+    what = [a for a in sys.argv[1:] if not a.startswith("--")] or \
+        ["overhead", "compute", "threads"]
     for w in what:
         if w == "compute" and len(what) > 1:
             subprocess.run([sys.executable, __file__, "compute"], check=True)

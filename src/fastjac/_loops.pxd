@@ -2,10 +2,10 @@
 # -----------
 # Two loops serve every derivative of sections 2 to 5 of the specification:
 #
-# * ``apply``: out[i] = derivative(a_i, b_i), the compact Jacobian (the
+# * ``apply_serial``: out[i] = derivative(a_i, b_i), the compact Jacobian (the
 #   diagonal, or the vector of a derivative with respect to a scalar), and the
 #   gradient of a sum with respect to an array;
-# * ``total``: sum_i derivative(a_i, b_i), the gradient of a sum with respect
+# * ``total_serial``: sum_i derivative(a_i, b_i), the gradient of a sum with respect
 #   to a scalar operand (e.g. d sum(x * z) / dz = sum(x)).
 #
 # Scalar expansion (section 4) is a *step* of 0: an operand with a_step == 0
@@ -14,7 +14,8 @@
 #
 # Both loops are fused over the derivative tag (see _derivatives.pxd) and
 # the float type; ``dispatch`` maps a runtime code to a compile-time tag,
-# once per call, outside any loop.
+# once per call (and once per chunk), outside any loop. ``kernel`` is the
+# entry point.
 #
 # Why a .pxd of inline functions: the loops are compiled into several
 # extension modules from this one source, each for an instruction set
