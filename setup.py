@@ -98,7 +98,8 @@ def extensions():
             define_macros=macros,
             extra_compile_args=compile_args + variants.get(name, []),
             extra_link_args=link_args,
-            depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h"],
+            depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h",
+                     "src/fastjac/_neuron_rows.h"],
         )
         for name in EXTENSIONS + list(variants)
     ]

@@ -160,3 +160,29 @@ def test_many_features():
     ew, eb = closed_form(X, y, w, b)
     np.testing.assert_allclose(gw, ew, rtol=1e-12, atol=1e-14)
     assert gb == pytest.approx(eb, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [8, 9, 15, 16, 17, 24, 63, 64, 65])
+@pytest.mark.parametrize("N", [1, 7, 8, 9, 1001])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_width_of_the_eight_row_path(n, N, dtype):
+    # 8 <= n <= 64 runs eight rows at a time on 8-lane vectors (_neuron_rows.h),
+    # with n % 8 features and N % 8 rows left over; 65 takes the scalar loop.
+    X, y, w, b = data(N=N, n=n, dtype=dtype)
+    gw, gb, C = fj.neuron_gradient(X, y, w, b, return_loss=True)
+    X64, y64, w64 = X.astype(np.float64), y.astype(np.float64), w.astype(np.float64)
+    ew, eb = closed_form(X64, y64, w64, b)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(gw, ew, rtol=tol, atol=tol)
+    assert gb == pytest.approx(eb, rel=tol, abs=tol)
+    assert C == pytest.approx(loss(X64, y64, w64, b), rel=tol, abs=tol)
+
+
+@pytest.mark.parametrize("n", [6, 16])
+def test_nan_in_an_active_row_propagates(n):
+    X, y, w, b = data(N=33, n=n)
+    w = np.abs(w)
+    X = np.abs(X)                        # every row active: z > 0
+    X[5, 2] = np.nan
+    gw, gb, C = fj.neuron_gradient(X, y, w, b, return_loss=True)
+    assert np.all(np.isnan(gw)) and np.isnan(gb) and np.isnan(C)
