@@ -131,8 +131,9 @@ cdef inline bint is_python_number(object x):
     return type(x) is float or type(x) is int or type(x) is bool
 
 
-cdef int dtype_vote(cnp.ndarray arr, str name) except -1:
-    """The float type an array asks for: NPY_FLOAT or NPY_DOUBLE."""
+cpdef int dtype_vote(cnp.ndarray arr, str name) except -1:
+    """The float type an array asks for: NPY_FLOAT or NPY_DOUBLE (the larger
+    of two votes wins). Also used by the expression layer (expr.py)."""
     cdef int t = cnp.PyArray_TYPE(arr)
     if t == cnp.NPY_DOUBLE:
         return cnp.NPY_DOUBLE
@@ -149,7 +150,9 @@ cdef int dtype_vote(cnp.ndarray arr, str name) except -1:
         f"float64, integer or bool arrays (integers and bool become float64)")
 
 
-cdef cnp.ndarray as_array(object x, str name):
+cpdef cnp.ndarray as_array(object x, str name):
+    """x as an ndarray, or TypeError naming ``name`` (None, strings, complex
+    numbers, masked arrays). Also used by the expression layer (expr.py)."""
     if cnp.PyArray_Check(x):
         if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
             # Computing on the data under the mask would be a silent wrong answer.

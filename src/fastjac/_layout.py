@@ -79,7 +79,7 @@ def _dense(compact, kind, denominator, out):
         full = _full_matrix(compact, kind, denominator)
         shape = full.shape
     if out is not None:
-        _check_dense_out(out, shape, compact.dtype)
+        check_out(out, shape, compact.dtype, "dense result")
         result = out
     else:
         check_dense_size(shape, compact.dtype)
@@ -93,17 +93,19 @@ def _dense(compact, kind, denominator, out):
     return result
 
 
-def _check_dense_out(out, shape, dtype):
+def check_out(out, shape, dtype, what="result"):
+    """The core's out= checks and wording (also for the expression layer)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
         raise ValueError(f"out has dtype {out.dtype} but the result has dtype "
                          f"{np.dtype(dtype)}; they must match exactly")
     if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape} but the dense result has shape "
+        raise ValueError(f"out has shape {out.shape} but the {what} has shape "
                          f"{tuple(shape)}; they must match")
     if not out.flags.writeable:
         raise ValueError("out is read-only; pass a writeable array")
+    return out
 
 
 def _index_dtype(n):

@@ -35,7 +35,7 @@ import numbers
 
 import numpy as np
 
-from . import _expr, _kernels, _ops
+from . import _api, _expr, _kernels, _layout, _ops
 from ._expr import ExprKernel
 from .expr_factors import Factor
 
@@ -648,49 +648,24 @@ def _operands(ins):
 # Coercion (the core's rules: float32 stays, ints/bool -> float64, else TypeError)
 # =============================================================================
 
-def _dtype_vote(arr, name):
-    t = arr.dtype
-    if t == np.float64:
-        return 2
-    if t == np.float32 or t == np.float16:
-        return 1
-    if t.kind in "iub":
-        return 2
-    if t == np.longdouble:
-        raise TypeError(f"{name} has dtype {t}, which fastjac does not compute in; "
-                        f"convert it to float64 (the kernels run in float32 or float64)")
-    raise TypeError(f"{name} has dtype {t}; fastjac takes real numbers: float32, "
-                    f"float64, integer or bool arrays (integers and bool become float64)")
-
-
-def _is_python_number(x):
-    return type(x) is float or type(x) is int or type(x) is bool
+_FLOAT32 = np.dtype(np.float32).num
 
 
 def coerce_named(values):
-    """Coerce a dict name -> array_like to C-contiguous arrays of one dtype.
+    """Coerce a dict name -> array_like to C-contiguous arrays of one dtype,
+    by the core's rules and with its errors (_api.as_array, _api.dtype_vote).
 
     Python numbers are weak (take the arrays' dtype). Returns (dtype, dict).
     """
     vote = 0
     arrays = {}
     for name, x in values.items():
-        if _is_python_number(x):
+        if type(x) is float or type(x) is int or type(x) is bool:
             continue
-        if x is None:
-            raise TypeError(f"{name} must be an array_like of real numbers, got None")
-        if isinstance(x, (str, bytes)):
-            raise TypeError(f"{name} must be an array_like of real numbers, got a string {x!r}")
-        if type(x) is complex:
-            raise TypeError(f"{name} must be real, got the complex number {x!r}")
-        if type(x) is not np.ndarray and isinstance(x, np.ma.MaskedArray):
-            raise TypeError(
-                f"{name} is a numpy.ma.MaskedArray; fastjac does not apply masks: pass "
-                f"{name}.filled(value) or {name}.data to differentiate at every element")
-        arr = x if type(x) is np.ndarray else np.asarray(x)
-        vote = max(vote, _dtype_vote(arr, name))
+        arr = _api.as_array(x, name)
+        vote = max(vote, _api.dtype_vote(arr, name))
         arrays[name] = arr
-    dtype = np.dtype(np.float32) if vote == 1 else np.dtype(np.float64)
+    dtype = np.dtype(np.float32) if vote == _FLOAT32 else np.dtype(np.float64)
     out = {}
     for name, x in values.items():
         arr = arrays.get(name)
@@ -704,19 +679,7 @@ def coerce_named(values):
     return dtype, out
 
 
-def check_out(out, shape, dtype, what="result"):
-    """The core's out= checks and wording."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype} but the {what} has dtype "
-                         f"{np.dtype(dtype)}; they must match exactly")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape} but the {what} has shape "
-                         f"{tuple(shape)}; they must match")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writeable array")
-    return out
+check_out = _layout.check_out
 
 
 def _check_layout(layout):
