@@ -760,6 +760,8 @@ class CompiledExpression:
         self._sums = [n for n in nodes if isinstance(n, Sum)]
         self._has_inner = any(s not in outputs for s in self._sums)
         self._fast_ok = self._single and not self._has_inner
+        # wrt=None means this one name when only one was compiled (fast path)
+        self._default_wrt = wrt[0] if len(wrt) == 1 else None
         self._fast_kernels = {}
         self._plans = {}
 
@@ -1044,6 +1046,8 @@ class CompiledExpression:
         **variables
             The value of every variable of the expression.
         """
+        if wrt is None:
+            wrt = self._default_wrt
         if type(format) is str and type(layout) is str and type(wrt) is str and \
                 self._fast_ok and format == "compact":
             r = self._fast(wrt, layout, out, None, False, variables)
@@ -1074,6 +1078,8 @@ class CompiledExpression:
         """``(value, jacobian)`` from one pass over the data (see :meth:`jacobian`).
 
         ``value_out`` receives the value when it is an array."""
+        if wrt is None:
+            wrt = self._default_wrt
         if type(format) is str and type(layout) is str and type(wrt) is str and \
                 self._fast_ok and format == "compact":
             r = self._fast(wrt, layout, out, value_out, _want_value, variables)
