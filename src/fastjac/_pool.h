@@ -90,9 +90,9 @@ static struct {
     pthread_mutex_t lock;       /* guards sleeping and waking */
     pthread_cond_t wake;
     pthread_cond_t finished;    /* the owner of a job sleeps on it (fj_finish) */
-    int threads;                /* threads a job may use, the caller included */
+    int threads;                /* atomic: threads a job may use, the caller included */
     int started;                /* helpers running (owner of `busy` only) */
-    int closed;                 /* fj_pool_close ran: no more helpers */
+    int closed;                 /* atomic: fj_pool_close ran, no more helpers */
     int stopping;               /* atomic: helpers are asked to exit */
     int busy;                   /* atomic: a job owns the helpers */
     int sleepers;               /* atomic: helpers asleep on `wake` */
@@ -107,6 +107,8 @@ static struct {
     fj_range_t range[FJ_MAX_THREADS] __attribute__((aligned(64)));
     Py_ssize_t done __attribute__((aligned(64)));   /* atomic: chunks finished */
 } fj_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 1};
+
+static int fj_pool_threads(void) { return __atomic_load_n(&fj_pool.threads, __ATOMIC_RELAXED); }
 
 static inline void fj_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -239,11 +241,11 @@ static void fj_start_helpers(void) {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    while (fj_pool.started < fj_pool.threads - 1) {
+    while (fj_pool.started < fj_pool_threads() - 1) {
         int worker = fj_pool.started + 1;
         if (pthread_create(&fj_pool.helper[fj_pool.started], NULL, fj_helper_main,
                            (void*)(intptr_t)worker) != 0) {
-            fj_pool.threads = fj_pool.started + 1;
+            __atomic_store_n(&fj_pool.threads, fj_pool.started + 1, __ATOMIC_RELAXED);
             break;
         }
         fj_pool.started++;
@@ -283,8 +285,6 @@ static void fj_after_fork_in_child(void) {
     fj_pool.busy = 0;
 }
 
-static int fj_pool_threads(void) { return fj_pool.threads; }
-
 /* Use `threads` threads (the caller included) from the next job on; waits
  * for a running job to end. Returns the number in effect. */
 static int fj_pool_resize(int threads) {
@@ -300,7 +300,7 @@ static int fj_pool_resize(int threads) {
     fj_acquire();
     if (fj_pool.started > threads - 1)
         fj_stop_helpers();
-    fj_pool.threads = threads;
+    __atomic_store_n(&fj_pool.threads, threads, __ATOMIC_RELAXED);
     __atomic_store_n(&fj_pool.busy, 0, __ATOMIC_RELEASE);
     return threads;
 }
@@ -309,27 +309,37 @@ static int fj_pool_resize(int threads) {
 static void fj_pool_close(void) {
     fj_acquire();
     fj_stop_helpers();
-    fj_pool.closed = 1;
+    __atomic_store_n(&fj_pool.closed, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&fj_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
 /* fn(job, c, worker) for every c in [0, n_chunks), on up to max_workers
  * threads; returns when all are done. */
 static void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int max_workers) {
-    int expected = 0, r, n_ranges;
+    int expected = 0, r, n_ranges, threads;
     uint32_t gen;
-    if (n_chunks <= 1 || max_workers <= 1 || fj_pool.threads <= 1 || fj_pool.closed
+    /* threads and closed are read again once the pool is ours; this first
+     * look only avoids the compare-and-swap when there is no pool to use */
+    if (n_chunks <= 1 || max_workers <= 1 || fj_pool_threads() <= 1
+            || __atomic_load_n(&fj_pool.closed, __ATOMIC_RELAXED)
             || n_chunks > FJ_MAX_CHUNKS
             || !__atomic_compare_exchange_n(&fj_pool.busy, &expected, 1, 0,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         fj_run_serially(fn, job, n_chunks);
         return;
     }
-    if (fj_pool.started < fj_pool.threads - 1)
+    if (__atomic_load_n(&fj_pool.closed, __ATOMIC_RELAXED)) {     /* closed meanwhile */
+        __atomic_store_n(&fj_pool.busy, 0, __ATOMIC_RELEASE);
+        fj_run_serially(fn, job, n_chunks);
+        return;
+    }
+    threads = fj_pool_threads();
+    if (fj_pool.started < threads - 1)
         fj_start_helpers();
+    threads = fj_pool_threads();        /* fewer if a thread could not start */
     fj_pool.fn = fn;
     fj_pool.job = job;
-    n_ranges = fj_pool.threads < max_workers ? fj_pool.threads : max_workers;
+    n_ranges = threads < max_workers ? threads : max_workers;
     if (n_ranges > n_chunks)
         n_ranges = (int)n_chunks;
     __atomic_store_n(&fj_pool.max_workers, max_workers, __ATOMIC_RELAXED);
