@@ -200,3 +200,29 @@ def test_calls_from_threads_while_the_count_changes(restore_threads):
         t.join(timeout=300)
     assert not any(t.is_alive() for t in workers), "a call hung"
     assert not errors, errors[0]
+
+
+# -- the pool alone, under ThreadSanitizer ------------------------------------------
+
+def test_pool_has_no_data_race_under_threadsanitizer(tmp_path):
+    import shutil
+    import sysconfig
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None or sys.platform != "linux":
+        pytest.skip("needs a C compiler on Linux")
+    here = os.path.dirname(__file__)
+    exe = tmp_path / "pool_stress"
+    cmd = [cc, "-O1", "-g", "-fsanitize=thread", "-pthread",
+           "-I", os.path.join(here, "..", "src", "fastjac"),
+           "-I", sysconfig.get_paths()["include"],
+           os.path.join(here, "c", "pool_stress.c"), "-o", str(exe)]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build with -fsanitize=thread: {built.stderr[-300:]}")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TSAN_OPTIONS": "halt_on_error=1"})
+    if "FATAL: ThreadSanitizer" in run.stderr and "unexpected memory mapping" in run.stderr:
+        pytest.skip("ThreadSanitizer cannot run here (memory layout)")
+    assert "WARNING: ThreadSanitizer" not in run.stderr, run.stderr[-3000:]
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    assert run.stdout.strip() == "wrong elements: 0 0"
