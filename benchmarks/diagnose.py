@@ -4,6 +4,7 @@
     python benchmarks/diagnose.py compute       # ns per element, one thread, vs NumPy's ufuncs
     python benchmarks/diagnose.py threads       # n = 10^5: call-time spread, 1 thread vs all
     python benchmarks/diagnose.py threads --busy  # the same, with one core kept busy
+    python benchmarks/diagnose.py neuron        # N = 10^6 x 16: time and GB/s of X, 1 thread vs all
 
 overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
 cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
@@ -156,6 +157,30 @@ for op in ("multiply", "tanh"):
             busy.kill()
 
 
+def neuron():
+    import fastjac
+    N, n = 1_000_000, 16
+    rng = np.random.default_rng(0)
+    print(f"neuron_gradient, N = {N:,} x n = {n}, median of 30 calls "
+          f"(X read once: its bytes / time)")
+    for dtype in (np.float64, np.float32):
+        X = rng.standard_normal((N, n)).astype(dtype)
+        y = rng.standard_normal(N).astype(dtype)
+        w = (0.3 * rng.standard_normal(n)).astype(dtype)
+        for threads in (1, fastjac.get_num_threads()):
+            previous = fastjac.set_num_threads(threads)
+            fastjac.neuron_gradient(X, y, w, 0.1)
+            times = []
+            for _ in range(30):
+                t0 = time.perf_counter()
+                fastjac.neuron_gradient(X, y, w, 0.1)
+                times.append(time.perf_counter() - t0)
+            fastjac.set_num_threads(previous)
+            t = float(np.median(times))
+            print(f"  {np.dtype(dtype).name:8s} {threads} thread(s): {t * 1e3:6.2f} ms "
+                  f"= {X.nbytes / t / 1e9:5.1f} GB/s of X")
+
+
 if __name__ == "__main__":
     what = [a for a in sys.argv[1:] if not a.startswith("--")] or \
         ["overhead", "compute", "threads"]
@@ -163,5 +188,6 @@ if __name__ == "__main__":
         if w == "compute" and len(what) > 1:
             subprocess.run([sys.executable, __file__, "compute"], check=True)
         else:
-            {"overhead": overhead, "compute": compute, "threads": threads}[w]()
+            {"overhead": overhead, "compute": compute, "threads": threads,
+             "neuron": neuron}[w]()
         print()
