@@ -1046,22 +1046,24 @@ class CompiledExpression:
         **variables
             The value of every variable of the expression.
         """
-        if wrt is None:
-            wrt = self._default_wrt
-        if type(format) is str and type(layout) is str and type(wrt) is str and \
-                self._fast_ok and format == "compact":
-            r = self._fast(wrt, layout, out, None, False, variables)
-            if r is not None:
-                return r[1]
+        r = self._fast(wrt, layout, format, out, None, False, variables)
+        if r is not None:
+            return r[1]
         return self.value_and_jacobian(wrt, layout=layout, format=format, out=out,
                                        _want_value=False, **variables)[1]
 
     gradient = jacobian
 
-    def _fast(self, wrt, layout, out, value_out, want_value, variables):
-        """(value, jacobian) through a cached ExprKernel when the arrays are
-        already as the kernels want them (ExprKernel._call_kw), else None."""
-        if layout != "numerator" and layout != "denominator":
+    def _fast(self, wrt, layout, format, out, value_out, want_value, variables):
+        """(value, jacobian) through a cached ExprKernel for a single-stage
+        expression, one variable (wrt=None: the one compiled), the compact
+        format and arrays already as the kernels want them
+        (ExprKernel._call_kw); else None, and the general path runs."""
+        if wrt is None:
+            wrt = self._default_wrt
+        if not (self._fast_ok and type(wrt) is str and type(format) is str
+                and format == "compact" and type(layout) is str
+                and (layout == "numerator" or layout == "denominator")):
             return None
         k = self._fast_kernels.get((wrt, want_value))
         if k is None:
@@ -1078,13 +1080,9 @@ class CompiledExpression:
         """``(value, jacobian)`` from one pass over the data (see :meth:`jacobian`).
 
         ``value_out`` receives the value when it is an array."""
-        if wrt is None:
-            wrt = self._default_wrt
-        if type(format) is str and type(layout) is str and type(wrt) is str and \
-                self._fast_ok and format == "compact":
-            r = self._fast(wrt, layout, out, value_out, _want_value, variables)
-            if r is not None:
-                return r
+        r = self._fast(wrt, layout, format, out, value_out, _want_value, variables)
+        if r is not None:
+            return r
         denominator = _check_layout(layout)
         fmt = _check_format(format)
         names, stacked = self._wrt_list(wrt)
