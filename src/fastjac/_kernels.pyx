@@ -21,7 +21,6 @@ import os
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from ._loops cimport KernelTable, kernel
-from ._pool cimport pool_threads
 from ._derivatives cimport *
 
 cdef extern from *:
@@ -148,16 +147,6 @@ DERIVATIVE_CODES = {
     "exp": EXP_D, "log": LOG_D, "sin": SIN_D, "cos": COS_D,
     "tanh": TANH_D, "sigmoid": SIGMOID_D, "relu": RELU_D, "abs": ABS_D,
 }
-
-
-def threads():
-    """Threads a large kernel call uses (see fastjac.set_num_threads)."""
-    return pool_threads()
-
-
-def parallel_min_size():
-    """Smallest number of elements for which a kernel uses several threads."""
-    return min(MIN_SIZE_CHEAP, MIN_SIZE_COSTLY)
 
 
 def parallel_min_sizes():
