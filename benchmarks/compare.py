@@ -115,6 +115,7 @@ def header(report):
         f"{m.get('memory_gib', '?')} GiB; L3 {m.get('caches', {}).get('L3 cache', '?')}; "
         f"{' '.join(m.get('isa', []))}), Python {m['python']}, NumPy {m['numpy']}, "
         f"fastjac {fj.get('fastjac', '?')} ({fj.get('threads', fj.get('openmp_threads', '?'))} threads"
+        f"{', ' + fj['simd'] + ' kernels' if fj.get('simd') else ''}"
         f"{', commit ' + m['commit'] if m.get('commit') else ''}).",
     ]
     rivals = []
