@@ -61,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 FASTJAC_ROUTES = ("fastjac", "fastjac_alloc", "fastjac_kernel", "stream")
 ROUTES = {
     "stream": "the bound, timed beside fastjac: the STREAM kernel (Cython prange) that "
-              "moves the same bytes (copy, triad, fill or read), n >= 10^5",
+              "moves the same bytes (copy, triad, two-output triad, fill or read), n >= 10^5",
     "numpy": "NumPy: the hand-written derivative formula, allocating",
     "numpy_out": "NumPy: the same formula into preallocated out= arrays",
     "numexpr": "numexpr: the formula fused, evaluate(..., out=out)",
@@ -107,8 +107,12 @@ class Case:
     rivals: list = field(default_factory=list)
     quick: bool = False                        # part of the --quick subset
     trivial: bool = False                      # NumPy's formula is a bare copy or fill
-    reads: int = 0                             # n-element arrays read, at the least
-    writes: int = 0                            # n-element arrays written (0: a scalar)
+    # The n-element arrays read and written at the least (writes 0: a scalar
+    # result). They pick the STREAM twin (stream_twin), whose arrays share
+    # nbytes equally; a case with other arrays names its traffic's pattern
+    # (the neuron: reads 1, writes 0, one read of X and y).
+    reads: int = 0
+    writes: int = 0
     rtol: Optional[float] = None               # answer check; default by dtype
 
 
@@ -358,21 +362,29 @@ def call_overhead(quick=False):
 
 STREAM = {"module": None, "build_dir": None}
 STREAM_MIN_N = 100_000
+# (reads, writes) -> the STREAM kernel with that traffic
+STREAM_PATTERNS = {(1, 1): "copy", (2, 1): "triad", (2, 2): "triad2", (0, 1): "fill",
+                   (1, 0): "read"}
 
 
 def stream_twin(case):
     """The STREAM kernel that moves the bytes the case must move, or None.
 
-    One input and one output: copy; two inputs: triad; output only: fill;
-    input only: a sum. float32 cases run the float64 kernels on half as many
-    elements (the same bytes). Outputs of 16 MB and more are written with
-    non-temporal stores, as fastjac writes them.
+    ``(case.reads, case.writes)`` picks the kernel: one input and one
+    output: copy; two inputs: triad; two inputs and two outputs: triad2
+    (c = a + s*b and d = b + s*a, one pass); output only: fill; input only:
+    a sum. Its reads + writes float64 arrays share ``case.nbytes`` equally,
+    so the twin moves exactly the case's bytes: n elements' worth each for
+    an n-element case (float32 cases run the float64 kernels on half as
+    many elements), and for the neuron one read of X and y together.
+    Outputs of 16 MB and more (each) are written with non-temporal stores,
+    as fastjac writes them. None below ``STREAM_MIN_N`` elements (``case.n``)
+    or without a C compiler.
     """
     if case.n < STREAM_MIN_N or STREAM["build_dir"] is None:
         return None
-    pattern = {(1, 1): "copy", (2, 1): "triad", (0, 1): "fill", (1, 0): "read"}.get(
-        (case.reads, case.writes))
-    if pattern is None:
+    pattern = STREAM_PATTERNS.get((case.reads, case.writes))
+    if pattern is None or case.nbytes <= 0:
         return None
     if STREAM["module"] is None:
         from ._bandwidth import _build
@@ -382,14 +394,27 @@ def stream_twin(case):
             STREAM["build_dir"] = None
             return None
     st = STREAM["module"]
-    m = case.n * np.dtype(case.dtype).itemsize // 8
-    a, b, c = np.empty(m), np.empty(m), np.empty(m)
-    st.init(a, 1.0), st.init(b, 2.0), st.init(c, 0.0)
-    if m * 8 >= 16 << 20:
-        return {"copy": lambda: st.copy_nt(a, c), "triad": lambda: st.triad_nt(b, c, a, 3.0),
-                "fill": lambda: st.fill_nt(c, 1.0), "read": lambda: st.read(a)}[pattern]
-    return {"copy": lambda: st.copy(a, c), "triad": lambda: st.triad(b, c, a, 3.0),
-            "fill": lambda: st.fill(c, 1.0), "read": lambda: st.read(a)}[pattern]
+    m = case.nbytes // (8 * (case.reads + case.writes))
+    # inputs first (1.0, 2.0), then outputs (0.0); first touch in parallel
+    arrays = [np.empty(m) for _ in range(case.reads + case.writes)]
+    for array, value in zip(arrays, [1.0, 2.0][:case.reads] + [0.0] * case.writes):
+        st.init(array, value)
+    nt = m * 8 >= 16 << 20
+    if pattern == "copy":
+        a, c = arrays
+        return (lambda: st.copy_nt(a, c)) if nt else (lambda: st.copy(a, c))
+    if pattern == "triad":
+        b, c, a = arrays
+        return (lambda: st.triad_nt(b, c, a, 3.0)) if nt else (lambda: st.triad(b, c, a, 3.0))
+    if pattern == "triad2":
+        a, b, c, d = arrays
+        return ((lambda: st.triad2_nt(a, b, c, d, 3.0)) if nt
+                else (lambda: st.triad2(a, b, c, d, 3.0)))
+    if pattern == "fill":
+        (c,) = arrays
+        return (lambda: st.fill_nt(c, 1.0)) if nt else (lambda: st.fill(c, 1.0))
+    (a,) = arrays
+    return lambda: st.read(a)
 
 
 # -- running a case ------------------------------------------------------------------

@@ -9,6 +9,11 @@
 # bytes the loop names (a copy moves 2 arrays, a triad 3), not the extra
 # read-for-ownership traffic of ordinary stores.
 #
+# ``triad2`` (two inputs, two outputs: c = a + s*b and d = b + s*a, 4 arrays
+# counted) is no STREAM kernel and not part of the probe: it is the twin,
+# timed beside fastjac (_harness.stream_twin), of kernels that read two
+# arrays and write two, like a compiled expression's value and derivative.
+#
 # Each store kernel also has a ``_nt`` twin with non-temporal stores
 # (_stream_nt.h), which skip the read for ownership of ordinary stores.
 #
@@ -22,6 +27,8 @@ cdef extern from "_stream_nt.h":
     void stream_copy_nt(const double* a, double* c, Py_ssize_t n) noexcept nogil
     void stream_triad_nt(const double* b, const double* c, double* a, double s,
                          Py_ssize_t n) noexcept nogil
+    void stream_triad2_nt(const double* a, const double* b, double* c, double* d,
+                          double s, Py_ssize_t n) noexcept nogil
     void stream_fill_nt(double* a, double value, Py_ssize_t n) noexcept nogil
     void stream_fence() noexcept nogil
 
@@ -55,6 +62,15 @@ def triad(const double[::1] b, const double[::1] c, double[::1] a, double s):
     cdef Py_ssize_t i, n = a.shape[0]
     for i in prange(n, nogil=True, schedule="static"):
         a[i] = b[i] + s * c[i]
+
+
+def triad2(const double[::1] a, const double[::1] b, double[::1] c, double[::1] d,
+           double s):
+    # IN a, b; OUT c, d (one pass: two inputs, two outputs)
+    cdef Py_ssize_t i, n = c.shape[0]
+    for i in prange(n, nogil=True, schedule="static"):
+        c[i] = a[i] + s * b[i]
+        d[i] = b[i] + s * a[i]
 
 
 def fill(double[::1] a, double value):          # OUT a (write-only traffic)
@@ -110,6 +126,18 @@ def triad_nt(const double[::1] b, const double[::1] c, double[::1] a, double s):
     for k in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         if k * size < n:
             stream_triad_nt(&b[k * size], &c[k * size], &a[k * size], s, min(size, n - k * size))
+            stream_fence()
+
+
+def triad2_nt(const double[::1] a, const double[::1] b, double[::1] c, double[::1] d,
+              double s):
+    cdef Py_ssize_t k, n = c.shape[0]
+    cdef int chunks = openmp.omp_get_max_threads()
+    cdef Py_ssize_t size = chunk_of(n, chunks)
+    for k in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        if k * size < n:
+            stream_triad2_nt(&a[k * size], &b[k * size], &c[k * size], &d[k * size], s,
+                             min(size, n - k * size))
             stream_fence()
 
 

@@ -55,6 +55,24 @@ static inline void stream_triad_nt(const double *b, const double *c, double *a, 
     for (; i < n; i++) a[i] = b[i] + s * c[i];
 }
 
+/* Two inputs, two outputs: c = a + s*b and d = b + s*a in one pass. c and d
+ * may differ in alignment (np.empty gives 0 or 16 mod 64), so each output
+ * has its own head and the loop stores c[i..] and d[j..] with j - i fixed:
+ * both are streamed whatever their offsets. */
+static inline void stream_triad2_nt(const double *a, const double *b, double *c, double *d,
+                                    double s, ptrdiff_t n) {
+    ptrdiff_t i, j, hc = nt_head(c, n), hd = nt_head(d, n);
+    NT_VEC vs = NT_SET1(s);
+    for (i = 0; i < hc; i++) c[i] = a[i] + s * b[i];
+    for (j = 0; j < hd; j++) d[j] = b[j] + s * a[j];
+    for (i = hc, j = hd; i + NT_WIDTH <= n && j + NT_WIDTH <= n; i += NT_WIDTH, j += NT_WIDTH) {
+        NT_STORE(c + i, NT_FMA(vs, NT_LOAD(b + i), NT_LOAD(a + i)));
+        NT_STORE(d + j, NT_FMA(vs, NT_LOAD(a + j), NT_LOAD(b + j)));
+    }
+    for (; i < n; i++) c[i] = a[i] + s * b[i];
+    for (; j < n; j++) d[j] = b[j] + s * a[j];
+}
+
 static inline void stream_fill_nt(double *a, double value, ptrdiff_t n) {
     ptrdiff_t i = 0, h = nt_head(a, n);
     NT_VEC v = NT_SET1(value);

@@ -9,11 +9,14 @@ fused pass (fastjac.compile, spec section 6), and the neuron-loss gradient.
   ``ExprKernel`` of ``compiled.kernel("w", value=True)``. Rivals: the NumPy
   formulas (allocating, and into preallocated arrays), numexpr (two fused
   evaluate calls with out=), ``jax.jit`` of ``jax.jvp`` with a ones tangent
-  (it returns y and the tangent), PyTorch's ``torch.func.jvp``.
+  (it returns y and the tangent), PyTorch's ``torch.func.jvp``. Their STREAM
+  twin (n >= 10^5) reads two arrays and writes two (``triad2``).
 * "sum(tanh(w*x)+3)": value and gradient (the issue's example).
 * "neuron": dC/dw of C = mean((y - relu(X w + b))^2), X of N x 16 (N = n, at
-  most 10^6), against ``jax.jit(jax.grad(loss))`` and PyTorch autograd; its
-  bound is one read of X (``nbytes`` = X.nbytes).
+  most 10^6; the case's ``n`` stays the size asked for), against
+  ``jax.jit(jax.grad(loss))`` and PyTorch autograd; its bound is one read of
+  X and y (``nbytes`` = X.nbytes + y.nbytes; w is 16 numbers), and its
+  STREAM twin the parallel sum over as many bytes (reads 1, writes 0).
 """
 import numpy as np
 
@@ -262,11 +265,13 @@ def _neuron_case(n, dtype):
             return (2 / N) * (r @ X)
         return fn
 
+    # Traffic: one read of X and y, nothing written but 16 numbers: the
+    # STREAM "read" pattern (reads=1, writes=0) over X.nbytes + y.nbytes.
     return Case(family=FAMILY, name=f"neuron dC/dw, N={N} x {NEURON_FEATURES}", kind="memory",
-                n=n, dtype=np.dtype(dtype), nbytes=X.nbytes, fastjac=fastjac_out,
+                n=n, dtype=np.dtype(dtype), nbytes=X.nbytes + y.nbytes, fastjac=fastjac_out,
                 fastjac_alloc=fastjac_alloc,
                 rivals=[Rival("numpy", numpy_alloc), Rival("jax", jax), Rival("torch", torch)],
-                quick=True, reads=0, writes=0, rtol=1e-9 if dtype == np.float64 else 1e-3)
+                quick=True, reads=1, writes=0, rtol=1e-9 if dtype == np.float64 else 1e-3)
 
 
 def cases(n, dtype):

@@ -16,7 +16,11 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.pystate cimport PyThreadState
 
+from libc.stdlib cimport free, malloc
+
 from ._expr_loops cimport *
+from ._kernels cimport in_chunks
+from ._pool cimport parallel_for, pool_threads
 
 include "_expr_variant.pxi"           # the baseline TABLE and expr_table()
 
@@ -97,6 +101,9 @@ cdef class Program:
     cdef readonly cnp.ndarray prog, kind, index, slot
     cdef readonly Py_ssize_t n_instr, n_regs, n_slots, n_acc, n_arrays, n_scalars, n_outs
     cdef readonly object listing          # human-readable instructions (debugging)
+    # fused C code of _jit.py: the address of its chunk function per dtype,
+    # 0 before the first large call, -1 where the interpreter runs
+    cdef public Py_ssize_t jit_f64, jit_f32
 
     def __init__(self, prog, kind, index, slot, n_slots, n_acc, n_arrays, n_scalars,
                  n_outs, listing=None):
@@ -129,8 +136,6 @@ cdef class Program:
         cdef double svals[256]
         cdef double sums[256]
         cdef Py_ssize_t i
-        cdef int status
-        cdef PyThreadState* state = NULL
         if len(arrays) != self.n_arrays or len(outs) != self.n_outs or \
                 len(scalars) != self.n_scalars:
             raise ValueError("internal error: program called with the wrong operands")
@@ -142,25 +147,114 @@ cdef class Program:
             optr[i] = cnp.PyArray_DATA(<cnp.ndarray>outs[i])
         for i in range(self.n_scalars):
             svals[i] = scalars[i]
-        cdef const int* prog = <const int*>cnp.PyArray_DATA(self.prog)
-        cdef const int* kind = <const int*>cnp.PyArray_DATA(self.kind)
-        cdef const int* index = <const int*>cnp.PyArray_DATA(self.index)
-        cdef const int* slot = <const int*>cnp.PyArray_DATA(self.slot)
-        if n >= NOGIL_MIN_SIZE:
-            state = PyEval_SaveThread()
-        if is_double:
-            status = CURRENT.program_f64(prog, self.n_instr, self.n_regs, kind, index, slot,
-                                         self.n_slots, <double**>aptr, svals, <double**>optr,
-                                         sums, self.n_acc, n)
-        else:
-            status = CURRENT.program_f32(prog, self.n_instr, self.n_regs, kind, index, slot,
-                                         self.n_slots, <float**>aptr, svals, <float**>optr,
-                                         sums, self.n_acc, n)
-        if state != NULL:
-            PyEval_RestoreThread(state)
-        if status != 0:
-            raise MemoryError("fastjac: could not allocate scratch registers")
+        execute(self, is_double, aptr, svals, optr, sums, n)
         return [sums[i] for i in range(self.n_acc)]
+
+
+# -- running a program: fused C code (_jit.py) or the interpreter ------------------
+
+# The chunk function _jit.py compiles for one program and dtype.
+ctypedef void (*jit_chunk_t)(void** arrays, const double* scalars, void** outs, double* acc,
+                             Py_ssize_t start, Py_ssize_t stop, int streamed) noexcept nogil
+
+# One call of compiled code, shared by the pool's threads (as ProgramJob).
+cdef struct JitJob:
+    jit_chunk_t fn
+    void** arrays
+    const double* scalars
+    void** outs
+    double* acc                 # per chunk: n_acc accumulators
+    Py_ssize_t n_acc, n, chunk
+    int streamed
+
+
+cdef void jit_chunk(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    cdef JitJob* j = <JitJob*>job
+    cdef Py_ssize_t start = c * j.chunk
+    j.fn(j.arrays, j.scalars, j.outs, j.acc + c * j.n_acc, start, min(start + j.chunk, j.n),
+         j.streamed)
+
+
+cdef int run_jit(jit_chunk_t fn, void** arrays, const double* scalars, void** outs,
+                 double* sums, Py_ssize_t n_acc, Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """run_program's chunking (the same chunks, so the same sums) around a
+    compiled chunk function. -1 on OOM."""
+    cdef JitJob job
+    cdef int workers = 1
+    cdef Py_ssize_t c, k, n_chunks = 1
+    job.chunk = n
+    if in_chunks(n):
+        workers = pool_threads()
+        job.chunk = max(<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK,
+                        (n + MAX_PROGRAM_CHUNKS - 1) // MAX_PROGRAM_CHUNKS)
+        job.chunk = (job.chunk + BLOCK - 1) // BLOCK * BLOCK
+        n_chunks = (n + job.chunk - 1) // job.chunk
+    job.acc = <double*>malloc((n_chunks * n_acc + 1) * sizeof(double))
+    if job.acc == NULL:
+        return -1
+    job.fn, job.arrays, job.scalars, job.outs = fn, arrays, scalars, outs
+    job.n_acc, job.n = n_acc, n
+    job.streamed = n * itemsize >= STREAM_MIN_BYTES
+    parallel_for(jit_chunk, &job, n_chunks, workers)
+    for k in range(n_acc):
+        sums[k] = 0
+    for c in range(n_chunks):
+        for k in range(n_acc):
+            sums[k] += job.acc[c * n_acc + k]
+    free(job.acc)
+    return 0
+
+
+# Programs run as compiled code from this many elements (-1: never); see _jit.py.
+cdef Py_ssize_t JIT_MIN_SIZE = -1
+_jit_module = None
+
+
+def _set_jit(mode=None):
+    """Set when programs are compiled (_jit.py): None reads $FASTJAC_JIT;
+    'never', 'always' or 'auto'. Returns the threshold in elements (-1: never).
+    For tests and benchmarks; programs compiled already stay compiled."""
+    global JIT_MIN_SIZE, _jit_module
+    from . import _jit
+    _jit_module = _jit
+    JIT_MIN_SIZE = _jit.min_size() if mode is None else \
+        {"never": -1, "always": 0, "auto": _jit.JIT_MIN_SIZE}[mode]
+    return JIT_MIN_SIZE
+
+
+cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void** optr,
+                 double* sums, Py_ssize_t n) except -1:
+    """Run prog over n elements: compiled code where _jit.py made some (it
+    is asked at the first call of JIT_MIN_SIZE elements or more), else the
+    interpreter; with the GIL released from NOGIL_MIN_SIZE elements."""
+    cdef Py_ssize_t fn = prog.jit_f64 if is_double else prog.jit_f32
+    cdef int status
+    cdef PyThreadState* state = NULL
+    if fn == 0 and 0 <= JIT_MIN_SIZE <= n:
+        _jit_module.attach(prog, is_double)
+        fn = prog.jit_f64 if is_double else prog.jit_f32
+    if n >= NOGIL_MIN_SIZE:
+        state = PyEval_SaveThread()
+    if fn > 0:
+        status = run_jit(<jit_chunk_t>fn, aptr, svals, optr, sums, prog.n_acc, n,
+                         sizeof(double) if is_double else sizeof(float))
+    elif is_double:
+        status = CURRENT.program_f64(
+            <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
+            <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
+            <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
+            <double**>aptr, svals, <double**>optr, sums, prog.n_acc, n)
+    else:
+        status = CURRENT.program_f32(
+            <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
+            <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
+            <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
+            <float**>aptr, svals, <float**>optr, sums, prog.n_acc, n)
+    if state != NULL:
+        PyEval_RestoreThread(state)
+    if status != 0:
+        raise MemoryError("fastjac: could not allocate scratch registers")
+    return 0
 
 
 # -- hot loops: a resolved derivative, called with arrays only --------------------
@@ -221,8 +315,6 @@ cdef class ExprKernel:
         cdef double svals[256]
         cdef double sums[256]
         cdef const int* pos
-        cdef int status
-        cdef PyThreadState* state = NULL
         if nargs != self.n_vars + n_out_args:
             raise TypeError(
                 f"this kernel takes {self.n_vars + n_out_args} arrays "
@@ -295,24 +387,7 @@ cdef class ExprKernel:
             optr[plan.tan_out] = cnp.PyArray_DATA(out)
         if plan.value_out >= 0:
             optr[plan.value_out] = cnp.PyArray_DATA(vout)
-        if n >= NOGIL_MIN_SIZE:
-            state = PyEval_SaveThread()
-        if t == cnp.NPY_DOUBLE:
-            status = CURRENT.program_f64(
-                <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
-                <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
-                <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
-                <double**>aptr, svals, <double**>optr, sums, prog.n_acc, n)
-        else:
-            status = CURRENT.program_f32(
-                <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
-                <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
-                <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
-                <float**>aptr, svals, <float**>optr, sums, prog.n_acc, n)
-        if state != NULL:
-            PyEval_RestoreThread(state)
-        if status != 0:
-            raise MemoryError("fastjac: could not allocate scratch registers")
+        execute(prog, t == cnp.NPY_DOUBLE, aptr, svals, optr, sums, n)
         if plan.tan_acc >= 0:
             _store0(out, sums[plan.tan_acc], t)
         elif plan.tan_out < 0:
@@ -431,3 +506,6 @@ cdef inline void _store0(cnp.ndarray o, double v, int t):
 def overlaps(cnp.ndarray x, cnp.ndarray y):
     """True when the (contiguous) buffers of x and y share a byte."""
     return _overlaps(x, y)
+
+
+_set_jit()

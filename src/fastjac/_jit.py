@@ -1,0 +1,321 @@
+"""Compiling a block program to one fused C loop, for large arrays.
+
+The block interpreter of _expr_loops.pxd runs an expression one instruction
+at a time over 256-element blocks: every instruction loads and stores its
+block in L1, so a 9-instruction expression costs about 1.6 ns per element
+on one core, far above what streaming the operands costs (see the README's
+performance section). For arrays of ``JIT_MIN_SIZE`` elements and more this
+module turns the same program into C -- one loop whose body is the whole
+expression, each register a local variable -- compiles it with the C
+compiler Python was built with (the compiler that built fastjac), and hands
+the chunk function back to _expr.pyx, which runs it on the pool's threads
+exactly like the interpreter (the same chunks, the same blocks, the same
+per-block sums, so results do not depend on the thread count).
+
+Same numbers as the interpreter: every instruction is the same C operation
+on the same float type, in the same order; ``muladd`` is a fused
+multiply-add exactly when the interpreter's loops are (the AVX2 and AVX-512
+builds), and the code is compiled with ``-ffp-contract=off`` so that no
+other multiply and add are fused. The instruction set is the interpreter's
+(``fastjac._kernels.simd()``), not ``-march=native``.
+
+Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
+log and the derivatives of those are compiled; a program with a vectorised
+transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid, power)
+stays on the interpreter, whose cost there is the function, not the loads
+and stores. Without a working C compiler nothing changes either: the first
+failure is remembered (``status()`` says why) and the interpreter runs.
+
+``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
+the first call whatever its size; unset, ``auto``, compiles a program at its
+first call with at least ``JIT_MIN_SIZE`` elements (a compilation takes
+about a tenth of a second, once per program and dtype in a process).
+"""
+import os
+import threading
+
+import numpy as np
+
+from . import _expr, _kernels
+
+JIT_MIN_SIZE = 1 << 16          # elements; below, the interpreter's call costs less
+
+_lock = threading.Lock()
+_loaded = []                    # the ctypes libraries, kept alive for the process
+_status = {"compiler": None, "error": None, "compiled": 0}
+
+_OP = _expr.OPCODES
+_CODE = {v: k for k, v in _kernels.DERIVATIVE_CODES.items()}
+_K = _expr.REGISTER_KINDS
+
+# Flags of the interpreter level the code is compiled for (setup.py's).
+_LEVEL_FLAGS = {
+    "baseline": [],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq",
+               "-mavx512vl"],
+}
+_BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+               "-fPIC", "-shared", "-std=c99"]
+
+
+def mode():
+    """'never', 'always' or 'auto', from $FASTJAC_JIT."""
+    value = os.environ.get("FASTJAC_JIT", "auto").strip().lower()
+    if value in ("0", "off", "no", "false", "never"):
+        return "never"
+    if value in ("1", "on", "yes", "true", "always"):
+        return "always"
+    return "auto"
+
+
+def min_size():
+    """The element count from which _expr.pyx asks for compiled code."""
+    m = mode()
+    return -1 if m == "never" else (0 if m == "always" else JIT_MIN_SIZE)
+
+
+def status():
+    """What this process compiled: the compiler used, how many programs, and
+    the error that disabled compilation, if one did."""
+    return dict(_status)
+
+
+# -- C source -----------------------------------------------------------------------
+
+_PRELUDE = r"""
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+typedef %(T)s T;
+#define BLOCK %(BLOCK)d
+#define SQRT %(sqrt)s
+#define LOG %(log)s
+#define ABS %(abs)s
+
+/* d max(u, v) / du of _derivatives.pxd: 1, 0, 0.5 at a tie, NaN if unordered */
+static inline T step_up(T u, T v) {
+    return u > v ? (T)1 : (u < v ? (T)0 : (u == v ? (T)0.5 : (T)NAN));
+}
+
+/* the interpreter's block_sum: four lanes, in this order */
+static double block_sum(const T* a, ptrdiff_t m) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    ptrdiff_t i, m4 = m - m %% 4;
+    for (i = 0; i < m4; i += 4) {
+        s0 += a[i]; s1 += a[i + 1]; s2 += a[i + 2]; s3 += a[i + 3];
+    }
+    for (i = m4; i < m; i++) s0 += a[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* dst[0:m] = src[0:m], whole 64-byte lines of dst with non-temporal stores */
+static void stream_out(T* dst, const T* src, ptrdiff_t m) {
+    ptrdiff_t i = 0;
+#if defined(__SSE2__)
+    while (i < m && ((size_t)(dst + i) & 63) != 0) { dst[i] = src[i]; i++; }
+    if (sizeof(T) == 8) {
+        for (; i + 8 <= m; i += 8) {
+            _mm_stream_pd((double*)(dst + i), _mm_loadu_pd((const double*)(src + i)));
+            _mm_stream_pd((double*)(dst + i + 2), _mm_loadu_pd((const double*)(src + i + 2)));
+            _mm_stream_pd((double*)(dst + i + 4), _mm_loadu_pd((const double*)(src + i + 4)));
+            _mm_stream_pd((double*)(dst + i + 6), _mm_loadu_pd((const double*)(src + i + 6)));
+        }
+    } else {
+        for (; i + 16 <= m; i += 16) {
+            _mm_stream_ps((float*)(dst + i), _mm_loadu_ps((const float*)(src + i)));
+            _mm_stream_ps((float*)(dst + i + 4), _mm_loadu_ps((const float*)(src + i + 4)));
+            _mm_stream_ps((float*)(dst + i + 8), _mm_loadu_ps((const float*)(src + i + 8)));
+            _mm_stream_ps((float*)(dst + i + 12), _mm_loadu_ps((const float*)(src + i + 12)));
+        }
+    }
+#endif
+    for (; i < m; i++) dst[i] = src[i];
+}
+
+static void fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+"""
+
+# instruction -> C expression of its operands (strings)
+_UNARY = {
+    "copy": "{a}", "negative": "-{a}", "square": "{a} * {a}", "sqrt": "SQRT({a})",
+    "log": "LOG({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
+}
+_BINARY = {
+    "add": "{a} + {b}", "subtract": "{a} - {b}", "multiply": "{a} * {b}",
+    "divide": "{a} / {b}",
+    "greater": "({a} > {b} ? (T)1 : (T)0)", "less": "({a} < {b} ? (T)1 : (T)0)",
+}
+_DERIV = {
+    "add_da": "(T)1", "add_db": "(T)1", "subtract_da": "(T)1", "one": "(T)1",
+    "subtract_db": "(T)-1", "negative": "(T)-1", "zero": "(T)0",
+    "multiply_da": "{b}", "multiply_db": "{a}",
+    "divide_da": "(T)1 / {b}", "divide_db": "-({a} / {b}) / {b}",
+    "maximum_da": "step_up({a}, {b})", "maximum_db": "step_up({b}, {a})",
+    "minimum_da": "step_up({b}, {a})", "minimum_db": "step_up({a}, {b})",
+    "square": "2 * {a}", "sqrt": "(T)0.5 / SQRT({a})", "log": "(T)1 / {a}",
+    "relu": "({a} > 0 ? (T)1 : ({a} <= 0 ? (T)0 : {a}))",
+    "abs": "({a} > 0 ? (T)1 : ({a} < 0 ? (T)-1 : ({a} == 0 ? (T)0 : {a})))",
+}
+_NAME = {v: k for k, v in _OP.items()}
+MAX_OUTS = 16                   # local output blocks: MAX_OUTS * BLOCK numbers of stack
+MAX_SUMS = 16
+
+
+class Unsupported(Exception):
+    """The program uses an instruction this module does not compile."""
+
+
+def c_source(program, is_double, fused_muladd):
+    """The C source of a program's chunk function ``fj_chunk``; raises
+    Unsupported for a program the interpreter must run."""
+    prog = np.asarray(program.prog).reshape(-1, 5)
+    kind, index = np.asarray(program.kind), np.asarray(program.index)
+    if program.n_outs > MAX_OUTS or program.n_acc > MAX_SUMS:
+        raise Unsupported("too many outputs or sums")
+    T = "double" if is_double else "float"
+
+    def ref(r):
+        k = kind[r]
+        if k == _K["array"]:
+            return f"A{index[r]}[i]"
+        if k == _K["scalar"]:
+            return f"S{index[r]}"
+        return f"r{r}"
+
+    body, sums = [], []
+    written = set()
+    for op, d, a, b, c in prog.tolist():
+        name = _NAME[op]
+        if name == "sum":
+            sums.append((d, ref(a)))
+            continue
+        if name in _UNARY:
+            expr = _UNARY[name].format(a=ref(a))
+        elif name in _BINARY:
+            expr = _BINARY[name].format(a=ref(a), b=ref(b))
+        elif name in ("maximum", "minimum"):
+            # the interpreter's two selects: a NaN in either operand gives NaN
+            cmp = ">" if name == "maximum" else "<"
+            u, v = f"u{len(body)}", f"v{len(body)}"
+            body.append(f"T {u} = {ref(a)}, {v} = {ref(b)}; {u} = {v} {cmp} {u} ? {v} : {u};")
+            expr = f"{v} != {v} ? {v} : {u}"
+        elif name == "muladd":
+            expr = (f"fma({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd and is_double else
+                    f"fmaf({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd else
+                    f"{ref(a)} * {ref(b)} + {ref(c)}")
+        elif name == "deriv" and _CODE.get(c) in _DERIV:
+            expr = _DERIV[_CODE[c]].format(a=ref(a), b=ref(b))
+        else:
+            raise Unsupported(f"instruction {name!r}" +
+                              (f" ({_CODE.get(c)})" if name == "deriv" else ""))
+        if kind[d] not in (_K["temp"], _K["out"]):
+            raise Unsupported("an instruction writes an input register")
+        decl = "" if d in written else "T "
+        written.add(d)
+        body.append(f"{decl}r{d} = {expr};")
+    outs = sorted({int(index[r]): r for r in range(len(kind)) if kind[r] == _K["out"]}.items())
+    for j, r in outs:
+        if r not in written:
+            raise Unsupported("an output no instruction writes")
+        body.append(f"O{j}[i] = r{r};")
+    for k, (j, src) in enumerate(sums):
+        body.append(f"U{k}[i] = {src};")
+
+    n_arrays = int(max([index[r] + 1 for r in range(len(kind)) if kind[r] == _K["array"]],
+                       default=0))
+    n_scalars = int(max([index[r] + 1 for r in range(len(kind)) if kind[r] == _K["scalar"]],
+                        default=0))
+    lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
+                         "sqrt": "sqrt" if is_double else "sqrtf",
+                         "log": "log" if is_double else "logf",
+                         "abs": "fabs" if is_double else "fabsf"}]
+    lines.append("void fj_chunk(void** arrays, const double* scalars, void** outs, "
+                 "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {")
+    for j in range(n_scalars):
+        lines.append(f"    const T S{j} = (T)scalars[{j}];")
+    for j, _ in outs:
+        lines.append(f"    T O{j}[BLOCK] __attribute__((aligned(64)));")
+    for k in range(len(sums)):
+        lines.append(f"    T U{k}[BLOCK] __attribute__((aligned(64)));")
+    lines.append(f"    for (int k = 0; k < {program.n_acc}; k++) acc[k] = 0;")
+    lines.append("    for (ptrdiff_t pos = start; pos < stop; pos += BLOCK) {")
+    lines.append("        ptrdiff_t m = stop - pos < BLOCK ? stop - pos : BLOCK;")
+    for j in range(n_arrays):
+        lines.append(f"        const T* A{j} = (const T*)arrays[{j}] + pos;")
+    lines.append("        for (ptrdiff_t i = 0; i < m; i++) {")
+    lines += ["            " + s for s in body]
+    lines.append("        }")
+    for j, _ in outs:
+        lines.append(f"        if (outs[{j}]) {{ T* o = (T*)outs[{j}] + pos;")
+        lines.append(f"            if (streamed) stream_out(o, O{j}, m); "
+                     f"else memcpy(o, O{j}, m * sizeof(T)); }}")
+    for k, (j, _) in enumerate(sums):
+        lines.append(f"        acc[{j}] += block_sum(U{k}, m);")
+    lines.append("    }")
+    lines.append("    if (streamed) fence();")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# -- compiling ----------------------------------------------------------------------
+
+def _compiler():
+    import shlex
+    import shutil
+    import sysconfig
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    argv = shlex.split(cc)
+    if not argv or shutil.which(argv[0]) is None:
+        raise RuntimeError(f"no C compiler: {cc!r} is not on PATH")
+    return argv
+
+
+def _build(source):
+    """Compile source; return the address of fj_chunk."""
+    import ctypes           # here, not at import: `import fastjac` stays light
+    import subprocess
+    import tempfile
+    argv = _compiler()
+    level = _expr.simd()
+    with tempfile.TemporaryDirectory(prefix="fastjac-jit-") as tmp:
+        c_path, so_path = os.path.join(tmp, "chunk.c"), os.path.join(tmp, "chunk.so")
+        with open(c_path, "w") as f:
+            f.write(source)
+        cmd = argv + _BASE_FLAGS + _LEVEL_FLAGS.get(level, []) + [c_path, "-o", so_path, "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
+        lib = ctypes.CDLL(so_path)      # mapped: the file may go with the directory
+    _loaded.append(lib)
+    _status["compiler"] = " ".join(argv)
+    _status["compiled"] += 1
+    return ctypes.cast(lib.fj_chunk, ctypes.c_void_p).value
+
+
+def attach(program, is_double):
+    """Compile ``program`` for one dtype, once, and store the result on it
+    (``jit_f64``/``jit_f32``: the address, or -1 when it stays interpreted)."""
+    with _lock:
+        if (program.jit_f64 if is_double else program.jit_f32) != 0:
+            return
+        address = -1
+        if _status["error"] is None:
+            try:
+                source = c_source(program, is_double, _expr.simd() != "baseline")
+                address = _build(source)
+            except Unsupported:
+                pass
+            except Exception as exc:            # noqa: BLE001 - no compiler: interpret
+                _status["error"] = f"{type(exc).__name__}: {exc}"
+        if is_double:
+            program.jit_f64 = address
+        else:
+            program.jit_f32 = address

@@ -1,0 +1,222 @@
+"""Compiled fused loops for large expressions (_jit.py).
+
+The oracle for every number is a closed form written here in NumPy; on top
+of that, compiled code must give *the same bits* as the block interpreter
+(it runs the same operations in the same order), on one thread and on
+several. Compilation needs a C compiler: the machine that built fastjac has
+one; without one, the interpreter runs (tested in a subprocess).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastjac as fj
+from fastjac import _expr, _jit
+
+w_, x_, z_ = fj.var("w"), fj.var("x"), fj.var("z")
+N = 70_001                      # above _jit.JIT_MIN_SIZE, not a multiple of the block
+
+
+@pytest.fixture
+def jit_mode():
+    """Set the compile mode for one test, then restore the environment's."""
+    yield _expr._set_jit
+    _expr._set_jit(None)
+
+
+def data(dtype, n=N, seed=0, nan=False):
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(0.25, 2.0, n).astype(dtype)
+    x = rng.uniform(0.25, 2.0, n).astype(dtype)
+    # ties and kinks where the conventions matter: max/min at a tie, relu at 0
+    w[:50] = x[:50]
+    x[50:60] = 1.0
+    if nan:
+        w[60], x[61] = np.nan, np.nan
+    return w, x
+
+
+# name, expression, variables, value, {wrt: derivative} (closed forms of the spec)
+CASES = [
+    ("max_div", fj.maximum(w_ * x_ + 3, 0) - w_ / x_,
+     lambda w, x: np.maximum(w * x + 3, 0) - w / x,
+     {"w": lambda w, x: np.where(w * x + 3 > 0, x, 0) - 1 / x,
+      "x": lambda w, x: np.where(w * x + 3 > 0, w, 0) + w / x ** 2}),
+    ("min_abs_relu", fj.minimum(w_, x_) * fj.abs(x_ - 1) + fj.relu(w_ - 1),
+     lambda w, x: np.minimum(w, x) * np.abs(x - 1) + np.maximum(w - 1, 0),
+     {"w": lambda w, x: np.where(w < x, 1, np.where(w == x, 0.5, 0)) * np.abs(x - 1)
+      + (w > 1),
+      "x": lambda w, x: np.where(x < w, 1, np.where(w == x, 0.5, 0)) * np.abs(x - 1)
+      + np.minimum(w, x) * np.sign(x - 1)}),
+    ("sqrt_log_cmp", fj.sqrt(x_) * fj.log(w_) + (w_ > x_) - fj.square(w_) / 4,
+     lambda w, x: np.sqrt(x) * np.log(w) + (w > x) - w * w / 4,
+     {"w": lambda w, x: np.sqrt(x) / w - w / 2,
+      "x": lambda w, x: 0.5 / np.sqrt(x) * np.log(w)}),
+]
+
+
+def run(compiled, wrt, w, x):
+    value = np.empty_like(w)
+    deriv = np.empty_like(w)
+    args = [{"w": w, "x": x}[name] for name in compiled.variables]
+    compiled.kernel(wrt, value=True)(*args, value, deriv)
+    return value, deriv
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_compiled_matches_closed_form_and_interpreter(case, dtype, jit_mode):
+    name, expr, value_f, derivs = case
+    w, x = data(dtype, nan=True)        # NaN: the same bits too, checked below
+    ok = slice(62, None)                # the closed forms: where all is finite
+    for wrt, deriv_f in derivs.items():
+        jit_mode("never")
+        interpreted = run(fj.compile(expr), wrt, w, x)
+        jit_mode("always")
+        compiled_before = _jit.status()["compiled"]
+        fused = run(fj.compile(expr), wrt, w, x)
+        assert _jit.status()["error"] is None
+        assert _jit.status()["compiled"] == compiled_before + 1
+        w64, x64 = w.astype(np.float64), x.astype(np.float64)
+        tol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(fused[0][ok], value_f(w64, x64)[ok], rtol=tol, atol=tol)
+        np.testing.assert_allclose(fused[1][ok], deriv_f(w64, x64)[ok], rtol=tol, atol=tol)
+        assert np.isnan(fused[0][60:62]).all() and np.isnan(fused[1][60:62]).all()
+        np.testing.assert_array_equal(fused[0], interpreted[0])
+        np.testing.assert_array_equal(fused[1], interpreted[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sums_scalars_and_threads(dtype, jit_mode):
+    # a reduction stage (SUM), a scalar variable and constants; the sums are
+    # added block by block in the interpreter's order, so the bits agree, and
+    # do not depend on the number of threads
+    expr = fj.sum(fj.maximum(w_ * z_, 0.5)) * x_ + w_ / z_
+    w, x = data(dtype)
+    z = np.asarray(1.5, dtype)
+
+    def grads():
+        c = fj.compile(expr)
+        return [c.value_and_jacobian(v, w=w, x=x, z=z) for v in ("x", "z")]
+
+    jit_mode("never")
+    interpreted = grads()
+    jit_mode("always")
+    before = fj.set_num_threads(1)
+    try:
+        one = grads()
+        fj.set_num_threads(2)
+        two = grads()
+    finally:
+        fj.set_num_threads(before)
+    for got in (one, two):
+        for (v, j), (vi, ji) in zip(got, interpreted):
+            np.testing.assert_array_equal(v, vi)
+            np.testing.assert_array_equal(np.asarray(j), np.asarray(ji))
+    # closed form: y_i = S x_i + w_i / z with S = sum(max(w z, 0.5))
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    S = np.sum(np.maximum(w64 * 1.5, 0.5))
+    tol = 1e-11 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(one[0][0], S * x64 + w64 / 1.5, rtol=tol)
+    np.testing.assert_allclose(one[0][1], np.full(w.shape, S), rtol=tol)   # diag: S
+    dS_dz = np.sum(np.where(w64 * 1.5 > 0.5, w64, 0))
+    np.testing.assert_allclose(np.asarray(one[1][1]).ravel(),
+                               dS_dz * x64 - w64 / 1.5 ** 2, rtol=tol)
+
+
+def test_transcendental_programs_stay_interpreted(jit_mode):
+    jit_mode("always")
+    before = _jit.status()["compiled"]
+    w, x = data(np.float64)
+    value, deriv = run(fj.compile(fj.exp(w_) * x_), "w", w, x)
+    assert _jit.status()["compiled"] == before          # nothing compiled
+    np.testing.assert_allclose(deriv, np.exp(w) * x, rtol=1e-14)
+
+
+def test_auto_mode_compiles_only_for_large_arrays(jit_mode):
+    jit_mode("auto")
+    c = fj.compile(w_ * x_ - fj.relu(x_))
+    before = _jit.status()["compiled"]
+    w, x = data(np.float64, n=_jit.JIT_MIN_SIZE - 1)
+    run(c, "x", w, x)
+    assert _jit.status()["compiled"] == before
+    w, x = data(np.float64, n=_jit.JIT_MIN_SIZE)
+    value, deriv = run(c, "x", w, x)
+    assert _jit.status()["compiled"] == before + 1
+    np.testing.assert_array_equal(deriv, w - (x > 0))
+    # compiled once: later calls of any size reuse it
+    run(c, "x", *data(np.float64, n=10))
+    run(c, "x", w, x)
+    assert _jit.status()["compiled"] == before + 1
+
+
+def test_threads_racing_to_the_first_call_compile_once(jit_mode):
+    jit_mode("always")
+    c = fj.compile(fj.minimum(w_, 1.0) * x_ + w_)
+    w, x = data(np.float64)
+    expected = np.where(w < 1, 1.0, np.where(w == 1, 0.5, 0)) * x + 1
+    before = _jit.status()["compiled"]
+    results, errors = [None] * 6, []
+    barrier = threading.Barrier(6)
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = run(c, "w", w, x)[1]
+        except Exception as exc:          # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _jit.status()["compiled"] == before + 1
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+def test_c_source_names_unsupported_instructions():
+    c = fj.compile(fj.sin(w_) + x_)
+    run(c, "w", *data(np.float64, n=8))
+    programs = [sp.program for plan in c._plans.values() for stage in plan.stages
+                for sp in stage if hasattr(sp, "program")]
+    assert programs
+    with pytest.raises(_jit.Unsupported, match="sin"):
+        _jit.c_source(programs[0], True, True)
+
+
+def _child(env, code):
+    full = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+CHILD = """
+    import numpy as np, fastjac as fj
+    from fastjac import _jit
+    w, x = np.linspace(0.5, 2, 70001), np.linspace(2, 0.5, 70001)
+    k = fj.compile(fj.maximum(fj.var("w") * fj.var("x"), 1.0)).kernel("w")
+    out = np.empty_like(w)
+    k(w, x, out)
+    assert np.array_equal(out, np.where(w * x > 1, x, np.where(w * x == 1, 0.5 * x, 0)))
+    s = _jit.status()
+    print(s["compiled"], s["error"] is not None)
+"""
+
+
+def test_without_a_compiler_the_interpreter_runs():
+    out = _child({"CC": "/nonexistent/cc", "FASTJAC_JIT": "1"}, CHILD)
+    assert out.split() == ["0", "True"]
+
+
+def test_environment_switches_compilation_off():
+    out = _child({"FASTJAC_JIT": "0"}, CHILD)
+    assert out.split() == ["0", "False"]
