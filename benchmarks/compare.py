@@ -601,6 +601,9 @@ def update_readme(report, out_dir, readme=ROOT / "README.md"):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return 0
     paths = [a for a in argv if not a.startswith("--")]
     path = Path(paths[0]) if paths else HERE / "results" / "results.json"
     report = json.loads(path.read_text())
