@@ -186,6 +186,36 @@ def test_power_derivatives_ulp(simd, dtype):
     _check("power_db", fastjac.jacobian("power", a, b, wrt=1), db, a, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_divide_db_ulp(simd, dtype):
+    """d(a/b)/db = -a/b**2 is computed as -a/(b*b) where b*b is a normal
+    number and as -(a/b)/b where it is not (b*b overflows or underflows
+    although the result need not): both within MAX_ULP everywhere."""
+    f32 = dtype == np.float32
+    top = 38 if f32 else 307
+    half = 19 if f32 else 154                  # b*b leaves the normal range here
+    rng = _rng(11 if f32 else 12)
+    b = np.concatenate([rng.uniform(0.1, 10, 300),
+                        np.logspace(-top, top, 300),
+                        np.logspace(half - 2, half + 3, 200),      # b*b overflows
+                        np.logspace(-half - 3, -half + 2, 200),    # b*b subnormal or 0
+                        -np.logspace(-half - 3, half + 3, 100)])
+    a = np.concatenate([rng.uniform(-10, 10, 500),
+                        np.logspace(-top, top, 300) * rng.choice([-1, 1], 300),
+                        np.logspace(half, top, 200), rng.uniform(-1, 1, 100)])
+    x, y = b.astype(dtype), a.astype(dtype)
+    keep = np.isfinite(x) & np.isfinite(y) & (x != 0)
+    x, y = x[keep], y[keep]
+    exact = [-mpmath.mpf(float(u)) / mpmath.mpf(float(v)) ** 2 for u, v in zip(y, x)]
+    got = fastjac.jacobian("divide", np.tile(y, REPEAT), np.tile(x, REPEAT), wrt=1)
+    for r in range(REPEAT):
+        _check("divide_db", got[r * len(x):(r + 1) * len(x)], exact, x, dtype)
+    # a scalar denominator (scalar expansion) takes the same formulas
+    for z in (dtype(3.0), dtype(10.0 ** (half + 1)), dtype(10.0 ** -(half + 1))):
+        exact_z = [-mpmath.mpf(float(u)) / mpmath.mpf(float(z)) ** 2 for u in y]
+        _check("divide_db", fastjac.jacobian("divide", y, z, wrt=1), exact_z, y, dtype)
+
+
 # -- special values --------------------------------------------------------------
 
 INF, NAN = np.inf, np.nan

@@ -32,13 +32,16 @@
 # power_log) only for 0 < a < inf, |b| < 2**20, so the loops flag the
 # elements outside (``exceptional``) and recompute those with
 # ``derivative_exceptional``: the same formulas on libm. f_sin and f_cos
-# (for other modules) are complete on their own and not vectorised.
+# (for other modules) are complete on their own and not vectorised. The same
+# mechanism gives d(a/b)/db its one-division formula -a/(b*b): the elements
+# where b*b leaves the normal range take -(a/b)/b instead.
 #
 # Kind: ``costly(tag)`` is True, at compile time, for the formulas that cost
 # more than the memory traffic of their loop (transcendental functions and
 # divisions by a square root); the loops start threads for them at a smaller n.
 
 from cython cimport floating
+from libc.float cimport DBL_MAX, DBL_MIN, FLT_MAX, FLT_MIN
 from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
                         powf, sin, sinf, sqrt, sqrtf, NAN, INFINITY)
 
@@ -238,6 +241,15 @@ cdef inline floating f_abs(floating x) noexcept nogil:
         return fabs(x)
 
 
+cdef inline bint square_is_normal(floating b) noexcept nogil:
+    """b * b is a normal finite number (False for 0, inf, NaN and beyond)."""
+    cdef floating q = b * b
+    if floating is float:
+        return FLT_MIN <= q <= FLT_MAX
+    else:
+        return DBL_MIN <= q <= DBL_MAX
+
+
 cdef inline floating step_up(floating u, floating v) noexcept nogil:
     """d max(u, v) / du: 1 if u > v, 0 if u < v, 0.5 at a tie, NaN if unordered."""
     if u > v:
@@ -331,11 +343,12 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is DivideDa:
         return 1 / b
     elif Derivative is DivideDb:
-        # not -a / (b * b): b * b overflows (or underflows) where the result
-        # does not, e.g. a = b = 1e30 in float32. Nor -(a * r) * r with
-        # r = 1/b (one division): 0 * inf at a = 0 and a subnormal b. Two
-        # divisions cost twice the time in cache, so the tag is ``costly``.
-        return -(a / b) / b
+        # One division: -a / (b * b), two roundings like -(a / b) / b and as
+        # accurate, at half the cost. Where b * b overflows or leaves the
+        # normal range (a = b = 1e30 in float32) it is wrong, and
+        # ``exceptional`` sends those elements to -(a / b) / b. (Not
+        # -(a * r) * r with r = 1/b: three roundings, 3 ulp off at 2/5.)
+        return -a / (b * b)
     elif Derivative is MaximumDa:
         return step_up(a, b)
     elif Derivative is MaximumDb:
@@ -403,14 +416,13 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
     """True for compute-bound formulas (a transcendental function, a square
     root, two divisions): worth threads at a smaller n than a memory-bound one."""
     return (Derivative is PowerDa or Derivative is PowerDb or Derivative is SqrtD
-            or Derivative is DivideDb
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD)
 
 
 cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:
     """True for the tags whose derivative() is not valid everywhere."""
-    return (Derivative is SinD or Derivative is CosD
+    return (Derivative is SinD or Derivative is CosD or Derivative is DivideDb
             or Derivative is PowerDa or Derivative is PowerDb)
 
 
@@ -423,6 +435,8 @@ cdef inline bint exceptional(Derivative* tag, floating a, floating b) noexcept n
         return not fj_trig_fast(a)
     if Derivative is PowerDa or Derivative is PowerDb:
         return FJ_FAST_POW and not fj_pow_fast(a, b)
+    if Derivative is DivideDb:
+        return not square_is_normal(b)
     return False
 
 
@@ -441,5 +455,7 @@ cdef inline floating derivative_exceptional(Derivative* tag, floating a,
         if a == 0 and b >= 0:
             return 0
         return power_log_libm(a, b)
+    elif Derivative is DivideDb:
+        return -(a / b) / b
     else:
         return derivative(tag, a, b)

@@ -84,6 +84,7 @@ def status():
 # -- C source -----------------------------------------------------------------------
 
 _PRELUDE = r"""
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -99,6 +100,12 @@ typedef %(T)s T;
 /* d max(u, v) / du of _derivatives.pxd: 1, 0, 0.5 at a tie, NaN if unordered */
 static inline T step_up(T u, T v) {
     return u > v ? (T)1 : (u < v ? (T)0 : (u == v ? (T)0.5 : (T)NAN));
+}
+
+/* _derivatives.pxd's square_is_normal: d(a/b)/db takes -a/(b*b) where it holds */
+static inline int square_is_normal(T b) {
+    T q = b * b;
+    return q >= %(min)s && q <= %(max)s;
 }
 
 /* the interpreter's block_sum: four lanes, in this order */
@@ -157,7 +164,8 @@ _DERIV = {
     "add_da": "(T)1", "add_db": "(T)1", "subtract_da": "(T)1", "one": "(T)1",
     "subtract_db": "(T)-1", "negative": "(T)-1", "zero": "(T)0",
     "multiply_da": "{b}", "multiply_db": "{a}",
-    "divide_da": "(T)1 / {b}", "divide_db": "-({a} / {b}) / {b}",
+    "divide_da": "(T)1 / {b}",
+    "divide_db": "(square_is_normal({b}) ? -{a} / ({b} * {b}) : -({a} / {b}) / {b})",
     "maximum_da": "step_up({a}, {b})", "maximum_db": "step_up({b}, {a})",
     "minimum_da": "step_up({b}, {a})", "minimum_db": "step_up({a}, {b})",
     "square": "2 * {a}", "sqrt": "(T)0.5 / SQRT({a})", "log": "(T)1 / {a}",
@@ -236,7 +244,9 @@ def c_source(program, is_double, fused_muladd):
     lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
                          "sqrt": "sqrt" if is_double else "sqrtf",
                          "log": "log" if is_double else "logf",
-                         "abs": "fabs" if is_double else "fabsf"}]
+                         "abs": "fabs" if is_double else "fabsf",
+                         "min": "DBL_MIN" if is_double else "FLT_MIN",
+                         "max": "DBL_MAX" if is_double else "FLT_MAX"}]
     lines.append("void fj_chunk(void** arrays, const double* scalars, void** outs, "
                  "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {")
     for j in range(n_scalars):
