@@ -88,9 +88,7 @@ _PRELUDE = r"""
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
+#include "_vecmath.h"
 typedef %(T)s T;
 #define BLOCK %(BLOCK)d
 #define SQRT %(sqrt)s
@@ -119,34 +117,13 @@ static double block_sum(const T* a, ptrdiff_t m) {
     return (s0 + s1) + (s2 + s3);
 }
 
-/* dst[0:m] = src[0:m], whole 64-byte lines of dst with non-temporal stores */
+/* dst[0:m] = src[0:m], whole 64-byte lines of dst with non-temporal stores
+   (_vecmath.h's, as the interpreter's stream_out) */
 static void stream_out(T* dst, const T* src, ptrdiff_t m) {
     ptrdiff_t i = 0;
-#if defined(__SSE2__)
     while (i < m && ((size_t)(dst + i) & 63) != 0) { dst[i] = src[i]; i++; }
-    if (sizeof(T) == 8) {
-        for (; i + 8 <= m; i += 8) {
-            _mm_stream_pd((double*)(dst + i), _mm_loadu_pd((const double*)(src + i)));
-            _mm_stream_pd((double*)(dst + i + 2), _mm_loadu_pd((const double*)(src + i + 2)));
-            _mm_stream_pd((double*)(dst + i + 4), _mm_loadu_pd((const double*)(src + i + 4)));
-            _mm_stream_pd((double*)(dst + i + 6), _mm_loadu_pd((const double*)(src + i + 6)));
-        }
-    } else {
-        for (; i + 16 <= m; i += 16) {
-            _mm_stream_ps((float*)(dst + i), _mm_loadu_ps((const float*)(src + i)));
-            _mm_stream_ps((float*)(dst + i + 4), _mm_loadu_ps((const float*)(src + i + 4)));
-            _mm_stream_ps((float*)(dst + i + 8), _mm_loadu_ps((const float*)(src + i + 8)));
-            _mm_stream_ps((float*)(dst + i + 12), _mm_loadu_ps((const float*)(src + i + 12)));
-        }
-    }
-#endif
-    for (; i < m; i++) dst[i] = src[i];
-}
-
-static void fence(void) {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
+    if (sizeof(T) == 8) fj_stream_f64((double*)(dst + i), (const double*)(src + i), m - i);
+    else fj_stream_f32((float*)(dst + i), (const float*)(src + i), m - i);
 }
 """
 
@@ -270,7 +247,7 @@ def c_source(program, is_double, fused_muladd):
     for k, (j, _) in enumerate(sums):
         lines.append(f"        acc[{j}] += block_sum(U{k}, m);")
     lines.append("    }")
-    lines.append("    if (streamed) fence();")
+    lines.append("    if (streamed) fj_stream_fence();")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -299,7 +276,8 @@ def _build(source):
         c_path, so_path = os.path.join(tmp, "chunk.c"), os.path.join(tmp, "chunk.so")
         with open(c_path, "w") as f:
             f.write(source)
-        cmd = argv + _BASE_FLAGS + _LEVEL_FLAGS.get(level, []) + [c_path, "-o", so_path, "-lm"]
+        cmd = argv + _BASE_FLAGS + _LEVEL_FLAGS.get(level, []) + [
+            "-I", os.path.dirname(os.path.abspath(__file__)), c_path, "-o", so_path, "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
