@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._harness import Rival, Skip, is_scalar
+from ._harness import Rival, Skip, call_with, is_scalar
 
 CORES = os.cpu_count() or 1
 
@@ -148,17 +148,17 @@ def rivals_for(spec):
 # -- NumPy, numexpr, numba: the derivative formula ------------------------------------
 
 def _numpy(spec):
-    args = spec.args
-    return lambda: spec.numpy(*args)
+    return call_with(spec.numpy, spec.args)
 
 
 def _numpy_out(spec):
     if spec.numpy_out is None:
         raise Skip("n/a: the result is one number")
-    args, out = spec.args, np.empty(spec.n, spec.dtype)
+    out = np.empty(spec.n, spec.dtype)
+    call = call_with(spec.numpy_out, spec.args, out)
 
     def fn():
-        spec.numpy_out(*args, out)
+        call()
         return out
     return fn
 
@@ -283,11 +283,12 @@ def _numba(spec, parallel):
     loop = _numba_loop(spec, parallel)
     args = tuple(spec.dtype.type(a) if is_scalar(a) else a for a in spec.args)
     if spec.mode == "grad_scalar":
-        return lambda: loop(*args)
+        return call_with(loop, args)
     out = np.empty(spec.n, spec.dtype)
+    call = call_with(loop, args, out)
 
     def fn():
-        loop(*args, out)
+        call()
         return out
     return fn
 
@@ -327,7 +328,8 @@ def _jax(spec, dense=False):
         jf = jax.jit(jvp_ones)
     else:
         jf = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a)), argnums=wrt))
-    return lambda: jf(*args).block_until_ready()
+    call = call_with(jf, args)
+    return lambda: call().block_until_ready()
 
 
 def _torch_namespace(torch):
@@ -390,10 +392,10 @@ def _autograd(spec):
     warnings.filterwarnings("ignore", "Output seems independent of input")
     if spec.mode == "diag":
         d = autograd.elementwise_grad(f, wrt)
-        return lambda: d(*args)
+        return call_with(d, args)
     if spec.mode == "vector":
         jvp = autograd.make_jvp(f, wrt)
         one = spec.dtype.type(1.0)
         return lambda: jvp(*args)(one)[1]
     d = autograd.grad(lambda *a: autograd.numpy.sum(f(*a)), wrt)
-    return lambda: d(*args)
+    return call_with(d, args)
