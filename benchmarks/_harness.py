@@ -348,8 +348,8 @@ def measure(routes, quick=False):
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
     next library. Each block starts with ``warm``. The median over the
-    batches (5 to 11, 3 to 7 in quick mode; 3 for calls slower than 5 ms,
-    1 over 0.2 s) is kept, and the best batch. Garbage collection is off while timing, as in
+    batches (5 to 11, 3 to 7 in quick mode; 1 for calls over 0.2 s) is
+    kept, and the best batch. Garbage collection is off while timing, as in
     timeit.
     """
     budget = 0.02 if quick else 0.04            # seconds of batches per route, roughly
@@ -364,8 +364,9 @@ def measure(routes, quick=False):
             last = warm(fn, warm_s, expect=getattr(fn, "expect", None))
             once, number = calibrate(fn, quick, last)
             numbers[name] = number
-            # slow calls: 3 batches, or 1 for calls slower than 0.2 s (autograd at 10^7)
-            floor = 1 if once * number > 0.2 else 3 if once * number > 0.005 else low
+            # slow calls too get `low` batches (a median of 3 is one batch, which
+            # one disturbed moment decides), but 1 over 0.2 s (autograd at 10^7)
+            floor = 1 if once * number > 0.2 else low
             batches = int(min(high, max(floor, budget / (once * number))))
             for _ in range(batches):
                 t0 = time.perf_counter()

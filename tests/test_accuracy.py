@@ -214,6 +214,14 @@ def test_divide_db_ulp(simd, dtype):
     for z in (dtype(3.0), dtype(10.0 ** (half + 1)), dtype(10.0 ** -(half + 1))):
         exact_z = [-mpmath.mpf(float(u)) / mpmath.mpf(float(z)) ** 2 for u in y]
         _check("divide_db", fastjac.jacobian("divide", y, z, wrt=1), exact_z, y, dtype)
+        # and d sum(y / z)/dz = -(sum y) / z**2, relative to the size of its
+        # terms (where none of them overflows: then inf - inf is NaN either way)
+        if not all(abs(float(e)) <= np.finfo(dtype).max for e in exact_z):
+            continue
+        got_sum = float(fastjac.sum_gradient("divide", np.tile(y, REPEAT), z, wrt=1))
+        scale = float(sum(abs(e) for e in exact_z)) * REPEAT
+        exact_sum = float(mpmath.fsum(exact_z) * REPEAT)
+        assert abs(got_sum - exact_sum) <= 8 * np.finfo(dtype).eps * scale, (z, got_sum, exact_sum)
 
 
 # -- special values --------------------------------------------------------------

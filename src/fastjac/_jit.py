@@ -29,7 +29,7 @@ failure is remembered (``status()`` says why) and the interpreter runs.
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its
 first call with at least ``JIT_MIN_SIZE`` elements (a compilation takes
-about a tenth of a second, once per program and dtype in a process).
+about 0.3 s, once per program and dtype in a process).
 """
 import os
 import threading
@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _expr, _kernels
 
-JIT_MIN_SIZE = 1 << 16          # elements; below, the interpreter's call costs less
+JIT_MIN_SIZE = 1 << 16          # elements: smaller calls never wait for the compiler
 
 _lock = threading.Lock()
 _loaded = []                    # the ctypes libraries, kept alive for the process
@@ -48,7 +48,8 @@ _OP = _expr.OPCODES
 _CODE = {v: k for k, v in _kernels.DERIVATIVE_CODES.items()}
 _K = _expr.REGISTER_KINDS
 
-# Flags of the interpreter level the code is compiled for (setup.py's).
+# Flags of the interpreter level the code is compiled for (setup.py's
+# SIMD_VARIANTS: keep the two in step).
 _LEVEL_FLAGS = {
     "baseline": [],
     "avx2": ["-mavx2", "-mfma"],
@@ -214,10 +215,6 @@ def c_source(program, is_double, fused_muladd):
     for k, (j, src) in enumerate(sums):
         body.append(f"U{k}[i] = {src};")
 
-    n_arrays = int(max([index[r] + 1 for r in range(len(kind)) if kind[r] == _K["array"]],
-                       default=0))
-    n_scalars = int(max([index[r] + 1 for r in range(len(kind)) if kind[r] == _K["scalar"]],
-                        default=0))
     lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
                          "sqrt": "sqrt" if is_double else "sqrtf",
                          "log": "log" if is_double else "logf",
@@ -226,7 +223,7 @@ def c_source(program, is_double, fused_muladd):
                          "max": "DBL_MAX" if is_double else "FLT_MAX"}]
     lines.append("void fj_chunk(void** arrays, const double* scalars, void** outs, "
                  "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {")
-    for j in range(n_scalars):
+    for j in range(program.n_scalars):
         lines.append(f"    const T S{j} = (T)scalars[{j}];")
     for j, _ in outs:
         lines.append(f"    T O{j}[BLOCK] __attribute__((aligned(64)));")
@@ -235,7 +232,7 @@ def c_source(program, is_double, fused_muladd):
     lines.append(f"    for (int k = 0; k < {program.n_acc}; k++) acc[k] = 0;")
     lines.append("    for (ptrdiff_t pos = start; pos < stop; pos += BLOCK) {")
     lines.append("        ptrdiff_t m = stop - pos < BLOCK ? stop - pos : BLOCK;")
-    for j in range(n_arrays):
+    for j in range(program.n_arrays):
         lines.append(f"        const T* A{j} = (const T*)arrays[{j}] + pos;")
     lines.append("        for (ptrdiff_t i = 0; i < m; i++) {")
     lines += ["            " + s for s in body]
