@@ -37,6 +37,10 @@ def _arith(lib):
     return lambda w, x: lib["maximum"](w * x + 3, 0 * w) - w / x
 
 
+def _arith_nodiv(lib):
+    return lambda w, x: lib["maximum"](w * x + 3, 0 * w) * x - w
+
+
 def _trig(lib):
     return lambda w, x: lib["sin"](w) * lib["exp"](x) - w / x
 
@@ -51,6 +55,12 @@ EXPRS = {
     "maximum(w*x+3,0)-w/x value+d/dw": (
         lambda fj, w, x: fj.maximum(w * x + 3, 0) - w / x, _arith,
         "_np_arith", ("where(w*x+3>0, w*x+3, 0) - w/x", "where(w*x+3>0, x, 0) - 1/x"),
+        "memory", False),
+    # the same five kinds of work without a division: memory-bound on this CPU,
+    # where two divisions per element are not (see benchmarks/analysis.md)
+    "maximum(w*x+3,0)*x-w value+d/dw": (
+        lambda fj, w, x: fj.maximum(w * x + 3, 0) * x - w, _arith_nodiv,
+        "_np_arith_nodiv", ("where(w*x+3>0, w*x+3, 0)*x - w", "where(w*x+3>0, x*x, 0) - 1"),
         "memory", False),
     "sin(w)*exp(x)-w/x value+d/dw": (
         lambda fj, w, x: fj.sin(w) * fj.exp(x) - w / x, _trig,
@@ -71,6 +81,18 @@ def _np_arith(w, x, v, d, t1, t2):
     d *= x
     np.divide(1.0, x, out=t2)
     d -= t2
+
+
+def _np_arith_nodiv(w, x, v, d, t1, t2):
+    np.multiply(w, x, out=t1)
+    t1 += 3
+    np.maximum(t1, 0, out=v)
+    v *= x
+    v -= w
+    np.greater(t1, 0, out=d)
+    np.multiply(x, x, out=t2)
+    d *= t2
+    d -= 1
 
 
 def _np_trig(w, x, v, d, t1, t2):
@@ -208,7 +230,7 @@ def _expr_case(name, n, dtype):
     return Case(family=FAMILY, name=name, kind=kind, n=n, dtype=np.dtype(dtype),
                 nbytes=(2 + writes) * n * itemsize, fastjac=fastjac_out,
                 fastjac_alloc=fastjac_alloc, fastjac_kernel=fastjac_kernel, rivals=rivals,
-                quick=name.startswith("maximum"), reads=2, writes=writes)
+                quick=name.startswith("maximum(w*x+3,0)-"), reads=2, writes=writes)
 
 
 # -- the neuron ------------------------------------------------------------------------

@@ -46,6 +46,8 @@ EXPR_LIMIT = 1.3
 EXPR_TARGETS = (
     ("composed expression `maximum(w*x+3, 0) - w/x`, value + d/dw, n = 10⁷",
      "maximum(w*x+3,0)-w/x", 10_000_000),
+    ("composed expression `maximum(w*x+3, 0)*x - w` (no division), value + d/dw, n = 10⁷",
+     "maximum(w*x+3,0)*x-w", 10_000_000),
     ("neuron dC/dw, N = 10⁶, n = 16, one read of X (and y)", "neuron", 1_000_000),
 )
 

@@ -180,15 +180,10 @@ cdef int run_jit(jit_chunk_t fn, void** arrays, const double* scalars, void** ou
     """run_program's chunking (the same chunks, so the same sums) around a
     compiled chunk function. -1 on OOM."""
     cdef JitJob job
-    cdef int workers = 1
-    cdef Py_ssize_t c, k, n_chunks = 1
-    job.chunk = n
-    if in_chunks(n):
-        workers = pool_threads()
-        job.chunk = max(<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK,
-                        (n + MAX_PROGRAM_CHUNKS - 1) // MAX_PROGRAM_CHUNKS)
-        job.chunk = (job.chunk + BLOCK - 1) // BLOCK * BLOCK
-        n_chunks = (n + job.chunk - 1) // job.chunk
+    cdef int workers = pool_threads() if in_chunks(n) else 1
+    cdef Py_ssize_t c, k, n_chunks
+    job.chunk = program_chunk_size(n)
+    n_chunks = (n + job.chunk - 1) // job.chunk if n else 1
     job.acc = <double*>malloc((n_chunks * n_acc + 1) * sizeof(double))
     if job.acc == NULL:
         return -1

@@ -448,6 +448,17 @@ cdef inline void program_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept
     program_chunk(<float*>NULL, <ProgramJob*>job, c, worker)
 
 
+cdef inline Py_ssize_t program_chunk_size(Py_ssize_t n) noexcept nogil:
+    """Elements per chunk of a program over n elements: a whole number of
+    blocks, depending on n only; n itself (one chunk) below the pool's size."""
+    cdef Py_ssize_t chunk
+    if not in_chunks(n):
+        return n
+    chunk = max(<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK,
+                (n + MAX_PROGRAM_CHUNKS - 1) // MAX_PROGRAM_CHUNKS)
+    return (chunk + BLOCK - 1) // BLOCK * BLOCK
+
+
 cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
                      const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                      floating** arrays, const double* scalars, floating** outs,
@@ -459,15 +470,10 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
     sums do not depend on the number of threads.
     """
     cdef ProgramJob job
-    cdef int workers = 1
-    cdef Py_ssize_t c, j, r, n_chunks = 1, n_out = 0
-    job.chunk = n
-    if in_chunks(n):
-        workers = pool_threads()
-        job.chunk = max(<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK,
-                        (n + MAX_PROGRAM_CHUNKS - 1) // MAX_PROGRAM_CHUNKS)
-        job.chunk = (job.chunk + BLOCK - 1) // BLOCK * BLOCK
-        n_chunks = (n + job.chunk - 1) // job.chunk
+    cdef int workers = pool_threads() if in_chunks(n) else 1
+    cdef Py_ssize_t c, j, r, n_chunks, n_out = 0
+    job.chunk = program_chunk_size(n)
+    n_chunks = (n + job.chunk - 1) // job.chunk if n else 1
     job.streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     for r in range(n_regs):
         n_out += kind[r] == K_OUT
