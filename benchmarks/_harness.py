@@ -340,39 +340,52 @@ def warm(fn, seconds, calls=100, expect=None):
     return last
 
 
+ROUNDS = 3         # turns the routes of a case take (full mode), see measure
+
+
 def measure(routes, quick=False):
     """Median per-call seconds of each warm callable in ``routes`` (a dict).
 
-    Each route is timed in its own block of back-to-back batches, as a hot
-    loop would call it: interleaving the routes call by call would let one
+    Each route is timed in blocks of back-to-back batches, as a hot loop
+    would call it: interleaving the routes call by call would let one
     library's idle worker threads (OpenMP, XLA, numba) fall asleep and
     charge every call the wake-up, or spin and steal the cores from the
-    next library. Each block starts with ``warm``. The median over the
-    batches (5 to 11, 3 to 7 in quick mode; 1 for calls over 0.2 s) is
-    kept, and the best batch. Garbage collection is off while timing, as in
-    timeit.
+    next library. Each block starts with ``warm``. The blocks of the routes
+    take turns, in ``ROUNDS`` rounds: on a machine shared with other jobs
+    the load changes from one second to the next, and a ratio of two routes
+    (fastjac against its STREAM twin, or NumPy) is only fair when both saw
+    the same moments. The median over all batches (5 to 11 per route, 3 to 7
+    in quick mode; 1 for calls over 0.2 s) is kept, and the best batch.
+    Garbage collection is off while timing, as in timeit.
     """
     budget = 0.02 if quick else 0.04            # seconds of batches per route, roughly
     warm_s = 0.005
     low, high = (3, 7) if quick else (5, 11)    # batches
+    rounds = 1 if quick else ROUNDS
     times = {name: [] for name in routes}
-    numbers = {}
+    numbers, plan = {}, {}
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for name, fn in routes.items():
-            last = warm(fn, warm_s, expect=getattr(fn, "expect", None))
-            once, number = calibrate(fn, quick, last)
-            numbers[name] = number
-            # slow calls too get `low` batches (a median of 3 is one batch, which
-            # one disturbed moment decides), but 1 over 0.2 s (autograd at 10^7)
-            floor = 1 if once * number > 0.2 else low
-            batches = int(min(high, max(floor, budget / (once * number))))
-            for _ in range(batches):
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / number)
+        for r in range(rounds):
+            for name, fn in routes.items():
+                if r > 0 and plan[name] // rounds + (r < plan[name] % rounds) == 0:
+                    continue                    # this route's batches are all taken
+                last = warm(fn, warm_s, expect=getattr(fn, "expect", None))
+                if r == 0:
+                    once, number = calibrate(fn, quick, last)
+                    numbers[name] = number
+                    # slow calls too get `low` batches (a median of 3 is one batch,
+                    # which one disturbed moment decides), but 1 over 0.2 s
+                    floor = 1 if once * number > 0.2 else low
+                    plan[name] = int(min(high, max(floor, budget / (once * number))))
+                number = numbers[name]
+                share = plan[name] // rounds + (r < plan[name] % rounds)
+                for _ in range(share):
+                    t0 = time.perf_counter()
+                    for _ in range(number):
+                        fn()
+                    times[name].append((time.perf_counter() - t0) / number)
     finally:
         if enabled:
             gc.enable()

@@ -181,7 +181,7 @@ cdef int run_jit(jit_chunk_t fn, void** arrays, const double* scalars, void** ou
     compiled chunk function. -1 on OOM."""
     cdef JitJob job
     cdef int workers = pool_threads() if in_chunks(n) else 1
-    cdef Py_ssize_t c, k, n_chunks
+    cdef Py_ssize_t n_chunks
     job.chunk = program_chunk_size(n)
     n_chunks = (n + job.chunk - 1) // job.chunk if n else 1
     job.acc = <double*>malloc((n_chunks * n_acc + 1) * sizeof(double))
@@ -191,11 +191,7 @@ cdef int run_jit(jit_chunk_t fn, void** arrays, const double* scalars, void** ou
     job.n_acc, job.n = n_acc, n
     job.streamed = n * itemsize >= STREAM_MIN_BYTES
     parallel_for(jit_chunk, &job, n_chunks, workers)
-    for k in range(n_acc):
-        sums[k] = 0
-    for c in range(n_chunks):
-        for k in range(n_acc):
-            sums[k] += job.acc[c * n_acc + k]
+    add_chunk_sums(job.acc, n_chunks, n_acc, sums)
     free(job.acc)
     return 0
 

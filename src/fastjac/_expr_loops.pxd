@@ -459,6 +459,18 @@ cdef inline Py_ssize_t program_chunk_size(Py_ssize_t n) noexcept nogil:
     return (chunk + BLOCK - 1) // BLOCK * BLOCK
 
 
+cdef inline void add_chunk_sums(const double* acc, Py_ssize_t n_chunks, Py_ssize_t n_acc,
+                                double* sums) noexcept nogil:
+    """sums[j] = accumulator j of every chunk (acc[c * n_acc + j]), added in
+    chunk order: the same total on any number of threads."""
+    cdef Py_ssize_t c, j
+    for j in range(n_acc):
+        sums[j] = 0
+    for c in range(n_chunks):
+        for j in range(n_acc):
+            sums[j] += acc[c * n_acc + j]
+
+
 cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
                      const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                      floating** arrays, const double* scalars, floating** outs,
@@ -471,7 +483,7 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
     """
     cdef ProgramJob job
     cdef int workers = pool_threads() if in_chunks(n) else 1
-    cdef Py_ssize_t c, j, r, n_chunks, n_out = 0
+    cdef Py_ssize_t r, n_chunks, n_out = 0
     job.chunk = program_chunk_size(n)
     n_chunks = (n + job.chunk - 1) // job.chunk if n else 1
     job.streamed = n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
@@ -494,11 +506,7 @@ cdef inline int run_program(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_re
         parallel_for(program_chunk_f64, &job, n_chunks, workers)
     else:
         parallel_for(program_chunk_f32, &job, n_chunks, workers)
-    for j in range(n_acc):
-        sums[j] = 0
-    for c in range(n_chunks):
-        for j in range(n_acc):
-            sums[j] += job.acc[c * n_acc + j]
+    add_chunk_sums(job.acc, n_chunks, n_acc, sums)
     free(job.scratch)
     free(job.R)
     free(job.acc)
