@@ -341,6 +341,12 @@ def warm(fn, seconds, calls=100, expect=None):
 
 
 ROUNDS = 3         # turns the routes of a case take (full mode), see measure
+# After a route whose calls take SETTLE_AFTER seconds or more, wait SETTLE_S
+# before the next: OpenBLAS's threads (NumPy's X @ w in the neuron) spin
+# about 0.1 s after each call, and on 2 vCPUs a STREAM twin or fastjac call
+# made meanwhile ran at a third of its speed (the neuron's twin: 11.7 ms in
+# the run, 3.2 ms alone).
+SETTLE_AFTER, SETTLE_S = 1e-3, 0.1
 
 
 def measure(routes, quick=False):
@@ -363,7 +369,8 @@ def measure(routes, quick=False):
     low, high = (3, 7) if quick else (5, 11)    # batches
     rounds = 1 if quick else ROUNDS
     times = {name: [] for name in routes}
-    numbers, plan = {}, {}
+    numbers, plan, per_call = {}, {}, {}
+    previous = None
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -371,10 +378,13 @@ def measure(routes, quick=False):
             for name, fn in routes.items():
                 if r > 0 and plan[name] // rounds + (r < plan[name] % rounds) == 0:
                     continue                    # this route's batches are all taken
+                if not quick and per_call.get(previous, 0) >= SETTLE_AFTER:
+                    time.sleep(SETTLE_S)    # the last route's threads go idle first
+                previous = name
                 last = warm(fn, warm_s, expect=getattr(fn, "expect", None))
                 if r == 0:
                     once, number = calibrate(fn, quick, last)
-                    numbers[name] = number
+                    numbers[name], per_call[name] = number, once
                     # slow calls too get `low` batches (a median of 3 is one batch,
                     # which one disturbed moment decides), but 1 over 0.2 s
                     floor = 1 if once * number > 0.2 else low
