@@ -371,12 +371,15 @@ def measure(routes, quick=False):
     times = {name: [] for name in routes}
     numbers, plan, per_call = {}, {}, {}
     previous = None
+
+    def share(name, r):                         # batches of route `name` in round r
+        return plan[name] // rounds + (r < plan[name] % rounds)
     enabled = gc.isenabled()
     gc.disable()
     try:
         for r in range(rounds):
             for name, fn in routes.items():
-                if r > 0 and plan[name] // rounds + (r < plan[name] % rounds) == 0:
+                if r > 0 and share(name, r) == 0:
                     continue                    # this route's batches are all taken
                 if not quick and per_call.get(previous, 0) >= SETTLE_AFTER:
                     time.sleep(SETTLE_S)    # the last route's threads go idle first
@@ -390,8 +393,7 @@ def measure(routes, quick=False):
                     floor = 1 if once * number > 0.2 else low
                     plan[name] = int(min(high, max(floor, budget / (once * number))))
                 number = numbers[name]
-                share = plan[name] // rounds + (r < plan[name] % rounds)
-                for _ in range(share):
+                for _ in range(share(name, r)):
                     t0 = time.perf_counter()
                     for _ in range(number):
                         fn()

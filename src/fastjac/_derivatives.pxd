@@ -414,7 +414,7 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
 
 cdef inline bint costly(Derivative* tag) noexcept nogil:
     """True for compute-bound formulas (a transcendental function, a square
-    root, two divisions): worth threads at a smaller n than a memory-bound one."""
+    root): worth threads at a smaller n than a memory-bound one."""
     return (Derivative is PowerDa or Derivative is PowerDb or Derivative is SqrtD
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD)

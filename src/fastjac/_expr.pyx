@@ -103,7 +103,7 @@ cdef class Program:
     cdef readonly object listing          # human-readable instructions (debugging)
     # fused C code of _jit.py: the address of its chunk function per dtype,
     # 0 before the first large call, -1 where the interpreter runs
-    cdef public Py_ssize_t jit_f64, jit_f32
+    cdef readonly Py_ssize_t jit_f64, jit_f32
 
     def __init__(self, prog, kind, index, slot, n_slots, n_acc, n_arrays, n_scalars,
                  n_outs, listing=None):
@@ -149,6 +149,14 @@ cdef class Program:
             svals[i] = scalars[i]
         execute(self, is_double, aptr, svals, optr, sums, n)
         return [sums[i] for i in range(self.n_acc)]
+
+    def _use_compiled(self, bint is_double, Py_ssize_t address):
+        """For _jit.attach: run this program, in this dtype, through the chunk
+        function at ``address`` (-1: on the interpreter)."""
+        if is_double:
+            self.jit_f64 = address
+        else:
+            self.jit_f32 = address
 
 
 # -- running a program: fused C code (_jit.py) or the interpreter ------------------
@@ -251,14 +259,25 @@ cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void*
 # -- hot loops: a resolved derivative, called with arrays only --------------------
 
 cdef class FastPlan:
-    """One signature of an ExprKernel: the program and where each result lands."""
-    cdef public Program program
-    cdef public cnp.ndarray array_pos      # program array j <- argument array_pos[j]
-    cdef public cnp.ndarray scalar_pos     # program scalar j <- argument (or -1: constant)
-    cdef public cnp.ndarray scalar_const   # constant values where scalar_pos == -1
-    cdef public int value_out, value_acc   # out / accumulator index of the value, or -1
-    cdef public int tan_out, tan_acc       # same for the tangent (both -1: zero)
-    cdef public bint is_sum
+    """One signature of an ExprKernel: the program and where each result lands
+    (built once by CompiledExpression._fast_plan, then only read)."""
+    cdef readonly Program program
+    cdef readonly cnp.ndarray array_pos    # program array j <- argument array_pos[j]
+    cdef readonly cnp.ndarray scalar_pos   # program scalar j <- argument (or -1: constant)
+    cdef readonly cnp.ndarray scalar_const # constant values where scalar_pos == -1
+    cdef readonly int value_out, value_acc # out / accumulator index of the value, or -1
+    cdef readonly int tan_out, tan_acc     # same for the tangent (both -1: zero)
+    cdef readonly bint is_sum
+
+    def __init__(self, Program program, array_pos, scalar_pos, scalar_const, bint is_sum,
+                 int value_out, int value_acc, int tan_out, int tan_acc):
+        self.program = program
+        self.array_pos = np.ascontiguousarray(array_pos, dtype=np.intc)
+        self.scalar_pos = np.ascontiguousarray(scalar_pos, dtype=np.intc)
+        self.scalar_const = np.ascontiguousarray(scalar_const, dtype=np.float64)
+        self.is_sum = is_sum
+        self.value_out, self.value_acc = value_out, value_acc
+        self.tan_out, self.tan_acc = tan_out, tan_acc
 
 
 cdef class ExprKernel:

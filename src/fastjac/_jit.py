@@ -300,7 +300,4 @@ def attach(program, is_double):
                 pass
             except Exception as exc:            # noqa: BLE001 - no compiler: interpret
                 _status["error"] = f"{type(exc).__name__}: {exc}"
-        if is_double:
-            program.jit_f64 = address
-        else:
-            program.jit_f32 = address
+        program._use_compiled(is_double, address)

@@ -45,7 +45,7 @@
 # already validated pointers, steps, sizes and dtypes.
 
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.float cimport DBL_MAX, DBL_MIN
+from libc.float cimport DBL_MAX
 from libc.math cimport fabs
 
 from ._derivatives cimport *
@@ -442,8 +442,8 @@ cdef inline double kernel(int code, bint summing,
                          False)
         if fabs(total) <= DBL_MAX:
             z = b[0]
-            if DBL_MIN <= z * z <= DBL_MAX:
-                return -total / (z * z)
-            return -(total / z) / z
+            if exceptional(<DivideDb*>NULL, total, z):
+                return derivative_exceptional(<DivideDb*>NULL, total, z)
+            return derivative(<DivideDb*>NULL, total, z)
     return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly,
                     streamed)

@@ -991,28 +991,21 @@ class CompiledExpression:
         plan = self._plan(scalar_vars, (name,), with_value)
         plans, out_idx, _ = plan.stages
         sp = plans[out_idx[0]]
-        fp = _expr.FastPlan()
-        fp.program = sp.program
         pos = {n: i for i, n in enumerate(self.variables)}
-        fp.array_pos = np.array([pos[a] for a in sp.arrays], dtype=np.intc)
-        fp.scalar_pos = np.array([pos[key] if kind == "var" else -1
-                                  for kind, key in sp.scalars], dtype=np.intc)
-        fp.scalar_const = np.array([key if kind == "const" else 0.0
-                                    for kind, key in sp.scalars], dtype=np.float64)
-        fp.is_sum = sp.stage.is_sum
-        fp.value_out = fp.value_acc = fp.tan_out = fp.tan_acc = -1
+        where = {"out": [-1, -1], "acc": [-1, -1]}   # [value, tangent] per kind of sink
         if sp.value is not None:
-            if sp.value[0] == "out":
-                fp.value_out = sp.value[1]
-            else:
-                fp.value_acc = sp.value[1]
+            where[sp.value[0]][0] = sp.value[1]
         rec = sp.tangents[0] if sp.tangents else None
         if rec is not None:
-            if rec[0] == "out":
-                fp.tan_out = rec[1]
-            else:
-                fp.tan_acc = rec[1]
-        return fp
+            where[rec[0]][1] = rec[1]
+        return _expr.FastPlan(
+            sp.program,
+            [pos[a] for a in sp.arrays],
+            [pos[key] if kind == "var" else -1 for kind, key in sp.scalars],
+            [key if kind == "const" else 0.0 for kind, key in sp.scalars],
+            sp.stage.is_sum,
+            value_out=where["out"][0], value_acc=where["acc"][0],
+            tan_out=where["out"][1], tan_acc=where["acc"][1])
 
     # -- public methods ---------------------------------------------------------------
     def value(self, *, out=None, **variables):
