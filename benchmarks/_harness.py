@@ -480,7 +480,7 @@ def stream_twin(case):
 
 # -- running a case ------------------------------------------------------------------
 
-def run_case(case, quick=False, log=print, time_fastjac=True):
+def run_case(case, quick=False, log=print, time_fastjac=True, beside=False):
     """Time a case's fastjac routes and every rival; return a result dict.
 
     Each rival is built (setup and JIT compilation), called once to warm
@@ -488,12 +488,22 @@ def run_case(case, quick=False, log=print, time_fastjac=True):
     timed together by ``measure``. ``times`` maps a route to its timing;
     ``notes`` maps a route that was not timed to the reason (missing
     library, not applicable, wrong answer, error).
+
+    ``beside``: a rival group's worker also times fastjac's out= and
+    allocating calls, in the same rounds as the rivals, into
+    ``result["beside"]``: the rivals' ratios are taken against those
+    (``ratio``), measured in the same process at the same moments, rather
+    than against the fastjac group's timing made minutes apart.
     """
     result = {"family": case.family, "name": case.name, "kind": case.kind,
               "n": case.n, "dtype": np.dtype(case.dtype).name, "nbytes": case.nbytes,
               "trivial": case.trivial, "times": {}, "notes": {}}
     expected = np.array(to_numpy(case.fastjac()), copy=True)
     routes = {}
+    if beside:
+        routes["fastjac"] = case.fastjac
+        if case.fastjac_alloc is not None:
+            routes["fastjac_alloc"] = case.fastjac_alloc
     for route, fn in (("fastjac", case.fastjac), ("fastjac_alloc", case.fastjac_alloc),
                       ("fastjac_kernel", case.fastjac_kernel)):
         if fn is None or not time_fastjac:
@@ -531,28 +541,30 @@ def run_case(case, quick=False, log=print, time_fastjac=True):
             log(f"    ! {case.name} {rival.name}: {reason}")
             continue
         routes[rival.name] = fn
-    result["times"] = measure(routes, quick)
+    times = measure(routes, quick)
+    if beside:
+        result["beside"] = {r: times.pop(r) for r in ("fastjac", "fastjac_alloc") if r in times}
+    result["times"] = times
     return result
 
 
-def ratios(result):
-    """rival time / fastjac time for each timed rival of a case result.
+def ratio(case, route, stat="median"):
+    """rival time / fastjac time for one route of a (merged) case result, or None.
 
-    Preallocating rivals are compared with fastjac's out= call, allocating
-    ones with fastjac's allocating call (or out= when there is none).
+    The fastjac time is the one measured beside the rival, in its group's
+    process (``run_case(beside=True)``), where there is one; else the
+    fastjac group's. Preallocating rivals are compared with fastjac's out=
+    call, allocating ones with fastjac's allocating call (or out= when
+    there is none).
     """
-    times = result["times"]
-    if "fastjac" not in times:
-        return {}
-    base_out = times["fastjac"]["median"]
-    base_alloc = times.get("fastjac_alloc", times["fastjac"])["median"]
-    out = {}
-    for route, t in times.items():
-        if route in FASTJAC_ROUTES:
-            continue
-        base = base_out if route in PREALLOCATING else base_alloc
-        out[route] = t["median"] / base
-    return out
+    times = case["times"]
+    if route not in times or route in FASTJAC_ROUTES:
+        return None
+    ref = case.get("beside", {}).get(GROUP_OF.get(route), times)
+    if "fastjac" not in ref:
+        return None
+    base = ref["fastjac"] if route in PREALLOCATING else ref.get("fastjac_alloc", ref["fastjac"])
+    return times[route][stat] / base[stat]
 
 
 # -- discovery -------------------------------------------------------------------
@@ -595,6 +607,7 @@ GROUPS = {
     "torch": ("torch", "torch_vjp", "torch_dense"),
     "autograd": ("autograd",),
 }
+GROUP_OF = {route: group for group, routes in GROUPS.items() for route in routes}
 
 
 def select(case, routes):
@@ -630,8 +643,10 @@ def run_group(group, sizes, dtypes, families, quick, log):
                     if quick and not case.quick:
                         continue
                     try:
-                        yield run_case(select(case, routes), quick, log,
-                                       time_fastjac="fastjac" in routes)
+                        rival_group = "fastjac" not in routes
+                        yield run_case(select(case, routes + ("fastjac_alloc",) * rival_group),
+                                       quick, log, time_fastjac=not rival_group,
+                                       beside=rival_group)
                     except Exception as exc:      # noqa: BLE001 - reported, run goes on
                         log(f"    ! {family} {case.name} failed: {exc!r}")
                         yield {"error": f"{family} {case.name} n={n} "

@@ -12,7 +12,9 @@ How a ratio is formed: a rival that fills a preallocated array (NumPy
 a rival that allocates its result (NumPy, JAX, PyTorch, autograd) by
 fastjac's allocating call. A library's ratio for a kernel is that of its
 cheapest route (e.g. numba: the serial or the parallel loop, whichever is
-faster at that n). A ratio above 1 means fastjac is faster.
+faster at that n). A ratio above 1 means fastjac is faster. The fastjac
+time of a rival's ratio is the one measured beside it, in the same process
+and rounds (``_harness.ratio``).
 """
 import json
 import math
@@ -25,7 +27,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._harness import PREALLOCATING, ROUTES, geomean  # noqa: E402
+from benchmarks._harness import ROUTES, geomean, ratio  # noqa: E402
 
 LIBRARIES = {
     "NumPy": ("numpy", "numpy_out"),
@@ -54,17 +56,9 @@ EXPR_TARGETS = (
 
 # -- numbers ------------------------------------------------------------------------
 
-def route_ratio(case, route, stat="median"):
-    t = case["times"]
-    if route not in t or "fastjac" not in t:
-        return None
-    base = t["fastjac"] if route in PREALLOCATING else t.get("fastjac_alloc", t["fastjac"])
-    return t[route][stat] / base[stat]
-
-
 def library_ratio(case, library, stat="median"):
     """(ratio, route) of the library's cheapest route for this case, or None."""
-    found = [(route_ratio(case, r, stat), r) for r in LIBRARIES[library]]
+    found = [(ratio(case, r, stat), r) for r in LIBRARIES[library]]
     found = [(v, r) for v, r in found if v is not None]
     return min(found) if found else None
 
@@ -175,7 +169,7 @@ def summary_table(report, dtype, libraries=LIBRARIES, with_dense=True, stat="med
             cells = []
             for col in cols:
                 if col in DENSE:
-                    rs = [route_ratio(c, DENSE[col], stat) for c in cs]
+                    rs = [ratio(c, DENSE[col], stat) for c in cs]
                 else:
                     rs = [(library_ratio(c, col, stat) or (None,))[0] for c in cs]
                 rs = [r for r in rs if r is not None]
@@ -419,7 +413,7 @@ def kernel_tables(report, dtype, n):
                 r = library_ratio(c, lib)
                 cells.append(f"{fmt_ratio(r[0])} `{r[1]}`" if r else "—")
             for route in DENSE.values():
-                cells.append(fmt_ratio(route_ratio(c, route)))
+                cells.append(fmt_ratio(ratio(c, route)))
             out.append(f"| {c['name']} | {fmt_time(t.get('fastjac', {}).get('median'))} | "
                        f"{fmt_time(t.get('fastjac_alloc', {}).get('median'))} | "
                        f"{fmt_time(t.get('fastjac_kernel', {}).get('median'))} | "

@@ -258,6 +258,8 @@ def main(argv=None):
                             merged[key][k] = line[k]
                 merged[key]["times"].update(line["times"])
                 merged[key]["notes"].update(line["notes"])
+                if line.get("beside"):          # fastjac timed in this group's process
+                    merged[key].setdefault("beside", {})[group] = line["beside"]
             log(f"  {group}: {sum('times' in x for x in lines)} cases in {elapsed:.0f} s")
         report["versions"] = versions
         report["cases"] = list(merged.values())

@@ -72,6 +72,24 @@ def test_a_wrong_or_missing_rival_is_a_note_not_a_failure():
     assert set(result["times"]) >= {"fastjac"} and "numpy" not in result["times"]
 
 
+def test_a_rival_is_compared_with_fastjac_timed_beside_it():
+    """A rival group's worker times fastjac in the same rounds (``beside``), and
+    the rival's ratio is taken against that time, not the fastjac group's."""
+    case = _harness.discover(("elementwise",))[0][1].cases(16, np.dtype(np.float64))[0]
+    case.rivals = [_harness.Rival("numba", lambda: case.fastjac)]
+    result = _harness.run_case(_harness.select(case, ("numba", "fastjac_alloc")), quick=True,
+                               log=lambda m: None, time_fastjac=False, beside=True)
+    assert set(result["times"]) == {"numba"}
+    assert set(result["beside"]) == {"fastjac", "fastjac_alloc"}
+    t = lambda s: {"median": s}                                      # noqa: E731
+    merged = {"times": {"fastjac": t(1.0), "numba": t(3.0), "numpy_out": t(3.0)},
+              "beside": {"numba": {"fastjac": t(2.0), "fastjac_alloc": t(5.0)}}}
+    assert _harness.ratio(merged, "numba") == 1.5                   # 3 / the fastjac beside it
+    assert _harness.ratio(merged, "numpy_out") == 3.0               # timed in fastjac's group
+    assert _harness.ratio(merged, "fastjac") is None
+    assert _harness.ratio(merged, "jax") is None
+
+
 def test_report_renders(tmp_path):
     report = {"machine": {"date": "2026-01-01 00:00 UTC", "python": "3", "numpy": np.__version__,
                           "cpu": "test"},

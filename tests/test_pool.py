@@ -100,6 +100,9 @@ def _calls(x, y):
         "multiply": fastjac.jacobian("multiply", x, y, wrt=1),
         "sum_x_times_z": fastjac.sum_gradient("multiply", x, 2.5, wrt=1),
         "sum_sin": fastjac.sum_gradient("sin", x, wrt=0),
+        # a**b's derivatives use threads from about a thousand elements
+        "power_small": fastjac.jacobian("power", x[:1500], y[:1500], wrt=0),
+        "sum_power_small": fastjac.sum_gradient("power", x[:1500], 2.5, wrt=1),
         "expr_sum": f.value_and_jacobian(w=x, v=y),
         "expr": g.jacobian(w=x, v=y),
         "neuron": fastjac.neuron_gradient(X, y[:60_000], np.array([0.3, -0.2]), 0.1,
@@ -117,6 +120,8 @@ def _oracle(x, y):
         "multiply": x,
         "sum_x_times_z": x.sum(),
         "sum_sin": np.cos(x),
+        "power_small": y[:1500] * x[:1500] ** (y[:1500] - 1),
+        "sum_power_small": np.sum(x[:1500] ** 2.5 * np.log(x[:1500])),
         "expr_sum": (np.sum(t + 3), (1 - t * t) * y),
         "expr": np.cos(x) * np.exp(y),
         "neuron": (2 / 60_000 * (r @ X), 2 / 60_000 * r.sum(),

@@ -19,6 +19,7 @@ def config():
         "threads": _pool.get_num_threads(),
         "threads_from_memory_bound": _kernels.parallel_min_sizes()["memory_bound"],
         "threads_from_compute_bound": _kernels.parallel_min_sizes()["compute_bound"],
+        "threads_from_power": _kernels.parallel_min_sizes()["power"],
     }
 
 

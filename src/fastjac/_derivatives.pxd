@@ -420,6 +420,13 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
             or Derivative is TanhD or Derivative is SigmoidD)
 
 
+cdef inline bint very_costly(Derivative* tag) noexcept nogil:
+    """True for a**b's derivatives (a double-double logarithm and an
+    exponential per element, about 5 ns on one core): worth threads from a
+    thousand elements."""
+    return Derivative is PowerDa or Derivative is PowerDb
+
+
 cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:
     """True for the tags whose derivative() is not valid everywhere."""
     return (Derivative is SinD or Derivative is CosD or Derivative is DivideDb

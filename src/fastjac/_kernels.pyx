@@ -10,8 +10,9 @@
 # (for tests and benchmarks; ``simd()`` says what was chosen).
 #
 # Thread thresholds: below MIN_SIZE_CHEAP elements (memory-bound tags) or
-# MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd) a
-# kernel runs on the calling thread; measured with benchmarks/bench_threads.py.
+# MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd), or
+# an eighth of it (a**b, ``very_costly``), a kernel runs on the calling
+# thread; measured with benchmarks/bench_threads.py.
 #
 # No function here checks anything: the Python-facing layer (_api.pyx) has
 # already validated pointers, steps, sizes and dtypes.
@@ -150,8 +151,10 @@ DERIVATIVE_CODES = {
 
 
 def parallel_min_sizes():
-    """The thread thresholds: {"memory_bound": n, "compute_bound": n}."""
-    return {"memory_bound": MIN_SIZE_CHEAP, "compute_bound": MIN_SIZE_COSTLY}
+    """The thread thresholds: {"memory_bound": n, "compute_bound": n,
+    "power": n} (the last follows compute_bound: an eighth of it)."""
+    return {"memory_bound": MIN_SIZE_CHEAP, "compute_bound": MIN_SIZE_COSTLY,
+            "power": MIN_SIZE_COSTLY >> 3}
 
 
 def _set_parallel_min_sizes(memory_bound, compute_bound):
