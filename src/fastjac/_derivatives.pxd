@@ -423,7 +423,7 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
 cdef inline bint very_costly(Derivative* tag) noexcept nogil:
     """True for a**b's derivatives (a double-double logarithm and an
     exponential per element, about 5 ns on one core): worth threads from a
-    thousand elements."""
+    few hundred elements."""
     return Derivative is PowerDa or Derivative is PowerDb
 
 

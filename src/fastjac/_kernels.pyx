@@ -11,7 +11,7 @@
 #
 # Thread thresholds: below MIN_SIZE_CHEAP elements (memory-bound tags) or
 # MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd), or
-# an eighth of it (a**b, ``very_costly``), a kernel runs on the calling
+# a sixteenth of it (a**b, ``very_costly``), a kernel runs on the calling
 # thread; measured with benchmarks/bench_threads.py.
 #
 # No function here checks anything: the Python-facing layer (_api.pyx) has
@@ -152,9 +152,9 @@ DERIVATIVE_CODES = {
 
 def parallel_min_sizes():
     """The thread thresholds: {"memory_bound": n, "compute_bound": n,
-    "power": n} (the last follows compute_bound: an eighth of it)."""
+    "power": n} (the last follows compute_bound: a sixteenth of it)."""
     return {"memory_bound": MIN_SIZE_CHEAP, "compute_bound": MIN_SIZE_COSTLY,
-            "power": MIN_SIZE_COSTLY >> 3}
+            "power": MIN_SIZE_COSTLY >> 4}
 
 
 def _set_parallel_min_sizes(memory_bound, compute_bound):

@@ -29,7 +29,8 @@
 # another process delays only its current chunk; see _pool.h). The
 # threshold is smaller for the ``costly`` (compute-bound) tags, and smaller
 # again, with smaller chunks, for the ``very_costly`` ones (a**b: 1 000
-# elements are 5 us of work on one core, 2.6 us on two). A chunk's
+# elements are 4.7 us of work on one core, 2.9 us on two; threads pay from
+# about 400). A chunk's
 # boundaries depend on n only, and sums add their chunk totals in chunk
 # order: a result is the same bit for bit on any number of threads.
 #
@@ -66,9 +67,9 @@ cdef enum:
     # Elements per chunk at least: a chunk's bookkeeping (an atomic claim,
     # about 0.1 us) stays a few percent of its work.
     MIN_CHUNK = 4096
-    MIN_CHUNK_VERY_COSTLY = 512
+    MIN_CHUNK_VERY_COSTLY = 256
     # very_costly tags use threads from min_costly >> this many elements
-    VERY_COSTLY_SHIFT = 3
+    VERY_COSTLY_SHIFT = 4
     # Chunk boundaries are multiples of this many elements (whole cache lines).
     CHUNK_ALIGN = 16
     # Elements per block of a streamed result (a multiple of 16: whole lines).
