@@ -155,6 +155,33 @@ def test_results_are_right_and_equal_bit_for_bit_on_1_2_3_threads(dtype, restore
                     f"{name}: {threads} threads differ from 1"
 
 
+@pytest.mark.parametrize("op, wrt, scalar", [("power", 0, False), ("power", 1, True),
+                                              ("exp", 0, False), ("sin", 0, False)])
+def test_small_jobs_in_a_hot_loop_equal_one_thread(op, wrt, scalar, restore_threads):
+    """Compute-bound kernels of 10^3 elements are split in two when the helper
+    is awake (back-to-back calls wake it): every call, split or not, gives the
+    one-thread result bit for bit, and the right one."""
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0.3, 2.0, 1500)
+    b = 1.7 if scalar else rng.uniform(-2.0, 2.0, 1500)
+    operands = (a, b) if op == "power" else (a,)
+
+    def calls():
+        return [fastjac.jacobian(op, *operands, wrt=wrt) for _ in range(50)] + \
+            [fastjac.sum_gradient(op, *operands, wrt=wrt) for _ in range(50)]
+    fastjac.set_num_threads(1)
+    serial = calls()
+    fastjac.set_num_threads(2)
+    threaded = calls()
+    for i, got in enumerate(threaded):
+        want = serial[0 if i < 50 else 50]
+        assert np.asarray(got).dtype == np.asarray(want).dtype and np.array_equal(got, want), i
+    d = {"power": (b * a ** (b - 1), a ** b * np.log(a)), "exp": (np.exp(a),),
+         "sin": (np.cos(a),)}[op][wrt]
+    np.testing.assert_allclose(serial[0], d, rtol=1e-13)
+    np.testing.assert_allclose(serial[50], np.sum(d) if scalar else d, rtol=1e-12)
+
+
 # -- fork and concurrency ------------------------------------------------------------
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

@@ -19,11 +19,15 @@ def config():
         "threads": _pool.get_num_threads(),
         "threads_from_memory_bound": _kernels.parallel_min_sizes()["memory_bound"],
         "threads_from_compute_bound": _kernels.parallel_min_sizes()["compute_bound"],
-        "threads_from_power": _kernels.parallel_min_sizes()["power"],
+        "small_jobs_from_compute_bound": _kernels.parallel_min_sizes()[
+            "compute_bound_small_jobs"],
+        "small_jobs_from_power": _kernels.parallel_min_sizes()["power_small_jobs"],
     }
 
 
 def show_config():
     """Print the fastjac version, the instruction set and threads in use, and numpy's version."""
-    for key, value in config().items():
-        print(f"{key:>26}: {value}")
+    info = config()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:>{width}}: {value}")

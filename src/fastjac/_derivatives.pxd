@@ -422,8 +422,8 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
 
 cdef inline bint very_costly(Derivative* tag) noexcept nogil:
     """True for a**b's derivatives (a double-double logarithm and an
-    exponential per element, about 5 ns on one core): worth threads from a
-    few hundred elements."""
+    exponential per element, about 5 ns on one core): worth two threads
+    from about 500 elements."""
     return Derivative is PowerDa or Derivative is PowerDb
 
 

@@ -10,9 +10,11 @@
 # (for tests and benchmarks; ``simd()`` says what was chosen).
 #
 # Thread thresholds: below MIN_SIZE_CHEAP elements (memory-bound tags) or
-# MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd), or
-# a sixteenth of it (a**b, ``very_costly``), a kernel runs on the calling
-# thread; measured with benchmarks/bench_threads.py.
+# MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd) a
+# kernel is not cut into the pool's chunks (measured with
+# benchmarks/bench_threads.py); compute-bound tags run as two-chunk "small
+# jobs" from an eighth of MIN_SIZE_COSTLY (a**b, ``very_costly``: a
+# sixteenth) up to it, and below that on the calling thread (_loops.pxd).
 #
 # No function here checks anything: the Python-facing layer (_api.pyx) has
 # already validated pointers, steps, sizes and dtypes.
@@ -152,9 +154,11 @@ DERIVATIVE_CODES = {
 
 def parallel_min_sizes():
     """The thread thresholds: {"memory_bound": n, "compute_bound": n,
-    "power": n} (the last follows compute_bound: a sixteenth of it)."""
+    "compute_bound_small_jobs": n, "power_small_jobs": n} (the last two
+    follow compute_bound: an eighth and a sixteenth of it)."""
     return {"memory_bound": MIN_SIZE_CHEAP, "compute_bound": MIN_SIZE_COSTLY,
-            "power": MIN_SIZE_COSTLY >> 4}
+            "compute_bound_small_jobs": MIN_SIZE_COSTLY >> 3,
+            "power_small_jobs": MIN_SIZE_COSTLY >> 4}
 
 
 def _set_parallel_min_sizes(memory_bound, compute_bound):

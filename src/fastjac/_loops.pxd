@@ -27,10 +27,11 @@
 # above it the array is cut into chunks of at least MIN_CHUNK elements, which
 # the threads of _pool take one by one (a thread that loses its core to
 # another process delays only its current chunk; see _pool.h). The
-# threshold is smaller for the ``costly`` (compute-bound) tags, and smaller
-# again, with smaller chunks, for the ``very_costly`` ones (a**b: 1 000
-# elements are 4.7 us of work on one core, 2.9 us on two; threads pay from
-# about 400). A chunk's
+# ``costly`` (compute-bound) tags use threads from far fewer elements, as a
+# "small job" of SMALL_JOB_CHUNKS chunks, which wakes no sleeping helper
+# outside a hot loop (_pool.h). Measured in a hot loop, one thread against
+# two: 2 000 elements of exp 2.2 us / 1.8, of sin 3.4 / 2.2; 1 000 of a**b
+# (``very_costly``, from 512 on) 4.7 / 2.8; exp at 1 000 gains nothing. A chunk's
 # boundaries depend on n only, and sums add their chunk totals in chunk
 # order: a result is the same bit for bit on any number of threads.
 #
@@ -52,7 +53,7 @@ from libc.float cimport DBL_MAX
 from libc.math cimport fabs
 
 from ._derivatives cimport *
-from ._pool cimport parallel_for, pool_threads
+from ._pool cimport parallel_for, parallel_for_small, pool_threads
 
 cdef extern from "_vecmath.h" nogil:
     void fj_stream_f64(double* dst, const double* src, Py_ssize_t n)
@@ -67,9 +68,13 @@ cdef enum:
     # Elements per chunk at least: a chunk's bookkeeping (an atomic claim,
     # about 0.1 us) stays a few percent of its work.
     MIN_CHUNK = 4096
-    MIN_CHUNK_VERY_COSTLY = 256
-    # very_costly tags use threads from min_costly >> this many elements
+    # Small jobs: costly tags from min_costly >> COSTLY_SHIFT elements,
+    # very_costly ones from min_costly >> VERY_COSTLY_SHIFT, up to min_costly,
+    # in up to SMALL_JOB_CHUNKS chunks of SMALL_CHUNK elements at least.
+    COSTLY_SHIFT = 3
     VERY_COSTLY_SHIFT = 4
+    SMALL_JOB_CHUNKS = 2
+    SMALL_CHUNK = 128
     # Chunk boundaries are multiples of this many elements (whole cache lines).
     CHUNK_ALIGN = 16
     # Elements per block of a streamed result (a multiple of 16: whole lines).
@@ -300,20 +305,29 @@ cdef inline void chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
 cdef inline double run_chunks(int code, bint summing,
                               const floating* a, Py_ssize_t a_step,
                               const floating* b, Py_ssize_t b_step,
-                              floating* out, Py_ssize_t n, Py_ssize_t min_chunk,
+                              floating* out, Py_ssize_t n, bint small,
                               bint streamed) noexcept nogil:
-    """The whole call, chunk by chunk, on the pool's threads."""
+    """The whole call, chunk by chunk, on the pool's threads (``small``: a
+    job of a few microseconds, see SMALL_JOB_CHUNKS)."""
     cdef double partial[MAX_LOOP_CHUNKS]
     cdef double result = 0
     cdef Py_ssize_t c, n_chunks
     cdef LoopJob job
     job.code, job.summing, job.streamed = code, summing, streamed
     job.a, job.a_step, job.b, job.b_step, job.out, job.n = a, a_step, b, b_step, out, n
-    job.chunk = max(min_chunk, (n + MAX_LOOP_CHUNKS - 1) // MAX_LOOP_CHUNKS)
+    if small:
+        job.chunk = max(<Py_ssize_t>SMALL_CHUNK, (n + SMALL_JOB_CHUNKS - 1) // SMALL_JOB_CHUNKS)
+    else:
+        job.chunk = max(<Py_ssize_t>MIN_CHUNK, (n + MAX_LOOP_CHUNKS - 1) // MAX_LOOP_CHUNKS)
     job.chunk = (job.chunk + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
     job.partial = partial
     n_chunks = (n + job.chunk - 1) // job.chunk
-    if floating is double:
+    if small:
+        if floating is double:
+            parallel_for_small(chunk_f64, &job, n_chunks, pool_threads())
+        else:
+            parallel_for_small(chunk_f32, &job, n_chunks, pool_threads())
+    elif floating is double:
         parallel_for(chunk_f64, &job, n_chunks, pool_threads())
     else:
         parallel_for(chunk_f32, &job, n_chunks, pool_threads())
@@ -332,12 +346,11 @@ cdef inline double run(Derivative* tag, int code, bint summing,
                        Py_ssize_t min_cheap, Py_ssize_t min_costly, bint streamed) noexcept nogil:
     """On this thread, or in chunks on the pool's when n reaches the
     threshold of the tag's kind."""
-    if very_costly(tag):
-        if n >= min_costly >> VERY_COSTLY_SHIFT:
-            return run_chunks(code, summing, a, a_step, b, b_step, out, n,
-                              MIN_CHUNK_VERY_COSTLY, streamed)
-    elif n >= (min_costly if costly(tag) else min_cheap):
-        return run_chunks(code, summing, a, a_step, b, b_step, out, n, MIN_CHUNK, streamed)
+    if n >= (min_costly if costly(tag) else min_cheap):
+        return run_chunks(code, summing, a, a_step, b, b_step, out, n, False, streamed)
+    if costly(tag) and n >= min_costly >> (VERY_COSTLY_SHIFT if very_costly(tag)
+                                           else COSTLY_SHIFT):
+        return run_chunks(code, summing, a, a_step, b, b_step, out, n, True, streamed)
     if summing:
         return total_serial(tag, a, a_step, b, b_step, n)
     apply_serial(tag, a, a_step, b, b_step, out, n, streamed)

@@ -33,7 +33,12 @@
  *
  * Helpers are started at the first parallel call, spin for FJ_SPIN_NS after
  * each job (back-to-back calls find them awake), then sleep on a condition
- * variable. After fork() the child has no helpers: they are started again
+ * variable. Waking a sleeping helper costs the caller a system call and, on
+ * a VM, an interrupt to the other vCPU: about 4 us measured here, more than
+ * a small job gains from a second thread. So a small job
+ * (fj_parallel_for_small) wakes no sleeping helper unless it comes within
+ * FJ_HOT_NS of the previous small job: a lone call runs on its caller, a
+ * hot loop wakes the helpers once and then finds them spinning. After fork() the child has no helpers: they are started again
  * there when needed. fj_pool_resize() and fj_pool_close() (atexit) join
  * them.
  *
@@ -61,6 +66,7 @@ typedef void (*fj_chunk_fn)(void* job, Py_ssize_t chunk, int worker);
 #define FJ_MAX_CHUNKS 0xffff
 #define FJ_SPIN_NS 200000          /* 0.2 ms of spinning before a helper sleeps */
 #define FJ_OWNER_SPIN_NS 20000     /* 20 us before the caller sleeps in fj_finish */
+#define FJ_HOT_NS 100000           /* small jobs this close together are a hot loop */
 
 static void fj_run_serially(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks) {
     Py_ssize_t c;
@@ -74,6 +80,11 @@ static int fj_pool_threads(void) { return 1; }
 static int fj_pool_resize(int threads) { (void)threads; return 1; }
 static void fj_pool_close(void) {}
 static void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int max_workers) {
+    (void)max_workers;
+    fj_run_serially(fn, job, n_chunks);
+}
+static void fj_parallel_for_small(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks,
+                                  int max_workers) {
     (void)max_workers;
     fj_run_serially(fn, job, n_chunks);
 }
@@ -359,6 +370,21 @@ static void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int 
     fj_work(gen, 0);
     fj_finish(n_chunks);        /* only chunks a helper is running remain */
     __atomic_store_n(&fj_pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+/* fj_parallel_for for a job of a few microseconds: on the caller alone if
+ * a helper sleeps and the previous small job was more than FJ_HOT_NS ago
+ * (see the note at the top). */
+static void fj_parallel_for_small(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks,
+                                  int max_workers) {
+    static uint64_t last_ns = 0;    /* atomic: when the previous small job started */
+    uint64_t now = fj_now_ns();
+    uint64_t previous = __atomic_exchange_n(&last_ns, now, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&fj_pool.sleepers, __ATOMIC_RELAXED) && now - previous > FJ_HOT_NS) {
+        fj_run_serially(fn, job, n_chunks);
+        return;
+    }
+    fj_parallel_for(fn, job, n_chunks, max_workers);
 }
 
 #endif  /* FJ_POOL_SERIAL */

@@ -11,4 +11,8 @@ cdef enum:
 
 cdef void parallel_for(chunk_fn fn, void* job, Py_ssize_t n_chunks,
                        int max_workers) noexcept nogil
+# The same for a job of a few microseconds: helpers that sleep are woken
+# only in a hot loop (see _pool.h), as waking one costs about that much.
+cdef void parallel_for_small(chunk_fn fn, void* job, Py_ssize_t n_chunks,
+                             int max_workers) noexcept nogil
 cdef int pool_threads() noexcept nogil

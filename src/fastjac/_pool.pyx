@@ -16,6 +16,7 @@ import os
 cdef extern from "_pool.h" nogil:
     ctypedef void (*fj_chunk_fn)(void* job, Py_ssize_t chunk, int worker) noexcept nogil
     void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int max_workers)
+    void fj_parallel_for_small(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int max_workers)
     int fj_pool_threads()
     int fj_pool_resize(int threads)
     void fj_pool_close()
@@ -25,6 +26,11 @@ cdef extern from "_pool.h" nogil:
 cdef void parallel_for(chunk_fn fn, void* job, Py_ssize_t n_chunks,
                        int max_workers) noexcept nogil:
     fj_parallel_for(<fj_chunk_fn>fn, job, n_chunks, max_workers)
+
+
+cdef void parallel_for_small(chunk_fn fn, void* job, Py_ssize_t n_chunks,
+                             int max_workers) noexcept nogil:
+    fj_parallel_for_small(<fj_chunk_fn>fn, job, n_chunks, max_workers)
 
 
 cdef int pool_threads() noexcept nogil:
