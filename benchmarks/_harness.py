@@ -347,6 +347,14 @@ ROUNDS = 3         # turns the routes of a case take (full mode), see measure
 # made meanwhile ran at a third of its speed (the neuron's twin: 11.7 ms in
 # the run, 3.2 ms alone).
 SETTLE_AFTER, SETTLE_S = 1e-3, 0.1
+# Likewise before fastjac's calls after a rival with a thread pool of its own
+# (``run_case(beside=True)``): numba's OpenMP threads spin after a parallel
+# loop, and fastjac's two-thread calls timed meanwhile read up to twice their
+# time (minimum d/dx at n = 10^5: median 27 us beside numba, best batch 15 us,
+# 15 us in fastjac's own process).
+POOLED_ROUTES = frozenset({"numexpr", "numba_par", "jax", "jax_dense", "torch", "torch_vjp",
+                           "torch_dense"})
+SETTLE_POOL_S = 0.02
 
 
 def measure(routes, quick=False):
@@ -383,6 +391,8 @@ def measure(routes, quick=False):
                     continue                    # this route's batches are all taken
                 if not quick and per_call.get(previous, 0) >= SETTLE_AFTER:
                     time.sleep(SETTLE_S)    # the last route's threads go idle first
+                elif not quick and previous in POOLED_ROUTES and name in FASTJAC_ROUTES:
+                    time.sleep(SETTLE_POOL_S)
                 previous = name
                 last = warm(fn, warm_s, expect=getattr(fn, "expect", None))
                 if r == 0:

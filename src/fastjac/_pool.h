@@ -38,7 +38,9 @@
  * a small job gains from a second thread. So a small job
  * (fj_parallel_for_small) wakes no sleeping helper unless it comes within
  * FJ_HOT_NS of the previous small job: a lone call runs on its caller, a
- * hot loop wakes the helpers once and then finds them spinning. After fork() the child has no helpers: they are started again
+ * hot loop wakes the helpers once and then finds them spinning.
+ *
+ * After fork() the child has no helpers: they are started again
  * there when needed. fj_pool_resize() and fj_pool_close() (atexit) join
  * them.
  *
@@ -85,8 +87,7 @@ static void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int 
 }
 static void fj_parallel_for_small(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks,
                                   int max_workers) {
-    (void)max_workers;
-    fj_run_serially(fn, job, n_chunks);
+    fj_parallel_for(fn, job, n_chunks, max_workers);
 }
 
 #else

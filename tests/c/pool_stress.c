@@ -1,6 +1,7 @@
 /* Stress test of src/fastjac/_pool.h, built with ThreadSanitizer by
  * tests/test_pool.py: two threads run jobs on the pool at once (one owns the
- * helpers, the other runs its chunks itself) while a third resizes the pool
+ * helpers, the other runs its chunks itself; every other job is a "small"
+ * one, fj_parallel_for_small) while a third resizes the pool
  * between 1 and 4 threads; every element of every job must be written, and
  * ThreadSanitizer must report no data race. */
 #include <Python.h>
@@ -22,7 +23,10 @@ static void* caller(void* arg) {
     for (int r = 0; r < ROUNDS; r++) {
         job_t job = {out, 1000, 100000};
         for (int i = 0; i < 100000; i++) out[i] = -1;
-        fj_parallel_for(fn, &job, 100, 4);
+        if (r % 2)
+            fj_parallel_for(fn, &job, 100, 4);
+        else            /* on the caller alone unless the helpers are awake */
+            fj_parallel_for_small(fn, &job, 100, 4);
         for (int i = 0; i < 100000; i++) bad += out[i] != i * 0.5;
     }
     free(out);
