@@ -5,6 +5,8 @@
     python benchmarks/diagnose.py threads       # n = 10^5: call-time spread, 1 thread vs all
     python benchmarks/diagnose.py threads --busy  # the same, with one core kept busy
     python benchmarks/diagnose.py neuron        # N = 10^6 x 16: time and GB/s of X, 1 thread vs all
+    python benchmarks/diagnose.py expr          # n = 10^7: a compiled expression vs its STREAM twin
+    python benchmarks/diagnose.py small         # n = 512..6 000: small jobs, hot loop and lone calls
 
 overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
 cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
@@ -22,6 +24,18 @@ call's tail shows any wait for a descheduled thread. ``--busy`` runs a
 busy loop in another process meanwhile (one core taken, as by another job).
 Run it with another interpreter (e.g. one with an older fastjac installed)
 to compare builds side by side.
+
+small: compute-bound kernels between 512 and 6 000 elements, one thread
+against the default (two-chunk "small jobs" on two threads from 1 024
+elements, 512 for a**b), both in a hot loop (median of back-to-back calls)
+and as lone calls (1 ms of sleep before each: the pool's helper is asleep).
+
+expr: ``maximum(w*x+3, 0)*x - w`` with d/dw (value and derivative in one
+pass, compiled by _jit.py) at n = 10^7 against the STREAM kernel that moves
+the same 320 MB (triad2 with non-temporal stores), five calls of each in
+turn, eight times: the ratio of each turn, and each one's GB/s. The
+machine's bandwidth moves between turns; the ratio says whether fastjac
+follows it.
 """
 import os
 import subprocess
@@ -181,6 +195,75 @@ def neuron():
                   f"= {X.nbytes / t / 1e9:5.1f} GB/s of X")
 
 
+def small():
+    import fastjac
+    from fastjac import _kernels
+    saved = _kernels.parallel_min_sizes()
+    rng = np.random.default_rng(0)
+
+    def lone(fn, calls=200):
+        times = []
+        for _ in range(calls):
+            time.sleep(0.001)
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+    print("us per call: one thread / default, in a hot loop and as lone calls")
+    try:
+        for op in ("power", "exp", "sin", "sqrt"):
+            for n in (512, 1000, 2000, 6000):
+                a, b, out = rng.uniform(0.5, 2, n), rng.uniform(-2, 2, n), np.empty(n)
+                if op == "power":
+                    def fn():
+                        fastjac.jacobian("power", a, b, out=out)
+                else:
+                    def fn():
+                        fastjac.jacobian(op, a, out=out)
+                row = []
+                for min_costly in (1 << 62, saved["compute_bound"]):
+                    _kernels._set_parallel_min_sizes(saved["memory_bound"], min_costly)
+                    row += [per_call(fn, 3000)[0] * 1e6, lone(fn) * 1e6]
+                print(f"  {op:6s} n = {n:5d}: hot {row[0]:6.2f} / {row[2]:6.2f}   "
+                      f"lone {row[1]:6.2f} / {row[3]:6.2f}")
+    finally:
+        _kernels._set_parallel_min_sizes(saved["memory_bound"], saved["compute_bound"])
+
+
+def expr():
+    from pathlib import Path
+    import fastjac
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._bandwidth import _build
+    st = _build(Path(__file__).resolve().parent / "results" / "build")
+    w, x = fastjac.var("w"), fastjac.var("x")
+    f = fastjac.compile(fastjac.maximum(w * x + 3, 0) * x - w, wrt="w")
+    n = 10_000_000
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    value, grad = np.empty(n), np.empty(n)
+    twin = [np.empty(n) for _ in range(4)]
+    for array, fill in zip(twin, (1.0, 2.0, 0.0, 0.0)):
+        st.init(array, fill)
+    nbytes = 4 * 8 * n
+
+    def turn(fn):
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+    print(f"maximum(w*x+3, 0)*x - w, value + d/dw, n = {n:,} ({nbytes / 1e6:.0f} MB) "
+          f"against triad2_nt on the same bytes, median of 5 calls per turn")
+    for _ in range(8):
+        t = turn(lambda: f.value_and_jacobian(w=a, x=b, out=grad, value_out=value))
+        s = turn(lambda: st.triad2_nt(twin[0], twin[1], twin[2], twin[3], 3.0))
+        print(f"  fastjac {t * 1e3:6.2f} ms ({nbytes / t / 1e9:5.1f} GB/s)   twin "
+              f"{s * 1e3:6.2f} ms ({nbytes / s / 1e9:5.1f} GB/s)   ratio {t / s:4.2f}")
+
+
 if __name__ == "__main__":
     what = [a for a in sys.argv[1:] if not a.startswith("--")] or \
         ["overhead", "compute", "threads"]
@@ -189,5 +272,5 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, __file__, "compute"], check=True)
         else:
             {"overhead": overhead, "compute": compute, "threads": threads,
-             "neuron": neuron}[w]()
+             "neuron": neuron, "expr": expr, "small": small}[w]()
         print()
