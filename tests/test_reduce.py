@@ -78,3 +78,12 @@ def test_large_sums_are_accurate(n):
 def test_empty_sum_is_zero():
     assert fastjac.sum_gradient("multiply", np.empty(0), 2.0, wrt=1) == 0.0
     assert fastjac.sum_gradient("multiply", np.empty(0), 2.0).shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("z", [0.0, 2.0, np.inf])
+def test_empty_sum_by_a_divisor_is_zero(z, dtype):
+    # d sum(a / z)/dz over no elements is the empty sum, 0, even where the
+    # shortcut -(sum a) / z**2 would give 0 / 0 (found by hypothesis: z = 0)
+    got = fastjac.sum_gradient("divide", np.empty(0, dtype), z, wrt=1)
+    assert got == 0.0 and got.dtype == dtype

@@ -456,12 +456,13 @@ cdef inline double kernel(int code, bint summing,
     sum over i of derivative(a_i, b_i) (out unused)."""
     cdef bint streamed = not summing and n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     cdef double total, z
-    if summing and code == DIVIDE_DB and a_step and not b_step:
+    if summing and code == DIVIDE_DB and a_step and not b_step and n > 0:
         # d sum(a / z)/dz = -(sum a) / z**2: one division instead of n (the
         # loop is then a plain sum, at the speed of reading a), and one
         # rounding of the quotient instead of n. The sum is d sum(a z)/dz.
         # Where sum a overflows (or a holds inf or NaN) the terms are summed
         # one by one after all: -a_i / z**2 may still add up to a finite total.
+        # (n = 0: the empty sum is 0, not -0 / z**2, which is NaN at z = 0.)
         total = dispatch(MULTIPLY_DB, True, a, a_step, b, 0, out, n, min_cheap, min_costly,
                          False)
         if fabs(total) <= DBL_MAX:
