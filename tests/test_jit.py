@@ -92,6 +92,50 @@ def test_compiled_matches_closed_form_and_interpreter(case, dtype, jit_mode):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("offsets", [(0, 0), (3, 3), (0, 1)],
+                         ids=["aligned", "same-offset", "different-offsets"])
+def test_streamed_outputs_at_any_offset(dtype, offsets, jit_mode):
+    # Outputs of STREAM_BYTES and more are written with non-temporal stores:
+    # straight from the loop when both start at the same place in a 64-byte
+    # line (after a head of single elements), through the block loop when
+    # they do not. Every path gives the interpreter's bits and the closed
+    # form -- including d(w/x)/dx where x*x is not a normal number, taken
+    # as -(w/x)/x.
+    itemsize = np.dtype(dtype).itemsize
+    n = _expr.STREAM_BYTES // itemsize + 37
+    w, x = data(dtype, n=n)
+    # x * x below the normal range (with a w small enough for a finite
+    # derivative), x * x beyond the largest float, x = 0
+    tiny, small_w = (1e-155, 1e-10) if dtype == np.float64 else (1e-20, 1e-5)
+    x[70:74] = [tiny, -tiny, 1 / tiny, 0.0]
+    w[70:72] = small_w
+    expr = fj.maximum(w_ * x_ + 3, 0) - w_ / x_
+
+    def outputs():
+        buffers = [np.full(n + 8, -7.0, dtype) for _ in offsets]
+        return buffers, [b[k:k + n] for b, k in zip(buffers, offsets)]
+
+    jit_mode("never")
+    _, (value_i, deriv_i) = outputs()
+    fj.compile(expr).kernel("x", value=True)(w, x, value_i, deriv_i)
+    jit_mode("always")
+    buffers, (value, deriv) = outputs()
+    fj.compile(expr).kernel("x", value=True)(w, x, value, deriv)
+    np.testing.assert_array_equal(value, value_i)
+    np.testing.assert_array_equal(deriv, deriv_i)
+    for b, k in zip(buffers, offsets):          # nothing written outside the outputs
+        assert (b[:k] == -7).all() and (b[k + n:] == -7).all()
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        expect = np.where(w64 * x64 + 3 > 0, w64, 0) + (w64 / x64) / x64
+    finite = np.isfinite(expect) & (np.abs(expect) < np.finfo(dtype).max)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(deriv[finite], expect[finite], rtol=tol,
+                               atol=np.finfo(dtype).tiny)
+    assert finite[70:73].all() and np.isinf(deriv[73])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sums_scalars_and_threads(dtype, jit_mode):
     # a reduction stage (SUM), a scalar variable and constants; the sums are
     # added block by block in the interpreter's order, so the bits agree, and

@@ -46,6 +46,7 @@ OPCODES = {
 }
 REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
 BLOCK_SIZE = BLOCK
+STREAM_BYTES = STREAM_MIN_BYTES     # outputs of this many bytes and more: non-temporal stores
 
 # -- the loops in use -------------------------------------------------------------
 
