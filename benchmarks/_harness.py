@@ -445,7 +445,8 @@ def stream_twin(case):
     an n-element case (float32 cases run the float64 kernels on half as
     many elements), and for the neuron one read of X and y together.
     Outputs of 16 MB and more (each) are written with non-temporal stores,
-    as fastjac writes them. None below ``STREAM_MIN_N`` elements (``case.n``)
+    as fastjac writes them -- except a fill, which fastjac writes with
+    ordinary stores (faster there: ``diagnose.py fill``), and so does its twin. None below ``STREAM_MIN_N`` elements (``case.n``)
     or without a C compiler. The callable's ``expect`` attribute (its bytes
     at ``STREAM_WARM_GBPS``) tells ``warm`` when a call is not yet warm.
     """
@@ -480,7 +481,7 @@ def stream_twin(case):
               else (lambda: st.triad2(a, b, c, d, 3.0)))
     elif pattern == "fill":
         (c,) = arrays
-        fn = (lambda: st.fill_nt(c, 1.0)) if nt else (lambda: st.fill(c, 1.0))
+        fn = lambda: st.fill(c, 1.0)          # noqa: E731
     else:
         (a,) = arrays
         fn = lambda: st.read(a)               # noqa: E731

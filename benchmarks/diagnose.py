@@ -266,6 +266,35 @@ def expr():
                   f"{s * 1e3:6.2f} ms ({nbytes / s / 1e9:5.1f} GB/s)   ratio {t / s:4.2f}")
 
 
+def fill():
+    """An 80 MB fill on both threads: ordinary against non-temporal stores
+    (the STREAM kernels), and fastjac's fill (d(x + w)/dw = 1, ordinary
+    stores) beside them."""
+    from pathlib import Path
+    import fastjac
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._bandwidth import _build
+    st = _build(Path(__file__).resolve().parent / "results" / "build")
+    n = 10_000_000
+    x, w, out = np.ones(n), np.ones(n), np.empty(n)
+    st.init(out, 0.0)
+    routes = {"fill (ordinary stores)": lambda: st.fill(out, 1.0),
+              "fill_nt (non-temporal)": lambda: st.fill_nt(out, 1.0),
+              "fastjac add d/dw": lambda: fastjac.jacobian("add", x, w, out=out)}
+    print(f"fill of {n * 8 / 1e6:.0f} MB, median of 7 calls per turn, ms")
+    for _ in range(5):
+        row = []
+        for name, fn in routes.items():
+            fn()
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            row.append(f"{name} {np.median(times) * 1e3:5.2f}")
+        print("  " + "   ".join(row))
+
+
 if __name__ == "__main__":
     what = [a for a in sys.argv[1:] if not a.startswith("--")] or \
         ["overhead", "compute", "threads"]
@@ -274,5 +303,5 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, __file__, "compute"], check=True)
         else:
             {"overhead": overhead, "compute": compute, "threads": threads,
-             "neuron": neuron, "expr": expr, "small": small}[w]()
+             "neuron": neuron, "expr": expr, "small": small, "fill": fill}[w]()
         print()

@@ -301,8 +301,9 @@ def test_levels_agree_on_exp_family():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_streamed_results_equal_cached_ones(simd, dtype):
     """A result of >= 16 MB is computed in blocks and written with
-    non-temporal stores; it must equal, bit for bit, the same numbers computed
-    in small pieces, whatever the alignment of out."""
+    non-temporal stores (a fill, which reads no array, with ordinary ones);
+    it must equal, bit for bit, the same numbers computed in small pieces,
+    whatever the alignment of out."""
     n = (1 << 24) // np.dtype(dtype).itemsize + 77
     rng = _rng(5)
     a = rng.uniform(-3, 3, n).astype(dtype)
@@ -312,9 +313,15 @@ def test_streamed_results_equal_cached_ones(simd, dtype):
     for shift in (0, 1):                 # out aligned to a line, and not
         out = buffer[shift:shift + n]
         for op, wrt, args in [("sin", 0, (a,)), ("tanh", 0, (a,)), ("multiply", 0, (a, b)),
-                              ("divide", 1, (a, b)), ("divide", 1, (a, dtype(1.5)))]:
+                              ("divide", 1, (a, b)), ("divide", 1, (a, dtype(1.5))),
+                              # fills: 1, x * 1.5 d/dx = 1.5, -1
+                              ("add", 1, (a, b)), ("multiply", 0, (a, dtype(1.5))),
+                              ("negative", 0, (a,))]:
             fastjac.kernel(op, wrt)(*[np.asarray(x) for x in args], out)
             pieces = np.concatenate([fastjac.jacobian(op, *[x[i:i + 4096] if np.ndim(x) else x
                                                           for x in args], wrt=wrt)
                                      for i in range(0, n, 4096)])
             np.testing.assert_array_equal(out, pieces, err_msg=f"{op} wrt {wrt} shift {shift}")
+            if op in ("add", "negative") or (op == "multiply" and np.ndim(args[1]) == 0):
+                fill = {"add": 1.0, "negative": -1.0, "multiply": 1.5}[op]
+                assert (out == fill).all(), f"{op}: not a fill of {fill}"
