@@ -179,13 +179,16 @@ cdef inline void apply_serial(Derivative* tag,
 
     Directly when that is safe and best. Otherwise block by block through a
     buffer in L1: for streamed results (non-temporal stores from the buffer),
-    and for the tags with exceptions, whose second pass over a block re-reads
-    a and b, which an in-place call (out is a) has not overwritten yet then.
+    and for the tags with exceptions in an in-place call (out is a or b):
+    their second pass re-reads a and b, which the buffer leaves unwritten
+    until the block is done. (out never overlaps an operand otherwise:
+    _api.pyx copies one that would.)
     """
     cdef floating buf[BLOCK]
     cdef Py_ssize_t start = 0, m, i, head = 0
     cdef bint aligned
-    if not streamed and not has_exceptions(tag):
+    cdef bint in_place = <const void*>out == <const void*>a or <const void*>out == <const void*>b
+    if not streamed and not (has_exceptions(tag) and in_place):
         compute_block(tag, a, a_step, b, b_step, out, n)
         return
     if streamed:
