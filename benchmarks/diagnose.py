@@ -267,9 +267,9 @@ def expr():
 
 
 def fill():
-    """An 80 MB fill on both threads: ordinary against non-temporal stores
-    (the STREAM kernels), and fastjac's fill (d(x + w)/dw = 1, ordinary
-    stores) beside them."""
+    """An 80 MB fill on both threads, of ones and of zeros: ordinary against
+    non-temporal stores (the STREAM kernels), and fastjac's fill beside them
+    (d(x + w)/dw = 1: ordinary stores; d(x > w)/dw = 0: non-temporal)."""
     from pathlib import Path
     import fastjac
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -278,13 +278,16 @@ def fill():
     n = 10_000_000
     x, w, out = np.ones(n), np.ones(n), np.empty(n)
     st.init(out, 0.0)
-    routes = {"fill (ordinary stores)": lambda: st.fill(out, 1.0),
-              "fill_nt (non-temporal)": lambda: st.fill_nt(out, 1.0),
-              "fastjac add d/dw": lambda: fastjac.jacobian("add", x, w, out=out)}
+    routes = [("ones: fill", lambda: st.fill(out, 1.0)),
+              ("fill_nt", lambda: st.fill_nt(out, 1.0)),
+              ("fastjac add d/dw", lambda: fastjac.jacobian("add", x, w, out=out)),
+              ("| zeros: fill", lambda: st.fill(out, 0.0)),
+              ("fill_nt", lambda: st.fill_nt(out, 0.0)),
+              ("fastjac greater d/dw", lambda: fastjac.jacobian("greater", x, w, out=out))]
     print(f"fill of {n * 8 / 1e6:.0f} MB, median of 7 calls per turn, ms")
     for _ in range(5):
         row = []
-        for name, fn in routes.items():
+        for name, fn in routes:
             fn()
             times = []
             for _ in range(7):

@@ -89,7 +89,10 @@ def _inputs(name, dtype):
         lo, hi = (-103.0, 88.7) if f32 else (-745.0, 709.7)
         parts += [rng.uniform(lo, hi, 1200), logs, -logs,
                   np.linspace(lo - 1, lo + 20, 100),    # subnormal results
-                  np.linspace(hi - 10, hi, 100)]        # near overflow
+                  np.linspace(hi - 10, hi, 100),        # near overflow
+                  # float64: the edges of the short exp's range (|x| <= 708)
+                  np.nextafter([708.0, 708.0, 708.0, -708.0, -708.0, -708.0],
+                               [708.0, np.inf, 0.0, -708.0, -np.inf, 0.0])]
     elif name in ("sin", "cos"):
         k = rng.integers(-80000, 80000, 300).astype(np.float64)
         parts += [rng.uniform(-1000, 1000, 600),

@@ -47,6 +47,8 @@ from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
 
 cdef extern from "_vecmath.h" nogil:
     double fj_exp(double x)
+    double fj_exp_normal(double x)
+    double FJ_EXP_NORMAL_MAX
     float fj_expf(float x)
     double fj_sin(double x)
     float fj_sinf(float x)
@@ -381,6 +383,9 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is SqrtD:
         return <floating>0.5 / f_sqrt(a)
     elif Derivative is ExpD:
+        # float64: the short exp, valid for |a| <= 708 (see exceptional)
+        if floating is double:
+            return fj_exp_normal(a)
         return f_exp(a)
     elif Derivative is LogD:
         return 1 / a
@@ -427,14 +432,19 @@ cdef inline bint very_costly(Derivative* tag) noexcept nogil:
 cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:
     """True for the tags whose derivative() is not valid everywhere."""
     return (Derivative is SinD or Derivative is CosD or Derivative is DivideDb
-            or Derivative is PowerDa or Derivative is PowerDb)
+            or Derivative is PowerDa or Derivative is PowerDb or Derivative is ExpD)
 
 
 cdef inline bint exceptional(Derivative* tag, floating a, floating b) noexcept nogil:
     """True where derivative(tag, a, b) is not valid: sin and cos of
     |a| >= 2**17, beyond the vectorised argument reduction; a**b unless
     0 < a < inf and |b| < 2**20 (the conventions at b == 0 and a == 0 hold
-    on either path)."""
+    on either path); float64 exp beyond |a| <= 708 (NaN, inf, overflow and
+    subnormal results)."""
+    if Derivative is ExpD:
+        if floating is double:
+            return not fabs(a) <= FJ_EXP_NORMAL_MAX
+        return False
     if Derivative is SinD or Derivative is CosD:
         return not fj_trig_fast(a)
     if Derivative is PowerDa or Derivative is PowerDb:
@@ -461,5 +471,7 @@ cdef inline floating derivative_exceptional(Derivative* tag, floating a,
         return power_log_libm(a, b)
     elif Derivative is DivideDb:
         return -(a / b) / b
+    elif Derivative is ExpD:
+        return f_exp(a)
     else:
         return derivative(tag, a, b)

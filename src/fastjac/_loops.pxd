@@ -39,9 +39,9 @@
 # written with non-temporal stores: each block of BLOCK elements is computed
 # into a buffer in L1, then streamed out (fj_stream_*, _vecmath.h). That saves
 # the read of every destination cache line an ordinary store costs first:
-# measured with benchmarks/bench_threads.py bandwidth. A fill (a derivative
-# that reads no array, such as d(x + w)/dw) is the exception: it keeps
-# ordinary stores, faster for write-only traffic here (see kernel()).
+# measured with benchmarks/bench_threads.py bandwidth. A fill of a number
+# other than zero (a derivative that reads no array, such as d(x + w)/dw)
+# is the exception: it keeps ordinary stores, faster there (see kernel()).
 #
 # Vectorised sin and cos are not valid for huge arguments (_vecmath.h): the
 # loop of such a tag ORs ``exceptional`` over its elements (a vectorised
@@ -452,16 +452,20 @@ cdef inline double dispatch(int code, bint summing,
     return 0
 
 
-cdef inline bint is_fill(int code, Py_ssize_t a_step, Py_ssize_t b_step) noexcept nogil:
-    """derivative(a_i, b_i) is one number for every i: the loop reads no array."""
+cdef inline bint nonzero_fill(int code, const floating* a, Py_ssize_t a_step,
+                              const floating* b, Py_ssize_t b_step) noexcept nogil:
+    """derivative(a_i, b_i) is one number, not zero, for every i: the loop
+    reads no array and writes no zeros."""
     if code == ADD_DA or code == ADD_DB or code == SUBTRACT_DA or code == SUBTRACT_DB \
-            or code == ZERO or code == ONE or code == NEGATIVE_D:
+            or code == ONE or code == NEGATIVE_D:
         return True
-    if code == MULTIPLY_DA or code == DIVIDE_DA:       # b, 1 / b
+    if code == MULTIPLY_DA:                            # b
+        return b_step == 0 and b[0] != 0
+    if code == DIVIDE_DA:                              # 1 / b
         return b_step == 0
     if code == MULTIPLY_DB:                            # a
-        return a_step == 0
-    return a_step == 0 and b_step == 0
+        return a_step == 0 and a[0] != 0
+    return False
 
 
 cdef inline double kernel(int code, bint summing,
@@ -471,12 +475,14 @@ cdef inline double kernel(int code, bint summing,
                           Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
     """out[i] = derivative(a_i, b_i) (returns 0), or, when ``summing``, the
     sum over i of derivative(a_i, b_i) (out unused)."""
-    # A fill (nothing read) keeps ordinary stores: on this project's EPYC two
-    # threads fill 80 MB in 2.3-2.7 ms with them and in 2.9 ms with
-    # non-temporal ones (benchmarks/diagnose.py fill); a kernel that reads
-    # as well is the other way round (a copy: 4.3 ms against 3.2).
+    # A fill (nothing read) of a number other than zero keeps ordinary
+    # stores: on this project's EPYC two threads fill 80 MB with ones in
+    # 2.1-2.5 ms with them and in 2.85 ms with non-temporal ones, while
+    # zeros take 0.8 ms non-temporal and 1.8 ms ordinary (benchmarks/
+    # diagnose.py fill); a kernel that reads as well streams (a copy: 3.2 ms
+    # against 4.3 ms with ordinary stores).
     cdef bint streamed = (not summing and n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
-                          and not is_fill(code, a_step, b_step))
+                          and not nonzero_fill(code, a, a_step, b, b_step))
     cdef double total, z
     if summing and code == DIVIDE_DB and a_step and not b_step and n > 0:
         # d sum(a / z)/dz = -(sum a) / z**2: one division instead of n (the

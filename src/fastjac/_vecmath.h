@@ -114,6 +114,39 @@ FJ_INLINE double fj_exp_tail(double x, double t)
 
 FJ_INLINE double fj_exp(double x) { return fj_exp_tail(x, 0.0); }
 
+/* exp(x) for |x| <= FJ_EXP_NORMAL_MAX only (then 2^k and the result are
+ * normal numbers): fj_exp without the clamps, the NaN test and the two-step
+ * scaling that make fj_exp valid everywhere, and the same bits where it is
+ * valid (e^r * 2^k is exact in both, then rounded once). About a third of
+ * fj_exp's operations; for loops that send every other element to fj_exp. */
+#define FJ_EXP_NORMAL_MAX 708.0
+FJ_INLINE double fj_exp_normal(double x)
+{
+    const double shift = 0x1.8p52;
+    const double inv_ln2 = 0x1.71547652b82fep0;
+    const double ln2_hi = 0x1.62e42feep-1;
+    const double ln2_lo = 0x1.a39ef35793c76p-33;
+    double kd = x * inv_ln2 + shift;
+    double k = kd - shift;
+    double r = (x - k * ln2_hi) - k * ln2_lo;
+    double p = 1.0 / 6227020800.0;            /* fj_exp_tail's polynomial */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    double er = 1.0 + (r + (r * r) * p);
+    /* the low bits of kd hold k: shifted into the exponent field, 2^k */
+    double scale = fj_from_bits(fj_bits(1.0) + (fj_bits(kd) << 52));
+    return er * scale;
+}
+
 /* -- exp, float ---------------------------------------------------------------- */
 
 FJ_INLINE float fj_expf(float x)
