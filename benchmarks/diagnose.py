@@ -57,6 +57,18 @@ def per_call(fn, number=2000, repeat=9):
     return times[len(times) // 2], times[0]
 
 
+def median_call(fn, calls=5):
+    """Seconds of one call of fn (after one untimed call): the median of
+    ``calls`` single calls, for calls of milliseconds."""
+    fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def overhead():
     import fastjac
     a, b, o = np.random.rand(16) + 0.5, np.random.rand(16) + 0.5, np.empty(16)
@@ -246,22 +258,14 @@ def expr():
         st.init(array, fill)
     nbytes = 4 * 8 * n
 
-    def turn(fn):
-        fn()
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
     for title, e in (("maximum(w*x+3, 0)*x - w", fastjac.maximum(w * x + 3, 0) * x - w),
                      ("maximum(w*x+3, 0) - w/x", fastjac.maximum(w * x + 3, 0) - w / x)):
         f = fastjac.compile(e, wrt="w")
         print(f"{title}, value + d/dw, n = {n:,} ({nbytes / 1e6:.0f} MB) against "
               f"triad2_nt on the same bytes, median of 5 calls per turn")
         for _ in range(6):
-            t = turn(lambda: f.value_and_jacobian(w=a, x=b, out=grad, value_out=value))
-            s = turn(lambda: st.triad2_nt(twin[0], twin[1], twin[2], twin[3], 3.0))
+            t = median_call(lambda: f.value_and_jacobian(w=a, x=b, out=grad, value_out=value))
+            s = median_call(lambda: st.triad2_nt(twin[0], twin[1], twin[2], twin[3], 3.0))
             print(f"  fastjac {t * 1e3:6.2f} ms ({nbytes / t / 1e9:5.1f} GB/s)   twin "
                   f"{s * 1e3:6.2f} ms ({nbytes / s / 1e9:5.1f} GB/s)   ratio {t / s:4.2f}")
 
@@ -288,13 +292,7 @@ def fill():
     for _ in range(5):
         row = []
         for name, fn in routes:
-            fn()
-            times = []
-            for _ in range(7):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            row.append(f"{name} {np.median(times) * 1e3:5.2f}")
+            row.append(f"{name} {median_call(fn, 7) * 1e3:5.2f}")
         print("  " + "   ".join(row))
 
 

@@ -72,6 +72,25 @@ FJ_INLINE float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); r
 
 /* e^(x + t) for a tail |t| <= 2^-40 |x| (the low part of a double-double
  * argument; see fj_pow_log). */
+/* e^r for |r| <= ln2/2 (+ tiny): e^r - 1 - r = r^2 (1/2 + r (1/6 + ...)),
+ * Taylor to degree 13, whose truncation error is below 2^-60 there. */
+FJ_INLINE double fj_exp_reduced(double r)
+{
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    return 1.0 + (r + (r * r) * p);
+}
+
 FJ_INLINE double fj_exp_tail(double x, double t)
 {
     const double shift = 0x1.8p52;          /* x + shift rounds x to an integer */
@@ -85,21 +104,7 @@ FJ_INLINE double fj_exp_tail(double x, double t)
     double kd = xc * inv_ln2 + shift;
     double k = kd - shift;
     double r = ((xc - k * ln2_hi) - k * ln2_lo) + t;   /* |r| <= ln2/2 (+ tiny) */
-    /* e^r - 1 - r = r^2 (1/2 + r (1/6 + ...)), Taylor to degree 13: the
-     * truncation error is below 2^-60 on |r| <= ln2/2. */
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    double er = 1.0 + (r + (r * r) * p);        /* e^r in [0.7, 1.42] */
+    double er = fj_exp_reduced(r);              /* e^r in [0.7, 1.42] */
     /* 2^k = 2^k1 * 2^k2 with k1 = k/2 rounded, each built by writing the
      * exponent field: both stay normal for every k of the clamped range
      * (|k| <= 1076), so results near overflow and in the subnormal range
@@ -129,19 +134,7 @@ FJ_INLINE double fj_exp_normal(double x)
     double kd = x * inv_ln2 + shift;
     double k = kd - shift;
     double r = (x - k * ln2_hi) - k * ln2_lo;
-    double p = 1.0 / 6227020800.0;            /* fj_exp_tail's polynomial */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    double er = 1.0 + (r + (r * r) * p);
+    double er = fj_exp_reduced(r);
     /* the low bits of kd hold k: shifted into the exponent field, 2^k */
     double scale = fj_from_bits(fj_bits(1.0) + (fj_bits(kd) << 52));
     return er * scale;
