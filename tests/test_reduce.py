@@ -87,3 +87,20 @@ def test_empty_sum_by_a_divisor_is_zero(z, dtype):
     # shortcut -(sum a) / z**2 would give 0 / 0 (found by hypothesis: z = 0)
     got = fastjac.sum_gradient("divide", np.empty(0, dtype), z, wrt=1)
     assert got == 0.0 and got.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sum_by_a_zero_divisor_adds_its_terms(dtype):
+    # d sum(a / z)/dz at z = 0 is the sum of the terms -a_i / 0**2: -0 / 0 is
+    # NaN, so any a_i = 0 makes it NaN, whatever -(sum a) / z**2 would say
+    # (found by hypothesis: a = [0, ..., 0, 1], z = 0.0 gave -inf)
+    a = np.zeros(12, dtype)
+    a[-1] = 1
+    assert np.isnan(fastjac.sum_gradient("divide", a, 0.0, wrt=1))
+    assert fastjac.sum_gradient("divide", np.ones(5, dtype), 0.0, wrt=1) == -np.inf
+    # z * z below the normal range: the terms -(a_i / z) / z, one by one
+    tiny = 1e-160 if dtype == np.float64 else 1e-20
+    a = np.array([1e-170, -2e-170] if dtype == np.float64 else [1e-30, -2e-30], dtype)
+    expect = sum(-(float(v) / tiny) / tiny for v in a.astype(np.float64))
+    got = fastjac.sum_gradient("divide", a, dtype(tiny), wrt=1)
+    np.testing.assert_allclose(float(got), expect, rtol=1e-6)

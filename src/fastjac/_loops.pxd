@@ -483,20 +483,20 @@ cdef inline double kernel(int code, bint summing,
     # against 4.3 ms with ordinary stores).
     cdef bint streamed = (not summing and n * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
                           and not nonzero_fill(code, a, a_step, b, b_step))
-    cdef double total, z
-    if summing and code == DIVIDE_DB and a_step and not b_step and n > 0:
+    cdef double total
+    if summing and code == DIVIDE_DB and a_step and not b_step and n > 0 \
+            and square_is_normal(b[0]):
         # d sum(a / z)/dz = -(sum a) / z**2: one division instead of n (the
         # loop is then a plain sum, at the speed of reading a), and one
         # rounding of the quotient instead of n. The sum is d sum(a z)/dz.
         # Where sum a overflows (or a holds inf or NaN) the terms are summed
         # one by one after all: -a_i / z**2 may still add up to a finite total.
-        # (n = 0: the empty sum is 0, not -0 / z**2, which is NaN at z = 0.)
+        # So are they where z**2 is not a normal number (z = 0: a term
+        # -0 / 0 is NaN, which the shortcut's -(sum a) / 0 would not give),
+        # and for n = 0 (the empty sum is 0).
         total = dispatch(MULTIPLY_DB, True, a, a_step, b, 0, out, n, min_cheap, min_costly,
                          False)
         if fabs(total) <= DBL_MAX:
-            z = b[0]
-            if exceptional(<DivideDb*>NULL, total, z):
-                return derivative_exceptional(<DivideDb*>NULL, total, z)
-            return derivative(<DivideDb*>NULL, total, z)
+            return derivative(<DivideDb*>NULL, total, <double>b[0])
     return dispatch(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly,
                     streamed)
