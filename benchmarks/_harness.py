@@ -445,9 +445,10 @@ def stream_twin(case):
     an n-element case (float32 cases run the float64 kernels on half as
     many elements), and for the neuron one read of X and y together.
     Outputs of 16 MB and more (each) are written with non-temporal stores,
-    as fastjac writes them -- except a fill, which fastjac writes with
-    ordinary stores (faster there: ``diagnose.py fill``), and so does its twin. None below ``STREAM_MIN_N`` elements (``case.n``)
-    or without a C compiler. The callable's ``expect`` attribute (its bytes
+    as fastjac writes them -- except a fill: the twin fills ones with
+    ordinary stores, as fastjac does (faster here: ``diagnose.py fill``;
+    fastjac streams fills of zeros, faster still). None below
+    ``STREAM_MIN_N`` elements (``case.n``) or without a C compiler. The callable's ``expect`` attribute (its bytes
     at ``STREAM_WARM_GBPS``) tells ``warm`` when a call is not yet warm.
     """
     if case.n < STREAM_MIN_N or STREAM["build_dir"] is None:

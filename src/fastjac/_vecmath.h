@@ -70,8 +70,6 @@ FJ_INLINE float fj_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, sizeof x); r
 
 /* -- exp, double ------------------------------------------------------------ */
 
-/* e^(x + t) for a tail |t| <= 2^-40 |x| (the low part of a double-double
- * argument; see fj_pow_log). */
 /* e^r for |r| <= ln2/2 (+ tiny): e^r - 1 - r = r^2 (1/2 + r (1/6 + ...)),
  * Taylor to degree 13, whose truncation error is below 2^-60 there. */
 FJ_INLINE double fj_exp_reduced(double r)
@@ -91,19 +89,31 @@ FJ_INLINE double fj_exp_reduced(double r)
     return 1.0 + (r + (r * r) * p);
 }
 
-FJ_INLINE double fj_exp_tail(double x, double t)
+/* x = k ln2 + r with k an integer and |r| <= ln2/2: returns r, and in *kd
+ * the double x / ln2 + 1.5 * 2^52, whose low bits hold k (k = *kd - 1.5 * 2^52). */
+#define FJ_EXP_SHIFT 0x1.8p52                /* x + shift rounds x to an integer */
+FJ_INLINE double fj_exp_split(double x, double* kd)
 {
-    const double shift = 0x1.8p52;          /* x + shift rounds x to an integer */
     const double inv_ln2 = 0x1.71547652b82fep0;
     const double ln2_hi = 0x1.62e42feep-1;  /* 32 bits: k * ln2_hi is exact */
     const double ln2_lo = 0x1.a39ef35793c76p-33;
+    *kd = x * inv_ln2 + FJ_EXP_SHIFT;
+    double k = *kd - FJ_EXP_SHIFT;
+    return (x - k * ln2_hi) - k * ln2_lo;
+}
+
+/* e^(x + t) for a tail |t| <= 2^-40 |x| (the low part of a double-double
+ * argument; see fj_pow_log). */
+FJ_INLINE double fj_exp_tail(double x, double t)
+{
+    const double shift = FJ_EXP_SHIFT;
     /* Clamp (NaN passes through both tests): beyond these, exp is 0 or inf
      * and the clamped value still rounds to 0 or inf below. */
     double xc = x < -746.0 ? -746.0 : x;
     xc = xc > 710.0 ? 710.0 : xc;
-    double kd = xc * inv_ln2 + shift;
+    double kd;
+    double r = fj_exp_split(xc, &kd) + t;       /* |r| <= ln2/2 (+ tiny) */
     double k = kd - shift;
-    double r = ((xc - k * ln2_hi) - k * ln2_lo) + t;   /* |r| <= ln2/2 (+ tiny) */
     double er = fj_exp_reduced(r);              /* e^r in [0.7, 1.42] */
     /* 2^k = 2^k1 * 2^k2 with k1 = k/2 rounded, each built by writing the
      * exponent field: both stay normal for every k of the clamped range
@@ -127,14 +137,8 @@ FJ_INLINE double fj_exp(double x) { return fj_exp_tail(x, 0.0); }
 #define FJ_EXP_NORMAL_MAX 708.0
 FJ_INLINE double fj_exp_normal(double x)
 {
-    const double shift = 0x1.8p52;
-    const double inv_ln2 = 0x1.71547652b82fep0;
-    const double ln2_hi = 0x1.62e42feep-1;
-    const double ln2_lo = 0x1.a39ef35793c76p-33;
-    double kd = x * inv_ln2 + shift;
-    double k = kd - shift;
-    double r = (x - k * ln2_hi) - k * ln2_lo;
-    double er = fj_exp_reduced(r);
+    double kd;
+    double er = fj_exp_reduced(fj_exp_split(x, &kd));
     /* the low bits of kd hold k: shifted into the exponent field, 2^k */
     double scale = fj_from_bits(fj_bits(1.0) + (fj_bits(kd) << 52));
     return er * scale;
