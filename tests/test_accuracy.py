@@ -110,6 +110,16 @@ def _inputs(name, dtype):
                  rng.uniform(0, 10, 300)]
         if name == "log":
             parts.append(-np.logspace(-37 if f32 else -307, 37 if f32 else 307, 200))
+        if name == "sqrt":
+            # the AVX-512 Newton iteration (_vecmath.h) over two binades of
+            # mantissas (its estimate's period), at both ends of the normal
+            # range, and the subnormals it hands to sqrt and a division
+            fi = np.finfo(dtype)
+            ends = np.array([fi.tiny, fi.max], dtype)
+            parts += [rng.uniform(1, 4, 3000), ends,
+                      np.nextafter(ends, np.array([np.inf, 0], dtype)),
+                      np.nextafter(ends[:1], np.zeros(1, dtype)),
+                      np.logspace(-45 if f32 else -323, -38 if f32 else -308, 50)]
     x = np.concatenate(parts).astype(dtype)
     return x[np.isfinite(x)]
 

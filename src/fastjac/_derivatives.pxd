@@ -61,6 +61,9 @@ cdef extern from "_vecmath.h" nogil:
     double fj_exp_tail(double x, double t)
     bint fj_pow_fast(double a, double c)
     const bint FJ_FAST_POW
+    void fj_half_rsqrt_f64(const double* a, double* out, Py_ssize_t n)
+    void fj_half_rsqrt_f32(const float* a, float* out, Py_ssize_t n)
+    const bint FJ_FAST_RSQRT
 
 cdef struct AddDa:
     char _
@@ -417,7 +420,8 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
 cdef inline bint costly(Derivative* tag) noexcept nogil:
     """True for compute-bound formulas (a transcendental function, a square
     root): worth threads at a smaller n than a memory-bound one."""
-    return (Derivative is PowerDa or Derivative is PowerDb or Derivative is SqrtD
+    return (Derivative is PowerDa or Derivative is PowerDb
+            or (Derivative is SqrtD and not FJ_FAST_RSQRT)
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD)
 

@@ -52,7 +52,7 @@ from libc.math cimport copysign, fabs
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
-                            fj_trig_fast, v_cos, v_sin)
+                            fj_trig_fast, v_cos, v_sin, SQRT_D)
 from ._kernels cimport derivative_into, in_chunks
 from ._pool cimport parallel_for, pool_threads
 
@@ -268,6 +268,13 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
         d = R[prog[5 * k + 1]]
         a = R[prog[5 * k + 2]]
         if op == OP_DERIV:
+            if prog[5 * k + 4] == SQRT_D:
+                # 0.5 / sqrt(a), rounded as the compiled loop (_jit.py) rounds
+                # it, not the kernels' AVX-512 Newton iteration (_vecmath.h):
+                # an expression gives the same bits interpreted or compiled.
+                for i in range(m):
+                    d[i] = <floating>0.5 / f_sqrt(a[i])
+                continue
             derivative_into(prog[5 * k + 4], a, 1, R[prog[5 * k + 3]], 1, d, m)
             continue
         if op == OP_TANH_VD:
