@@ -37,8 +37,10 @@
 # where b*b leaves the normal range take -(a/b)/b instead.
 #
 # Kind: ``costly(tag)`` is True, at compile time, for the formulas that cost
-# more than the memory traffic of their loop (transcendental functions and
-# divisions by a square root); the loops start threads for them at a smaller n.
+# more than the memory traffic of their loop (transcendental functions, and
+# 0.5/sqrt(a) except in the AVX-512 build, where _vecmath.h's Newton
+# iteration makes it memory-bound); the loops start threads for them at a
+# smaller n.
 
 from cython cimport floating
 from libc.float cimport DBL_MAX, DBL_MIN, FLT_MAX, FLT_MIN
@@ -419,7 +421,7 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
 
 cdef inline bint costly(Derivative* tag) noexcept nogil:
     """True for compute-bound formulas (a transcendental function, a square
-    root): worth threads at a smaller n than a memory-bound one."""
+    root and a division): worth threads at a smaller n than a memory-bound one."""
     return (Derivative is PowerDa or Derivative is PowerDb
             or (Derivative is SqrtD and not FJ_FAST_RSQRT)
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
