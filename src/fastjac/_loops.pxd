@@ -125,8 +125,9 @@ cdef inline void compute_span(Derivative* tag,
     cdef Py_ssize_t i
     cdef floating s
     cdef int rare = 0           # any exceptional() element (sin, cos, power)
-    if Derivative is SqrtD and FJ_FAST_RSQRT and a_step == 1:
-        # 0.5 / sqrt(a) without a square root and a division (_vecmath.h)
+    if Derivative is SqrtD and a_step == 1:
+        # 0.5 / sqrt(a), with AVX-512 without a square root and a division
+        # (_vecmath.h)
         if floating is double:
             fj_half_rsqrt_f64(a, out, n)
         else:

@@ -402,8 +402,9 @@ FJ_INLINE float fj_cosf(float x) { return (float)fj_cos((double)x); }
  * would give NaN for 0 and inf (0 * inf). The tail uses masked loads and
  * stores, so every element gets the same formula wherever it sits in the
  * array (results do not depend on alignment or on chunk boundaries).
- * FJ_FAST_RSQRT says whether this path exists; without AVX-512 a caller
- * keeps 0.5 / sqrt(x), which the compiler vectorises. */
+ * Without AVX-512 the same functions compute 0.5 / sqrt(x), which the
+ * compiler vectorises (the bits of derivative() in _derivatives.pxd);
+ * FJ_FAST_RSQRT says which of the two a build has. */
 #if defined(__AVX512F__)
 #define FJ_FAST_RSQRT 1
 
@@ -462,7 +463,6 @@ FJ_INLINE void fj_half_rsqrt_f32(const float *a, float *out, ptrdiff_t n)
 }
 #else
 #define FJ_FAST_RSQRT 0
-/* Never called (FJ_FAST_RSQRT is 0); present so that every build compiles. */
 FJ_INLINE void fj_half_rsqrt_f64(const double *a, double *out, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++) out[i] = 0.5 / __builtin_sqrt(a[i]);
