@@ -9,6 +9,7 @@ not from OpenMP: no OpenMP runtime is needed to build or to run.
 """
 import os
 import platform
+import runpy
 import shutil
 import subprocess
 import sys
@@ -31,20 +32,15 @@ DIRECTIVES = {
     "binding": False,
 }
 
-EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron"]
+EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron", "_level_baseline"]
 
-# The kernel loops again, compiled for wider x86-64 vector units; _kernels
-# imports the best one the CPU runs, at run time, so the baseline build (and
-# a wheel) still runs on any x86-64. Built where the compiler accepts the
-# flags; FASTJAC_SIMD_VARIANTS=0 skips them (faster development builds).
-SIMD_VARIANTS = {
-    "_kernels_avx2": ["-mavx2", "-mfma"],
-    "_kernels_avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512cd", "-mavx512bw",
-                        "-mavx512dq", "-mavx512vl"],
-}
-# The expression layer's loops (_expr_loops.pxd), likewise; _expr.pyx picks one.
-SIMD_VARIANTS["_expr_avx2"] = SIMD_VARIANTS["_kernels_avx2"]
-SIMD_VARIANTS["_expr_avx512"] = SIMD_VARIANTS["_kernels_avx512"]
+# The loops again, compiled for wider x86-64 vector units (_level.pxi);
+# fastjac._simd imports the best one the CPU runs, at run time, so the
+# baseline build (and a wheel) still runs on any x86-64. The flags are
+# fastjac._simd's, the same that the JIT uses. Built where the compiler
+# accepts them; FASTJAC_SIMD_VARIANTS=0 skips them (faster development builds).
+COMPILER_FLAGS = runpy.run_path("src/fastjac/_simd.py")["COMPILER_FLAGS"]
+SIMD_VARIANTS = {f"_level_{level}": flags for level, flags in COMPILER_FLAGS.items() if flags}
 
 
 # gcc gives up inlining the math of _vecmath.h (through Cython's inline
@@ -99,7 +95,7 @@ def extensions():
             extra_compile_args=compile_args + variants.get(name, []),
             extra_link_args=link_args,
             depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h",
-                     "src/fastjac/_neuron_rows.h"],
+                     "src/fastjac/_neuron_rows.h", "src/fastjac/_cpu.h"],
         )
         for name in EXTENSIONS + list(variants)
     ]

@@ -20,7 +20,7 @@ the same r and w (1 read + 1 write: copy; 2 + 1: triad; 0 + 1: fill;
 1 + 0: sum; 2 + 0: dot). 1.00 is the bound; the goal is <= 1.15.
 
 simd: each kernel with each instruction-set level this CPU runs
-(fastjac._kernels._select), serial, ns per element.
+(fastjac._simd.select), serial, ns per element.
 
 The machine may be shared: every number is a median of interleaved runs.
 """
@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import fastjac
-from fastjac import _kernels
+from fastjac import _kernels, _simd
 
 STREAM_C = r"""
 #include <stddef.h>
@@ -188,7 +188,7 @@ def bandwidth(n=10**7, reps=7):
         print(f"  {name:9s} {ms * 1e3:7.2f} ms  {(r + w) * 8 * n / ms / 1e9:6.1f} GB/s")
     cases = memory_bound_cases(n)
     times = interleaved({label: fn for label, _, fn in cases}, reps)
-    print(f"\nkernels at n = {n:,} float64 (simd: {_kernels.simd()}), vs the best loop of the same traffic:")
+    print(f"\nkernels at n = {n:,} float64 (simd: {_simd.current()}), vs the best loop of the same traffic:")
     worst = 0.0
     for label, traffic, _ in cases:
         ratio = times[label] / best[traffic]
@@ -253,7 +253,7 @@ def threshold(dtype=np.float64, reps=200):
 def simd(n=20000, reps=300):
     saved = _kernels.parallel_min_sizes()
     _kernels._set_parallel_min_sizes(1 << 62, 1 << 62)
-    levels = [lvl for lvl in _kernels.LEVELS if _kernels._select(lvl) == lvl]
+    levels = _simd.available()
     rng = np.random.default_rng(2)
     try:
         for dtype in (np.float64, np.float32):
@@ -271,18 +271,17 @@ def simd(n=20000, reps=300):
                 samples = {lvl: [] for lvl in levels}
                 for _ in range(3):              # rounds, the levels taking turns
                     for lvl in levels:
-                        _kernels._select(lvl)
+                        _simd.select(lvl)
                         samples[lvl].append(median_time(lambda: k(*args, out), reps))
                 t = {lvl: float(np.median(v)) for lvl, v in samples.items()}
                 print(f"  {op + ('_db' if wrt else ''):12s}" + "".join(f"{t[lvl] / n * 1e9:10.3f}" for lvl in levels))
     finally:
-        _kernels._select()
+        _simd.select()
         _kernels._set_parallel_min_sizes(saved["memory_bound"], saved["compute_bound"])
 
 
 if __name__ == "__main__":
     what = sys.argv[1:] or ["simd", "threshold", "bandwidth"]
     fastjac.show_config()
-    print(f"{'simd':>18}: {_kernels.simd()}")
     for w in what:
         {"threshold": threshold, "bandwidth": bandwidth, "simd": simd}[w]()

@@ -13,36 +13,33 @@ absolute scale, as a correctly rounded function would be. A correctly
 rounded function has error <= 0.5 ulp; the bound asserted is 4 ulp.
 
 Every test runs once per instruction-set level of the kernels this CPU can
-run (baseline, avx2, avx512: fastjac._kernels.simd()), since each level is a
-separately compiled copy of the loops.
+run (baseline, avx2, avx512: fastjac._simd), since each level is a separately
+compiled copy of the loops; a level this CPU lacks is skipped, saying why.
 """
 import mpmath
 import numpy as np
 import pytest
 
 import fastjac
-from fastjac import _kernels
+from fastjac import _simd
 
 mpmath.mp.prec = 200
 MAX_ULP = 4.0
 REPEAT = 12          # the checked points are tiled to reach the threaded path
 
 
-def _available_levels():
-    levels = [lvl for lvl in _kernels.LEVELS if _kernels._select(lvl) == lvl]
-    _kernels._select()
-    return levels
+LEVELS = _simd.available()
 
 
-LEVELS = _available_levels()
-
-
-@pytest.fixture(params=LEVELS)
+@pytest.fixture(params=_simd.LEVELS)
 def simd(request):
-    chosen = _kernels._select(request.param)
+    reason = _simd.why_unavailable(request.param)
+    if reason:
+        pytest.skip(reason)
+    chosen = _simd.select(request.param)
     assert chosen == request.param
     yield chosen
-    _kernels._select()
+    _simd.select()
 
 
 # -- oracles: the derivative of each function, in mpmath ------------------------
@@ -300,9 +297,9 @@ def test_levels_agree_on_exp_family():
     x = np.linspace(-30, 30, 10001)
     results = {}
     for level in LEVELS:
-        _kernels._select(level)
+        _simd.select(level)
         results[level] = {name: fastjac.jacobian(name, x) for name in ("exp", "tanh", "sigmoid", "sin")}
-    _kernels._select()
+    _simd.select()
     base = results[LEVELS[0]]
     for level in LEVELS[1:]:
         for name, values in results[level].items():

@@ -18,9 +18,12 @@ from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
 from ._pool import MAX_THREADS, get_num_threads, set_num_threads
+from . import _simd
 from .expr import *  # noqa: F401,F403  composed expressions: var, compile, neuron_gradient, ...
 
 __version__ = "0.1.0"
+
+_simd.select()      # the best loops this CPU runs, or $FASTJAC_SIMD
 
 __all__ = [
     "jacobian", "sum_gradient", "kernel", "Kernel",

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels, _pool
+from . import _kernels, _pool, _simd
 
 
 def config():
@@ -15,7 +15,8 @@ def config():
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "machine": platform.machine(),
-        "simd": _kernels.simd(),
+        "simd": _simd.current(),
+        "cpu_runs_up_to": _simd.cpu_level(),
         "threads": _pool.get_num_threads(),
         "threads_from_memory_bound": _kernels.parallel_min_sizes()["memory_bound"],
         "threads_from_compute_bound": _kernels.parallel_min_sizes()["compute_bound"],

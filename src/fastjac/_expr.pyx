@@ -3,10 +3,9 @@
 # The fused pass behind compiled expressions (fastjac.compile, expr.py): the
 # Python-facing ``Program`` (one stage's straight-line block program) and
 # ``ExprKernel`` (a resolved derivative for hot loops). The loops themselves
-# are in _expr_loops.pxd (see its design note), compiled here for any
-# x86-64 CPU and in _expr_avx2 / _expr_avx512 for wider vector units; at
-# import this module takes the table of the level the core kernels use
-# (fastjac._kernels.simd(), capped by $FASTJAC_SIMD).
+# are in _expr_loops.pxd (see its design note), compiled once per
+# instruction set in the _level_* modules; fastjac._simd.select installs the
+# table (``ExprTable``) of the level it chose, the level of the core kernels.
 #
 # Nothing here validates a program: expr.py has built a consistent one. The
 # arrays are checked by the callers (expr.py, or ExprKernel.__call__).
@@ -21,8 +20,6 @@ from libc.stdlib cimport free, malloc
 from ._expr_loops cimport *
 from ._kernels cimport in_chunks
 from ._pool cimport parallel_for, pool_threads
-
-include "_expr_variant.pxi"           # the baseline TABLE and expr_table()
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
@@ -50,48 +47,24 @@ STREAM_BYTES = STREAM_MIN_BYTES     # outputs of this many bytes and more: non-t
 
 # -- the loops in use -------------------------------------------------------------
 
-cdef ExprTable CURRENT = TABLE         # overwritten in place by _select()
-cdef str SIMD = "baseline"
+cdef ExprTable CURRENT
 
 
-def _select(level=None):
-    """Use the loops of ``level`` (default: the level of the core kernels);
-    return the level in use. For tests and benchmarks."""
-    global SIMD, CURRENT
-    from . import _kernels
-    levels = _kernels.LEVELS
-    if level is None:
-        level = _kernels.simd()
-    if level not in levels:
-        raise ValueError(f"SIMD level must be one of {levels}, got {level!r}")
-    cdef ExprTable* found
-    cdef int want = levels.index(level)
-    while want > 0:
-        try:
-            module = __import__(f"fastjac._expr_{levels[want]}", fromlist=["expr_table"])
-            found = <ExprTable*>PyCapsule_GetPointer(module.expr_table(), b"fastjac.ExprTable")
-            CURRENT = found[0]
-            SIMD = levels[want]
-            return SIMD
-        except ImportError:
-            want -= 1
-    CURRENT = TABLE
-    SIMD = "baseline"
-    return SIMD
-
-
-def simd():
-    """The instruction set of the expression and neuron loops in use."""
-    return SIMD
+def _use_table(capsule):
+    """Run the loops of an ExprTable capsule from now on (for
+    fastjac._simd.select, which chose a level this CPU runs)."""
+    global CURRENT
+    CURRENT = (<ExprTable*>PyCapsule_GetPointer(capsule, b"fastjac.ExprTable"))[0]
 
 
 def current_table():
     """A capsule pointing at the ExprTable in use (for _neuron.pyx); the
-    struct is updated in place by _select()."""
+    struct is updated in place by _use_table())."""
     return PyCapsule_New(<void*>&CURRENT, b"fastjac.ExprTable", NULL)
 
 
-_select()
+from . import _level_baseline                    # runs anywhere, until _simd.select()
+_use_table(_level_baseline.tables()[1])
 
 
 cdef class Program:

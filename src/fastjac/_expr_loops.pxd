@@ -2,13 +2,11 @@
 # -----------
 # The loops of the expression layer, as inline functions: the fused block
 # program of _expr.pyx (``run_program``) and the single-neuron pass of
-# _neuron.pyx (``neuron_pass``). They are compiled into several extension
-# modules from this one source, as the core's _loops.pxd is: _expr (baseline
-# x86-64, any CPU) and _expr_avx2 / _expr_avx512 (setup.py's SIMD_VARIANTS),
-# each exporting an ``ExprTable`` of function pointers; _expr.pyx takes the
-# table of the level the core kernels run at (fastjac._kernels.simd()), once,
-# at import. Nothing here checks anything: the callers have validated every
-# pointer and size.
+# _neuron.pyx (``neuron_pass``). They are compiled into one extension module
+# per instruction set from this one source, beside the core's _loops.pxd
+# (_level.pxi), each exporting an ``ExprTable`` of function pointers, which
+# fastjac._simd.select installs in _expr.pyx. Nothing here checks anything:
+# the callers have validated every pointer and size.
 #
 # The block program
 # -----------------

@@ -19,7 +19,8 @@ on the same float type, in the same order; ``muladd`` is a fused
 multiply-add exactly when the interpreter's loops are (the AVX2 and AVX-512
 builds), and the code is compiled with ``-ffp-contract=off`` so that no
 other multiply and add are fused. The instruction set is the interpreter's
-(``fastjac._kernels.simd()``), not ``-march=native``.
+(``fastjac._simd.current()``, with ``_simd.COMPILER_FLAGS``), never
+``-march=native``.
 
 Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
 log and the derivatives of those are compiled; a program with a vectorised
@@ -38,7 +39,7 @@ import threading
 
 import numpy as np
 
-from . import _expr, _kernels
+from . import _expr, _kernels, _simd
 
 JIT_MIN_SIZE = 1 << 16          # elements: smaller calls never wait for the compiler
 
@@ -50,14 +51,6 @@ _OP = _expr.OPCODES
 _CODE = {v: k for k, v in _kernels.DERIVATIVE_CODES.items()}
 _K = _expr.REGISTER_KINDS
 
-# Flags of the interpreter level the code is compiled for (setup.py's
-# SIMD_VARIANTS: keep the two in step).
-_LEVEL_FLAGS = {
-    "baseline": [],
-    "avx2": ["-mavx2", "-mfma"],
-    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq",
-               "-mavx512vl"],
-}
 _BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                "-fPIC", "-shared", "-std=c99"]
 
@@ -346,12 +339,12 @@ def _build(source):
     import subprocess
     import tempfile
     argv = _compiler()
-    level = _expr.simd()
+    level = _simd.current()
     with tempfile.TemporaryDirectory(prefix="fastjac-jit-") as tmp:
         c_path, so_path = os.path.join(tmp, "chunk.c"), os.path.join(tmp, "chunk.so")
         with open(c_path, "w") as f:
             f.write(source)
-        cmd = argv + _BASE_FLAGS + _LEVEL_FLAGS.get(level, []) + [
+        cmd = argv + _BASE_FLAGS + _simd.COMPILER_FLAGS[level] + [
             "-I", os.path.dirname(os.path.abspath(__file__)), c_path, "-o", so_path, "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -372,7 +365,7 @@ def attach(program, is_double):
         address = -1
         if _status["error"] is None:
             try:
-                source = c_source(program, is_double, _expr.simd() != "baseline")
+                source = c_source(program, is_double, _simd.current() != "baseline")
                 address = _build(source)
             except Unsupported:
                 pass

@@ -2,12 +2,9 @@
 # -----------
 # The kernels' front: ``derivative_into`` and ``derivative_sum`` (for
 # _api.pyx) run one derivative code over arrays, through the loops of
-# _loops.pxd, which are compiled here for baseline x86-64 (any CPU) and, in
-# the modules _kernels_avx2 and _kernels_avx512, for wider vector units.
-# At import this module asks the CPU which it runs and takes the best
-# table of kernels (``KernelTable``): one indirect call per kernel call, no
-# check in any loop. ``FASTJAC_SIMD=baseline|avx2|avx512`` caps the choice
-# (for tests and benchmarks; ``simd()`` says what was chosen).
+# _loops.pxd, compiled once per instruction set in the _level_* modules.
+# fastjac._simd.select installs the table (``KernelTable``) of the level
+# chosen: one indirect call per kernel call, no check in any loop.
 #
 # Thread thresholds: below MIN_SIZE_CHEAP elements (memory-bound tags) or
 # MIN_SIZE_COSTLY (compute-bound tags, ``costly`` in _derivatives.pxd) a
@@ -19,34 +16,10 @@
 # No function here checks anything: the Python-facing layer (_api.pyx) has
 # already validated pointers, steps, sizes and dtypes.
 
-import os
-
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
-from ._loops cimport KernelTable, kernel
+from ._loops cimport KernelTable
 from ._derivatives cimport *
-
-cdef extern from *:
-    """
-    /* Which wider x86-64 vector units the CPU (and the OS, which must save
-     * their registers) offers: 2 = AVX-512 (F, CD, BW, DQ, VL) with AVX2+FMA,
-     * 1 = AVX2 + FMA, 0 = neither, or not x86-64. */
-    static int fastjac_cpu_simd(void) {
-    #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-        __builtin_cpu_init();
-        if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-            return 0;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd")
-                && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
-                && __builtin_cpu_supports("avx512vl"))
-            return 2;
-        return 1;
-    #else
-        return 0;
-    #endif
-    }
-    """
-    int fastjac_cpu_simd() noexcept nogil
 
 # Smallest n worth several threads, per kind of tag
 # (measured: benchmarks/bench_threads.py).
@@ -60,60 +33,20 @@ cdef bint in_chunks(Py_ssize_t n) noexcept nogil:
     return n >= MIN_SIZE_CHEAP
 
 
-# -- the baseline kernels, and the choice of a table ----------------------------
-
-cdef double baseline_f64(int code, bint summing, const double* a, Py_ssize_t a_step,
-                         const double* b, Py_ssize_t b_step, double* out, Py_ssize_t n,
-                         Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
-
-
-cdef double baseline_f32(int code, bint summing, const float* a, Py_ssize_t a_step,
-                         const float* b, Py_ssize_t b_step, float* out, Py_ssize_t n,
-                         Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil:
-    return kernel(code, summing, a, a_step, b, b_step, out, n, min_cheap, min_costly)
-
+# -- the table of kernels in use ------------------------------------------------
 
 cdef KernelTable TABLE
-TABLE.f64 = baseline_f64
-TABLE.f32 = baseline_f32
-cdef str SIMD = "baseline"
-
-LEVELS = ("baseline", "avx2", "avx512")
 
 
-def _select(level=None):
-    """Use the kernels of ``level`` (default: the best this CPU runs, capped
-    by $FASTJAC_SIMD); return the level in use. For tests and benchmarks."""
-    global SIMD
-    cdef KernelTable* found
-    if level is None:
-        level = os.environ.get("FASTJAC_SIMD", "avx512").strip().lower() or "avx512"
-    if level not in LEVELS:
-        raise ValueError(f"SIMD level must be one of {LEVELS}, got {level!r}")
-    cdef int want = min(LEVELS.index(level), fastjac_cpu_simd())
-    while want > 0:
-        try:
-            module = __import__(f"fastjac._kernels_{LEVELS[want]}", fromlist=["kernel_table"])
-            found = <KernelTable*>PyCapsule_GetPointer(module.kernel_table(), b"fastjac.KernelTable")
-            TABLE.f64, TABLE.f32 = found.f64, found.f32
-            SIMD = LEVELS[want]
-            return SIMD
-        except ImportError:         # not built (no compiler support): next best
-            want -= 1
-    TABLE.f64, TABLE.f32 = baseline_f64, baseline_f32
-    SIMD = "baseline"
-    return SIMD
+def _use_table(capsule):
+    """Run the kernels of a KernelTable capsule from now on (for
+    fastjac._simd.select, which chose a level this CPU runs)."""
+    cdef KernelTable* found = <KernelTable*>PyCapsule_GetPointer(capsule, b"fastjac.KernelTable")
+    TABLE.f64, TABLE.f32 = found.f64, found.f32
 
 
-_select()
-
-
-def simd():
-    """The instruction set of the kernels in use: 'baseline' (SSE2, any
-    x86-64 CPU, or the compiler's default elsewhere), 'avx2' (AVX2 + FMA) or
-    'avx512' (AVX-512 F/CD/BW/DQ/VL)."""
-    return SIMD
+from . import _level_baseline                    # runs anywhere, until _simd.select()
+_use_table(_level_baseline.tables()[0])
 
 
 cdef void derivative_into(int code, const floating* a, Py_ssize_t a_step,

@@ -18,9 +18,8 @@
 # entry point.
 #
 # Why a .pxd of inline functions: the loops are compiled into several
-# extension modules from this one source, each for an instruction set
-# (_kernels: baseline x86-64 / any CPU; _kernels_avx2, _kernels_avx512: see
-# setup.py), and _kernels.pyx picks the best one the CPU runs, at import.
+# extension modules from this one source, one per instruction set
+# (_level.pxi), and fastjac._simd.select installs the best one the CPU runs.
 #
 # Threads: below a size threshold a loop runs on the calling thread (waking
 # a helper costs about a microsecond, more than the whole loop at small n);
