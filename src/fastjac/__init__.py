@@ -19,7 +19,10 @@ from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
 from ._pool import MAX_THREADS, get_num_threads, set_num_threads
 from . import _simd
-from .expr import *  # noqa: F401,F403  composed expressions: var, compile, neuron_gradient, ...
+from .expr import *  # noqa: F401,F403  composed expressions: var, neuron_gradient, ...
+# Public as fastjac.compile, fastjac.sum, fastjac.abs, but not in __all__:
+# ``from fastjac import *`` must leave Python's builtins of those names alone.
+from .expr import abs, compile, sum  # noqa: A004
 
 __version__ = "0.1.0"
 
@@ -30,3 +33,7 @@ __all__ = [
     "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
     "set_num_threads", "get_num_threads", "MAX_THREADS",
 ] + expr.__all__  # noqa: F405
+
+
+def __getattr__(name):
+    raise expr._missing_attribute(__name__, name)  # noqa: F405

@@ -39,11 +39,15 @@ from . import _api, _expr, _kernels, _layout, _ops
 from ._expr import ExprKernel
 from .expr_factors import Factor
 
+# ``compile``, ``sum`` and ``abs`` are public (fastjac.compile, fastjac.sum,
+# fastjac.abs) but left out of __all__: ``from fastjac import *`` must not
+# replace Python's builtins of those names. Python's abs() of an expression
+# works anyway, through Expr.__abs__.
 __all__ = [
-    "Expr", "Factor", "var", "ExprKernel", "compile", "CompiledExpression", "neuron_gradient",
-    "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power", "sum", "dot",
-    "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "abs",
+    "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
+    "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
+    "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
+    "sigmoid", "relu",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -99,6 +103,9 @@ class Expr:
 
     def __pos__(self):
         return self
+
+    def __abs__(self):
+        return Unary("abs", self)
 
     def __gt__(self, other):
         return _binary("greater", self, other)
@@ -287,6 +294,22 @@ def sum(x):
 def dot(a, b):
     """The dot product sum(a * b) of two expressions of the same shape."""
     return Sum(Binary("multiply", _wrap(a, "a"), _wrap(b, "b")))
+
+
+def _missing_attribute(module, name):
+    """The AttributeError for ``module.name``: for a plain name, say which
+    functions expressions can use (``fastjac.erf`` is the usual way to
+    ask for one fastjac does not have)."""
+    message = f"module {module!r} has no attribute {name!r}"
+    if not name.startswith("_"):
+        message += (f"; the functions of fastjac expressions are, unary: "
+                    f"{', '.join(_ops.UNARY_OPS)}; binary: {', '.join(_ops.BINARY_OPS)}; "
+                    f"reductions: sum, dot")
+    return AttributeError(message)
+
+
+def __getattr__(name):
+    raise _missing_attribute(__name__, name)
 
 
 # =============================================================================
