@@ -59,3 +59,129 @@ def test_missing_function_names_the_available_ones(module):
     assert not hasattr(module, "erf")
     with pytest.raises(AttributeError, match=r"has no attribute '__wrapped__'$"):
         module.__wrapped__
+
+
+# -- Factor.toarray(layout) validates layout as fastjac.jacobian does ----------------------
+
+def rank_one_factor():
+    """d/dw of tanh(w . x / 10) * x + sin(w) and its dense closed form."""
+    w, x = fj.var("w"), fj.var("x")
+    f = fj.compile(fj.tanh(fj.dot(w, x) / 10) * x + fj.sin(w))
+    wv, xv = RNG.standard_normal(5), RNG.standard_normal(5)
+    s = wv @ xv
+    dense = np.diag(np.cos(wv)) + np.outer(xv, (1 - np.tanh(s / 10) ** 2) * xv / 10)
+    factor = f.jacobian("w", w=wv, x=xv)
+    assert isinstance(factor, Factor) and factor.kind == "general"
+    return factor, dense
+
+
+@pytest.mark.parametrize("layout", ["denom", "garbage", None, 1, np.array(["numerator"])])
+def test_factor_toarray_checks_layout_like_jacobian(layout):
+    factor, _ = rank_one_factor()
+    with pytest.raises(ValueError) as core:
+        fastjac.jacobian("exp", np.ones(2), layout=layout)
+    with pytest.raises(ValueError) as ours:
+        factor.toarray(layout)
+    assert str(ours.value) == str(core.value)
+
+
+def test_factor_toarray_layouts():
+    factor, dense = rank_one_factor()
+    np.testing.assert_allclose(factor.toarray(), dense, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(factor.toarray("numerator"), dense, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(factor.toarray("denominator"), dense.T, rtol=1e-13, atol=1e-15)
+
+
+# -- Factor: F @ v, F.dot, u @ F, F.T, no silent object array -------------------------------
+
+def random_factors():
+    """(factor, its dense matrix) for each structure: diagonal + low rank,
+    low rank only, diagonal only, a row, a column, structurally zero."""
+    m, n, k = 6, 6, 2
+    d = RNG.standard_normal(n)
+    U, V = RNG.standard_normal((m, k)), RNG.standard_normal((n, k))
+    g, c = RNG.standard_normal(n), RNG.standard_normal(m)
+    U3 = RNG.standard_normal((4, 3))
+    V3 = RNG.standard_normal((n, 3))
+    return [
+        (Factor((m,), (n,), d=d, U=U, V=V), np.diag(d) + U @ V.T),
+        (Factor((4,), (n,), U=U3, V=V3), U3 @ V3.T),
+        (Factor.diagonal(d), np.diag(d)),
+        (Factor.row(g), g[None, :]),
+        (Factor.column(c), c[:, None]),
+        (Factor.zero((m,), (n,)), np.zeros((m, n))),
+        (Factor.zero((4,), (n,)), np.zeros((4, n))),
+    ]
+
+
+def test_factor_times_vector_and_matrix():
+    for factor, dense in random_factors():
+        m, n = dense.shape
+        v = RNG.standard_normal(n)
+        cols = RNG.standard_normal((n, 3))
+        u = RNG.standard_normal(m)
+        rows = RNG.standard_normal((2, m))
+        np.testing.assert_allclose(factor @ v, dense @ v, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(factor.dot(v), dense @ v, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(factor @ cols, dense @ cols, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(factor.dot(list(v)), dense @ v, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(u @ factor, u @ dense, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(rows @ factor, rows @ dense, rtol=1e-13, atol=1e-14)
+        assert (factor @ v).shape == (m,) and (factor @ cols).shape == (m, 3)
+        assert (rows @ factor).shape == (2, n)
+
+
+def test_factor_times_vector_on_the_expression_result():
+    factor, dense = rank_one_factor()
+    v = RNG.standard_normal(5)
+    np.testing.assert_allclose(factor @ v, dense @ v, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(factor.dot(np.c_[v, 2 * v]), dense @ np.c_[v, 2 * v],
+                               rtol=1e-13, atol=1e-15)
+
+
+def test_factor_times_vector_uses_the_structure():
+    # n = 10**6 and rank 1: the matrix would be 8 TB; the product is 2n numbers of work
+    n = 10 ** 6
+    a, b, d = RNG.standard_normal(n), RNG.standard_normal(n), RNG.standard_normal(n)
+    factor = Factor((n,), (n,), d=d, U=a, V=b)
+    v = RNG.standard_normal(n)
+    np.testing.assert_allclose(factor @ v, d * v + a * (b @ v), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(v @ factor, d * v + b * (a @ v), rtol=1e-12, atol=1e-9)
+
+
+def test_factor_transpose_keeps_the_structure():
+    for factor, dense in random_factors():
+        t = factor.T
+        assert isinstance(t, Factor)
+        assert t.y_shape == factor.x_shape and t.x_shape == factor.y_shape
+        assert t.rank == factor.rank and (t.d is None) == (factor.d is None)
+        assert t.structurally_zero == factor.structurally_zero
+        np.testing.assert_allclose(t.toarray(), dense.T, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(t.toarray("denominator"), dense, rtol=1e-13, atol=1e-14)
+    factor, dense = rank_one_factor()
+    np.testing.assert_allclose(factor.T.toarray(), dense.T, rtol=1e-13, atol=1e-15)
+
+
+def test_factor_is_not_silently_an_array():
+    factor, _ = rank_one_factor()
+    with pytest.raises(TypeError, match=r"not an array: call \.toarray\(layout\).*"
+                                        r"format='dense'"):
+        np.asarray(factor)
+    with pytest.raises(TypeError, match="toarray"):
+        np.array(factor)
+
+
+def test_factor_product_shapes_are_checked():
+    factor, _ = rank_one_factor()
+    with pytest.raises(ValueError, match=r"Factor has shape \(5, 5\) and the operand has "
+                                         r"shape \(4,\)"):
+        factor @ np.ones(4)
+    with pytest.raises(ValueError, match=r"\(5, 5\).*\(4, 2\)"):
+        factor.dot(np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"\(5, 5\).*\(5, 2, 1\)"):
+        factor @ np.ones((5, 2, 1))
+    with pytest.raises(ValueError, match=r"operand has shape \(3,\) and the Factor has "
+                                         r"shape \(5, 5\)"):
+        np.ones(3) @ factor
+    with pytest.raises(TypeError, match="numeric"):
+        factor.dot(np.array(["a"] * 5))

@@ -58,6 +58,17 @@ def _full_matrix(compact, kind, denominator):
     return matrix.T if denominator else matrix
 
 
+def check_layout(layout):
+    """True for "denominator", False for "numerator", else ValueError (the
+    wording of fastjac.jacobian's own check in _api.pyx)."""
+    if isinstance(layout, str):     # not ==: an array would compare element-wise
+        if layout == "numerator":
+            return False
+        if layout == "denominator":
+            return True
+    raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
+
+
 def check_dense_size(shape, dtype, what="dense Jacobian"):
     """Raise MemoryError, before allocating, for a matrix larger than RAM."""
     nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize

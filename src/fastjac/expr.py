@@ -703,15 +703,7 @@ def coerce_named(values):
 
 
 check_out = _layout.check_out
-
-
-def _check_layout(layout):
-    if isinstance(layout, str):
-        if layout == "numerator":
-            return False
-        if layout == "denominator":
-            return True
-    raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
+_check_layout = _layout.check_layout        # (also imported by _neuron.pyx)
 
 
 def _check_format(fmt):

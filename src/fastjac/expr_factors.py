@@ -18,6 +18,13 @@ diagonal   k = 0, y and x alike    the diagonal, shaped like y
 general    anything else           the Factor itself (diag + low rank)
 ========== ======================= =========================================
 
+``F @ v`` (or ``F.dot(v)``) is the Jacobian-vector product for a vector of
+n (or an n x k matrix of columns), ``u @ F`` the vector-Jacobian product,
+and ``F.T`` the transposed factor diag(d) + V U^T; all three use the
+structure, in time proportional to the entries stored. A factor is not an
+array: ``np.asarray(F)`` raises TypeError (``F.toarray(layout)`` builds the
+matrix).
+
 The product of two factors (the chain rule, ``A @ B``) is computed in this
 form without any m x n matrix:
 
@@ -38,9 +45,16 @@ from . import _layout
 
 
 class Factor:
-    """A structured Jacobian ``diag(d) + U V^T`` of y (y_shape) by x (x_shape)."""
+    """A structured Jacobian ``diag(d) + U V^T`` of y (y_shape) by x (x_shape).
+
+    Numerator layout: ``shape`` is (m, n) with m = y's size and n = x's.
+    ``F @ v`` applies it to a vector of n (or to the columns of an n x k
+    matrix), ``u @ F`` to a vector of m from the left, ``F @ G`` is the chain
+    rule, ``F.T`` the transpose, ``F.toarray(layout)`` the dense matrix.
+    """
 
     __slots__ = ("y_shape", "x_shape", "d", "U", "V", "structurally_zero")
+    __array_ufunc__ = None        # ndarray @ Factor defers to Factor.__rmatmul__
 
     def __init__(self, y_shape, x_shape, d=None, U=None, V=None, structurally_zero=False):
         self.y_shape = tuple(y_shape)
@@ -153,10 +167,74 @@ class Factor:
         return Factor(self.y_shape, self.x_shape, d=d,
                       U=np.hstack([self.U, other.U]), V=np.hstack([self.V, other.V]))
 
+    @property
+    def T(self):
+        """The transposed Jacobian ``diag(d) + V U^T`` (of shape (n, m)), as a Factor."""
+        return Factor(self.x_shape, self.y_shape, d=self.d, U=self.V, V=self.U,
+                      structurally_zero=self.structurally_zero)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            f"a fastjac Factor is a structured Jacobian diag(d) + U V^T of shape "
+            f"{self.shape}, not an array: call .toarray(layout) for the dense matrix, "
+            f"or ask the compiled expression for format='dense'")
+
     def __matmul__(self, other):
-        """The chain rule: self = dy/dg, other = dg/dx, result dy/dx."""
-        if not isinstance(other, Factor):
+        """``F @ G``: the chain rule (F = dy/dg, G = dg/dx, result dy/dx).
+        ``F @ v``: the product with a vector of n, or with each column of an
+        n x k matrix (see :meth:`dot`)."""
+        if isinstance(other, Factor):
+            return self._chain(other)
+        if isinstance(other, (np.ndarray, list, tuple)):
+            return self._times(other, "F @ v")
+        return NotImplemented
+
+    def __rmatmul__(self, other):
+        """``u @ F``: the product of a vector of m (or of each row of a k x m
+        matrix) with the Jacobian, a vector of n (a k x n matrix)."""
+        if not isinstance(other, (np.ndarray, list, tuple)):
             return NotImplemented
+        u = np.asarray(other)
+        m = self.shape[0]
+        if u.ndim not in (1, 2) or u.shape[-1] != m:
+            raise ValueError(
+                f"u @ F: the operand has shape {u.shape} and the Factor has shape "
+                f"{self.shape}; the operand must be a vector of {m} or a k x {m} matrix")
+        return self.T._times(u.T, "u @ F").T
+
+    def dot(self, other):
+        """``F @ other``: a Factor's product with a vector v of n (``J v``, a
+        vector of m), with an n x k matrix (one column per vector, m x k), or
+        with another Factor (the chain rule). O(stored entries): the
+        structure diag(d) + U V^T is used, no m x n matrix is built.
+
+        Raises ValueError when the shapes do not match, TypeError for an
+        operand that is not numeric."""
+        if isinstance(other, Factor):
+            return self._chain(other)
+        return self._times(other, "F.dot(v)")
+
+    def _times(self, v, how):
+        """diag(d) v + U (V^T v) for v of shape (n,) or (n, k)."""
+        v = np.asarray(v)
+        if v.dtype.kind not in "biufc":
+            raise TypeError(f"{how} needs a numeric array, got dtype {v.dtype}")
+        m, n = self.shape
+        if v.ndim not in (1, 2) or v.shape[0] != n:
+            raise ValueError(
+                f"{how}: the Factor has shape {self.shape} and the operand has shape "
+                f"{v.shape}; the operand must be a vector of {n} or a {n} x k matrix")
+        dtype = np.result_type(self.dtype, v.dtype)
+        if self.structurally_zero or (self.d is None and self.rank == 0):
+            return np.zeros((m,) + v.shape[1:], dtype)
+        result = self.U @ (self.V.T @ v) if self.rank else None
+        if self.d is not None:
+            scaled = self.d * v if v.ndim == 1 else self.d[:, None] * v
+            result = scaled if result is None else result + scaled
+        return result.astype(dtype, copy=False)
+
+    def _chain(self, other):
+        """The chain rule: self = dy/dg, other = dg/dx, result dy/dx."""
         if self.shape[1] != other.shape[0]:
             raise ValueError(f"chain rule shape mismatch: dy/dg is {self.shape} but dg/dx "
                              f"is {other.shape}")
@@ -195,9 +273,10 @@ class Factor:
 
     def toarray(self, layout="numerator"):
         """The dense 2-D Jacobian (m x n in numerator layout, its transpose in
-        denominator layout)."""
+        denominator layout); layout is checked as by ``fastjac.jacobian``."""
+        denominator = _layout.check_layout(layout)
         M = self._full()
-        return M.T.copy() if layout == "denominator" else M
+        return M.T.copy() if denominator else M
 
     def _full(self):
         m, n = self.shape
