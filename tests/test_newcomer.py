@@ -185,3 +185,44 @@ def test_factor_product_shapes_are_checked():
         np.ones(3) @ factor
     with pytest.raises(TypeError, match="numeric"):
         factor.dot(np.array(["a"] * 5))
+
+
+# -- a list of expressions, one variable at a time ---------------------------------------
+
+def test_stacked_outputs_by_one_variable():
+    x, y = fj.var("x"), fj.var("y")
+    G = fj.compile([fj.sum(x * x * y), fj.dot(x, fj.exp(x))])
+    xv, yv = RNG.standard_normal(4), 1.5
+    dfx, dgx = 2 * xv * yv, np.exp(xv) * (1 + xv)
+    jx = G.jacobian("x", x=xv, y=yv)
+    assert jx.shape == (2, 4)
+    np.testing.assert_allclose(jx, np.array([dfx, dgx]), rtol=1e-13)
+    jy = G.jacobian("y", x=xv, y=yv)
+    assert jy.shape == (2,)
+    np.testing.assert_allclose(jy, [np.sum(xv * xv), 0.0], rtol=1e-13)
+    # the numbers of wrt=[name]; the layouts of the dense and sparse formats
+    np.testing.assert_array_equal(jx, G.jacobian(["x"], x=xv, y=yv))
+    dense = G.jacobian("x", x=xv, y=yv, format="dense", layout="denominator")
+    np.testing.assert_allclose(dense, np.array([dfx, dgx]).T, rtol=1e-13)
+    out = np.empty((2, 4))
+    assert G.jacobian("x", x=xv, y=yv, out=out) is out
+    np.testing.assert_allclose(out, np.array([dfx, dgx]), rtol=1e-13)
+    value, jac = G.value_and_jacobian("y", x=xv, y=yv)
+    np.testing.assert_allclose(value, (np.sum(xv * xv * yv), xv @ np.exp(xv)), rtol=1e-13)
+    np.testing.assert_allclose(jac, [np.sum(xv * xv), 0.0], rtol=1e-13)
+    X = RNG.standard_normal((2, 3))
+    jX = fj.compile([fj.sum(x * x), fj.sum(fj.sin(x))]).jacobian("x", x=X)
+    assert jX.shape == (2, 2, 3)
+    np.testing.assert_allclose(jX, np.array([2 * X, np.cos(X)]), rtol=1e-13)
+
+
+def test_stacked_outputs_default_wrt_of_one_name():
+    x, y = fj.var("x"), fj.var("y")
+    fg = fj.compile([3 * x ** 2 * y, 2 * x + y ** 8], wrt="x")
+    np.testing.assert_allclose(fg.jacobian(x=2.0, y=1.0), [12.0, 2.0], rtol=1e-15)
+
+
+def test_stacked_element_wise_outputs_still_refused():
+    x = fj.var("x")
+    with pytest.raises(ValueError, match="scalar-valued"):
+        fj.compile([x * x, fj.sum(x)]).jacobian("x", x=np.ones(3))

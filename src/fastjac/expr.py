@@ -1040,8 +1040,14 @@ class CompiledExpression:
         ----------
         wrt : str or list of str, optional
             The variable; default: the ``wrt`` given to compile (stacked if
-            it names several).
+            it names several). For a list of several (scalar-valued)
+            expressions, a single name gives their stacked Jacobian by that
+            variable: the numbers of ``wrt=[name]``, shaped in compact
+            format as (number of expressions,) + the variable's shape (so
+            ``(2,)`` for two expressions and a scalar variable).
         layout : {"numerator", "denominator"}
+            Applies to "dense" and the sparse formats only; the compact
+            result is the same in both layouts (``layout`` is still checked).
         format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
             "compact": the diagonal (element-wise result by an array), the
             vector dy/dz (by a scalar z), the gradient shaped like x (scalar
@@ -1053,6 +1059,17 @@ class CompiledExpression:
             For "compact" or "dense", where to write the result.
         **variables
             The value of every variable of the expression.
+
+        Examples
+        --------
+        >>> import fastjac
+        >>> x, y = fastjac.var("x"), fastjac.var("y")
+        >>> fg = fastjac.compile([3 * x**2 * y, 2 * x + y**8])
+        >>> fg.jacobian(["x", "y"], x=2.0, y=1.0)     # [[6xy, 3x^2], [2, 8y^7]]
+        array([[12., 12.],
+               [ 2.,  8.]])
+        >>> fg.jacobian("x", x=2.0, y=1.0)            # [d f/dx, d g/dx]
+        array([12.,  2.])
         """
         r = self._fast(wrt, layout, format, out, None, False, variables)
         if r is not None:
@@ -1095,9 +1112,9 @@ class CompiledExpression:
         fmt = _check_format(format)
         names, stacked = self._wrt_list(wrt)
         dtype, values = self._values(variables)
-        if stacked:
+        if stacked or len(self._outputs) > 1:
             return self._stacked(names, values, dtype, denominator, fmt, out, value_out,
-                                 _want_value)
+                                 _want_value, one_variable=not stacked)
         name = names[0]
         tangent_out = None
         if out is not None and fmt == "compact" and not self._has_inner and \
@@ -1105,9 +1122,6 @@ class CompiledExpression:
             tangent_out = {0: out}      # written in place by the pass, no copy
         plans, out_idx, results = self._run(values, dtype, (name,), _want_value,
                                             value_out=value_out, tangent_out=tangent_out)
-        if len(out_idx) != 1:
-            raise ValueError("a list of expressions has a stacked Jacobian: pass wrt as a "
-                             "list of names")
         if fmt == "compact" and not self._has_inner:
             # one stage: its tangent is the compact Jacobian already
             sp = plans[-1]
@@ -1125,15 +1139,20 @@ class CompiledExpression:
         value = _present(results[out_idx[0]][0])
         return value, _deliver(factor, denominator, fmt, out)
 
-    def _stacked(self, names, values, dtype, denominator, fmt, out, value_out, want_value):
+    def _stacked(self, names, values, dtype, denominator, fmt, out, value_out, want_value,
+                 one_variable=False):
+        """The functions x elements matrix of the outputs' gradients; with
+        one_variable (wrt a single name), compact results are shaped
+        (number of outputs,) + that variable's shape."""
         plans, out_idx, results = self._run(values, dtype, tuple(names), True)
         rows = []
         for i in out_idx:
             if results[i][2] != ():
                 raise ValueError(
-                    "a stacked Jacobian (wrt given as a list) needs scalar-valued "
-                    "expressions (use fastjac.sum, fastjac.dot, or scalar variables); ask "
-                    "for the Jacobian of an element-wise expression one variable at a time")
+                    "the stacked Jacobian of a list of expressions (or of wrt given as a "
+                    "list) needs scalar-valued expressions (use fastjac.sum, fastjac.dot, "
+                    "or scalar variables); for the Jacobian of an element-wise expression, "
+                    "compile it on its own and ask for one variable at a time")
             memo = {}
             parts = []
             for name in names:
@@ -1144,6 +1163,8 @@ class CompiledExpression:
         vals = tuple(_present(results[i][0]) for i in out_idx)
         value = vals[0] if self._single else vals
         if fmt == "compact":
+            if one_variable:
+                M = M.reshape((len(out_idx),) + values[names[0]].shape)
             if out is not None:
                 check_out(out, M.shape, dtype)
                 out[...] = M
