@@ -61,6 +61,109 @@ def test_missing_function_names_the_available_ones(module):
         module.__wrapped__
 
 
+# -- ExprKernel: argument order, keyword calls ------------------------------------------
+
+def softplus_loss():
+    y, z = fj.var("y"), fj.var("z")
+    return fj.sum(fj.log(1 + fj.exp(-y * z)))
+
+
+def softplus_gradients(yv, zv):
+    """d/dy and d/dz of sum(log(1 + exp(-y z)))."""
+    s = sigmoid(-yv * zv)
+    return -zv * s, -yv * s
+
+
+def test_default_order_is_first_appearance():
+    f = fj.compile(softplus_loss())
+    assert f.variables == ("y", "z")
+    k = f.kernel("y")
+    assert k.arguments == ("y", "z", "out")
+    assert repr(k) == "<fastjac expression kernel d/dy: k(y, z, out)>"
+    assert "call as k(y, z, out) or k(y=..., z=..., out=...)" in k.__doc__
+    assert str(inspect.signature(k)) == "(y, z, out)"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_keyword_call_is_independent_of_the_order(dtype):
+    yv = RNG.standard_normal(16).astype(dtype)
+    zv = RNG.standard_normal(16).astype(dtype)
+    dy, dz = softplus_gradients(yv.astype(float), zv.astype(float))
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    f = fj.compile(softplus_loss())
+    for wrt, expected in (("y", dy), ("z", dz)):
+        k = f.kernel(wrt)
+        out = np.empty(16, dtype)
+        assert k(z=zv, y=yv, out=out) is out
+        np.testing.assert_allclose(out, expected, rtol=rtol)
+        out[...] = np.nan
+        k(yv, out=out, z=zv)                                     # mixed
+        np.testing.assert_allclose(out, expected, rtol=rtol)
+        out[...] = np.nan
+        type(k).__call__(k, out=out, z=zv, y=yv)                 # the tp_call slot
+        np.testing.assert_allclose(out, expected, rtol=rtol)
+        out[...] = np.nan
+        k(**{"out": out, "y": yv, "z": zv})
+        np.testing.assert_allclose(out, expected, rtol=rtol)
+    kv = f.kernel("z", value=True)
+    assert kv.arguments == ("y", "z", "value_out", "out")
+    value, out = np.empty((), dtype), np.empty(16, dtype)
+    kv(out=out, value_out=value, z=zv, y=yv)
+    loss = np.sum(np.log1p(np.exp(-yv.astype(float) * zv.astype(float))))
+    np.testing.assert_allclose(value, loss, rtol=rtol)
+    np.testing.assert_allclose(out, dz, rtol=rtol)
+
+
+def test_explicit_variable_order():
+    yv, zv = RNG.standard_normal(8), RNG.standard_normal(8)
+    dy, dz = softplus_gradients(yv, zv)
+    f = fj.compile(softplus_loss(), variables=("z", "y"))
+    assert f.variables == ("z", "y")
+    assert f.wrt == ("z", "y")
+    k = f.kernel("y")
+    assert repr(k) == "<fastjac expression kernel d/dy: k(z, y, out)>"
+    np.testing.assert_allclose(k(zv, yv, np.empty(8)), dy, rtol=1e-13)
+    np.testing.assert_allclose(f.kernel("z")(zv, yv, np.empty(8)), dz, rtol=1e-13)
+    np.testing.assert_allclose(f.jacobian(["z", "y"], y=yv, z=zv), np.r_[dz, dy][None],
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("order, message", [
+    ("zy", "list or tuple of variable names"),
+    (None.__class__, "list or tuple of variable names"),
+    (("z",), "missing: y"),
+    (("z", "y", "y"), "names 'y' twice"),
+    (("z", "q"), "'q', which is not a variable of the expression; its variables are: y, z"),
+    (("z", "y", 3), "names 3, which is not a variable"),
+])
+def test_explicit_variable_order_is_checked(order, message):
+    with pytest.raises(ValueError, match=message):
+        fj.compile(softplus_loss(), variables=order)
+
+
+def test_keyword_call_errors():
+    k = fj.compile(softplus_loss()).kernel("y")
+    a, out = np.ones(4), np.empty(4)
+    with pytest.raises(TypeError, match="missing the argument 'out'; call as k"):
+        k(y=a, z=a)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'q'"):
+        k(y=a, out=out, q=a)
+    with pytest.raises(TypeError, match="missing the argument 'z'"):
+        k(a, out=out)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'w'; its arguments are "
+                                        "y, z, out"):
+        k(y=a, w=a, out=out)
+    with pytest.raises(TypeError, match="multiple values for argument 'y'"):
+        k(a, a, y=a)
+    with pytest.raises(TypeError, match="takes 3 arrays"):
+        k(a, a, out, a, out=out)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        k(y=[1.0] * 4, z=a, out=out)
+    with pytest.raises(ValueError, match="overlaps"):
+        k(y=a, z=a, out=a)
+    assert not np.isnan(a).any() and (a == 1).all()
+
+
 # -- Factor.toarray(layout) validates layout as fastjac.jacobian does ----------------------
 
 def rank_one_factor():

@@ -12,8 +12,11 @@
 
 import numpy as np
 cimport numpy as cnp
+from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.pystate cimport PyThreadState
+from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Fast_ITEMS
 
 from libc.stdlib cimport free, malloc
 
@@ -24,11 +27,20 @@ from ._pool cimport parallel_for, pool_threads
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
+    # the vectorcall protocol (PEP 590), for ExprKernel's calls
+    ctypedef PyObject* (*vectorcallfunc)(PyObject*, PyObject* const*, size_t, PyObject*)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf) noexcept
+    unsigned long Py_TPFLAGS_HAVE_VECTORCALL
+    ctypedef struct TypeSlots "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+    void PyType_Modified(TypeSlots*) noexcept
 
 cnp.import_array()
 
 cdef enum:
     MAX_REGS = 4096
+    MAX_KERNEL_ARGS = 66         # bound on the stack by ExprKernel's keyword calls
 
 # Below this many elements the GIL is kept (as in _api.pyx).
 cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
@@ -232,6 +244,9 @@ cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void*
 
 # -- hot loops: a resolved derivative, called with arrays only --------------------
 
+cdef object _MISSING = object()    # a keyword argument not given
+
+
 cdef class FastPlan:
     """One signature of an ExprKernel: the program and where each result lands
     (built once by CompiledExpression._fast_plan, then only read)."""
@@ -257,38 +272,131 @@ cdef class FastPlan:
 cdef class ExprKernel:
     """A compiled derivative resolved once, for calls inside a hot loop.
 
-    Obtain one with :meth:`CompiledExpression.kernel`. Call it with one
-    ndarray per variable (in the order of ``compiled.variables``; a 0-d
-    array for a scalar), then ``out`` for the compact Jacobian, and, when
-    created with ``value=True``, ``value_out`` before it:
-    ``k(w, x, out)`` or ``k(w, x, value_out, out)``. It returns ``out``.
+    Obtain one with :meth:`CompiledExpression.kernel`. Its arguments are
+    one ndarray per variable, in the order of ``compiled.variables`` (the
+    order in which the variables first appear in the expression, unless
+    ``fastjac.compile(..., variables=...)`` fixed another), then
+    ``value_out`` when created with ``value=True``, then ``out`` for the
+    compact Jacobian. ``k.arguments``, ``repr(k)`` and ``k.__doc__`` spell
+    out that order. Pass them by keyword to be independent of it:
+    ``k(w=w0, x=x0, out=out)``, at the cost of a positional call; or
+    positionally, ``k(w0, x0, out)``, or ``k(w0, x0, value_out, out)``. It
+    returns ``out``.
 
     Like :class:`fastjac.Kernel` it skips the conveniences of
     ``jacobian``: every argument must be a C-contiguous, aligned, native
-    ndarray of one dtype, float32 or float64, and the outputs must have the
-    exact shape of the results; the checks that remain keep a wrong call
-    from crashing or computing garbage.
+    ndarray of one dtype, float32 or float64 (a 0-d array for a scalar
+    variable), and the outputs must have the exact shape of the results;
+    the checks that remain keep a wrong call from crashing or computing
+    garbage.
     """
     cdef readonly object compiled
     cdef readonly str wrt
     cdef readonly bint with_value
     cdef readonly int n_vars
+    cdef readonly tuple arguments     # names of the arguments, in positional order
     cdef dict plans
+    cdef dict __dict__                # holds the instance's own __doc__
+    cdef vectorcallfunc vectorcall    # see _enable_vectorcall
+
+    def __cinit__(self):
+        self.vectorcall = <vectorcallfunc>_kernel_vectorcall
 
     def __init__(self, compiled, wrt, with_value):
         self.compiled = compiled
         self.wrt = wrt
         self.with_value = with_value
         self.n_vars = len(compiled.variables)
+        self.arguments = tuple(compiled.variables) + (
+            ("value_out", "out") if with_value else ("out",))
         self.plans = {}
+        self.__doc__ = (f"d/d{wrt} of {', '.join(str(o) for o in compiled._outputs)}: "
+                        f"{self._call_forms()}\n\n{ExprKernel.__doc__}")
+
+    def _call_forms(self):
+        return (f"call as k({', '.join(self.arguments)}) or "
+                f"k({', '.join(name + '=...' for name in self.arguments)})")
 
     def __repr__(self):
-        return (f"<fastjac expression kernel d/d{self.wrt} "
-                f"({', '.join(self.compiled.variables)}"
-                f"{', value_out' if self.with_value else ''}, out)>")
+        return f"<fastjac expression kernel d/d{self.wrt}: k({', '.join(self.arguments)})>"
 
-    def __call__(self, *args):
-        cdef Py_ssize_t nargs = len(args), i, n = 1
+    @property
+    def __signature__(self):
+        import inspect
+        return inspect.Signature([
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for name in self.arguments])
+
+    def __call__(self, *args, **kwargs):
+        # Python calls go through _kernel_vectorcall; this is tp_call, for
+        # C code that calls the slot directly, with the same behaviour.
+        if kwargs:
+            args = self._bind(args, kwargs)
+        return self._run(PySequence_Fast_ITEMS(args), len(args))
+
+    cdef object _run_keywords(self, PyObject** args, Py_ssize_t n_pos, tuple kwnames):
+        """A vectorcall with keywords: args holds n_pos positional values,
+        then one value per name of kwnames. The usual call (each remaining
+        argument once, by name) is bound here without a dict; anything else
+        goes through _bind for Python's errors."""
+        cdef tuple names = self.arguments
+        cdef Py_ssize_t n = len(names), n_kw = len(kwnames), i, j, found
+        cdef PyObject* bound[MAX_KERNEL_ARGS]
+        if n_pos + n_kw == n and n <= MAX_KERNEL_ARGS:
+            for i in range(n):
+                bound[i] = args[i] if i < n_pos else NULL
+            for j in range(n_kw):
+                key = kwnames[j]
+                found = -1
+                for i in range(n_pos, n):
+                    if names[i] is key or names[i] == key:
+                        found = i
+                        break
+                if found < 0 or bound[found] != NULL:
+                    break
+                bound[found] = args[n_pos + j]
+            else:
+                return self._run(bound, n)
+        positional = tuple([<object>args[i] for i in range(n_pos)])
+        keywords = {kwnames[j]: <object>args[n_pos + j] for j in range(n_kw)}
+        bound_args = self._bind(positional, keywords)
+        return self._run(PySequence_Fast_ITEMS(bound_args), n)
+
+    cdef tuple _bind(self, tuple args, dict kwargs):
+        """Python's binding of positional and keyword arguments to
+        ``self.arguments``, with Python's TypeErrors."""
+        cdef tuple names = self.arguments
+        cdef Py_ssize_t n = len(names), n_pos = len(args), i
+        cdef list bound
+        if n_pos + len(kwargs) == n:
+            # the usual call: as many keywords as names left, so if every
+            # one of those names is there, there is nothing else
+            bound = list(args)
+            for i in range(n_pos, n):
+                x = kwargs.get(names[i], _MISSING)
+                if x is _MISSING:
+                    break
+                bound.append(x)
+            else:
+                return tuple(bound)
+        if n_pos > n:
+            raise TypeError(f"this kernel takes {n} arrays ({', '.join(names)}), "
+                            f"got {n_pos} positional and {len(kwargs)} keyword")
+        for key in kwargs:
+            if key not in names:
+                raise TypeError(f"this kernel got an unexpected keyword argument {key!r}; "
+                                f"its arguments are {', '.join(names)}")
+            if names.index(key) < n_pos:
+                raise TypeError(f"this kernel got multiple values for argument {key!r}")
+        for i in range(n_pos, n):
+            if names[i] not in kwargs:
+                raise TypeError(f"this kernel is missing the argument {names[i]!r}; "
+                                f"{self._call_forms()}")
+        raise AssertionError("unreachable: every argument was bound")
+
+    cdef object _run(self, PyObject** args, Py_ssize_t nargs):
+        """The call, on nargs borrowed references in positional order."""
+        cdef Py_ssize_t i, n = 1
         cdef Py_ssize_t n_out_args = 2 if self.with_value else 1
         cdef cnp.ndarray arr, shaped = None, out, vout = None
         cdef int t, mask = 0
@@ -302,19 +410,18 @@ cdef class ExprKernel:
         if nargs != self.n_vars + n_out_args:
             raise TypeError(
                 f"this kernel takes {self.n_vars + n_out_args} arrays "
-                f"({', '.join(self.compiled.variables)}"
-                f"{', value_out' if self.with_value else ''}, out), got {nargs}")
+                f"({', '.join(self.arguments)}), got {nargs}")
         for i in range(nargs):
-            if not cnp.PyArray_CheckExact(args[i]):
+            if not cnp.PyArray_CheckExact(<object>args[i]):
                 raise TypeError("kernel arguments must all be numpy.ndarray (use "
                                 "CompiledExpression.jacobian for lists and Python numbers)")
-        out = <cnp.ndarray>args[nargs - 1]
+        out = <cnp.ndarray><object>args[nargs - 1]
         t = cnp.PyArray_TYPE(out)
         if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
             raise TypeError(f"kernel arrays must share one dtype, float32 or float64; "
                             f"out has {(<object>out).dtype}")
         for i in range(nargs):
-            arr = <cnp.ndarray>args[i]
+            arr = <cnp.ndarray><object>args[i]
             if cnp.PyArray_TYPE(arr) != t:
                 raise TypeError(f"kernel arrays must share one dtype, float32 or float64; "
                                 f"got {(<object>arr).dtype} and out {(<object>out).dtype}")
@@ -333,7 +440,7 @@ cdef class ExprKernel:
             elif not cnp.PyArray_ISWRITEABLE(arr):
                 raise ValueError("out is read-only; pass a writeable array")
         if self.with_value:
-            vout = <cnp.ndarray>args[self.n_vars]
+            vout = <cnp.ndarray><object>args[self.n_vars]
         plan = self.plans.get(mask)
         if plan is None:
             plan = self.compiled._fast_plan(self.wrt, mask, self.with_value)
@@ -345,7 +452,7 @@ cdef class ExprKernel:
         if vout is not None:
             self._check_out(vout, shaped, plan.is_sum, "value_out")
         for i in range(self.n_vars):
-            arr = <cnp.ndarray>args[i]
+            arr = <cnp.ndarray><object>args[i]
             if _overlaps(arr, out) or (vout is not None and _overlaps(arr, vout)):
                 raise ValueError("out overlaps an input; use a separate array")
         if vout is not None and _overlaps(out, vout):
@@ -353,14 +460,14 @@ cdef class ExprKernel:
         prog = plan.program
         pos = <const int*>cnp.PyArray_DATA(plan.array_pos)
         for i in range(prog.n_arrays):
-            aptr[i] = cnp.PyArray_DATA(<cnp.ndarray>args[pos[i]])
+            aptr[i] = cnp.PyArray_DATA(<cnp.ndarray><object>args[pos[i]])
         pos = <const int*>cnp.PyArray_DATA(plan.scalar_pos)
         cdef const double* consts = <const double*>cnp.PyArray_DATA(plan.scalar_const)
         for i in range(prog.n_scalars):
             if pos[i] < 0:
                 svals[i] = consts[i]
             else:
-                arr = <cnp.ndarray>args[pos[i]]
+                arr = <cnp.ndarray><object>args[pos[i]]
                 if t == cnp.NPY_DOUBLE:
                     svals[i] = (<double*>cnp.PyArray_DATA(arr))[0]
                 else:
@@ -440,7 +547,7 @@ cdef class ExprKernel:
                 return None
         if value_out is not None and _overlaps(<cnp.ndarray>out, <cnp.ndarray>value_out):
             return None
-        self(*args)
+        self._run(PySequence_Fast_ITEMS(args), len(args))
         return value_out, out
 
     cdef bint _fits(self, object o, cnp.ndarray shaped, bint scalar, int t):
@@ -466,6 +573,33 @@ cdef class ExprKernel:
                 f"{name} has shape {(<object>o).shape} but the result has shape "
                 f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
         return 0
+
+
+cdef PyObject* _kernel_vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
+                                  PyObject* kwnames) except NULL:
+    """ExprKernel's calls, positional or keyword, without the tuple and dict
+    of tp_call: a keyword call costs what a positional one does."""
+    cdef ExprKernel kernel = <ExprKernel><object>callable
+    cdef Py_ssize_t nargs = PyVectorcall_NARGS(nargsf)
+    if kwnames == NULL:
+        result = kernel._run(<PyObject**>args, nargs)
+    else:
+        result = kernel._run_keywords(<PyObject**>args, nargs, <tuple><object>kwnames)
+    Py_INCREF(result)
+    return <PyObject*>result
+
+
+cdef _enable_vectorcall():
+    """Point ExprKernel's type at the per-instance vectorcall slot (Cython
+    gives extension types only tp_call, which builds a dict per keyword call)."""
+    cdef ExprKernel probe = ExprKernel.__new__(ExprKernel)
+    cdef TypeSlots* slots = <TypeSlots*><PyObject*>ExprKernel
+    slots.tp_vectorcall_offset = <char*>&probe.vectorcall - <char*><PyObject*>probe
+    slots.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL
+    PyType_Modified(slots)
+
+
+_enable_vectorcall()
 
 
 cdef cnp.ndarray _empty_like_result(cnp.ndarray shaped, bint scalar, int t):

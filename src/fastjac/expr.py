@@ -727,6 +727,27 @@ class _StagePlan:
                  "index")
 
 
+def _check_variable_order(order, names):
+    """compile's ``variables=``: every variable of the expression exactly once."""
+    if isinstance(order, str) or not isinstance(order, (list, tuple)):
+        raise ValueError(f"variables must be a list or tuple of variable names, got {order!r}")
+    order = tuple(order)
+    known = ", ".join(names) or "(none)"
+    for name in order:
+        if name not in names:
+            raise ValueError(f"variables names {name!r}, which is not a variable of the "
+                             f"expression; its variables are: {known}")
+    repeated = [name for i, name in enumerate(order) if name in order[:i]]
+    if repeated:
+        raise ValueError(f"variables names {repeated[0]!r} twice; name each variable of the "
+                         f"expression once: {known}")
+    missing = [name for name in names if name not in order]
+    if missing:
+        raise ValueError(f"variables must name every variable of the expression once; "
+                         f"missing: {', '.join(missing)}")
+    return order
+
+
 class CompiledExpression:
     """An expression (or a list of them) analysed once, to evaluate and
     differentiate many times. Obtain it with :func:`fastjac.compile`.
@@ -735,9 +756,12 @@ class CompiledExpression:
     element-wise operands of one pass), or scalars (Python numbers or 0-d
     arrays, expanded to that shape). dtypes follow ``fastjac.jacobian``:
     float32 stays float32, integers and bool become float64.
+    ``variables`` is their order (first appearance in the expression, or
+    compile's ``variables=``): the positional order of :meth:`kernel`'s
+    kernels and the default order of ``wrt``.
     """
 
-    def __init__(self, outputs, wrt=None):
+    def __init__(self, outputs, wrt=None, *, variables=None):
         single = isinstance(outputs, Expr)
         if single:
             outputs = [outputs]
@@ -757,7 +781,8 @@ class CompiledExpression:
                 raise ValueError(f"unsupported operation {node.op!r}")
             if isinstance(node, Var) and node.name not in names:
                 names.append(node.name)
-        self.variables = tuple(names)
+        self.variables = tuple(names) if variables is None else \
+            _check_variable_order(variables, names)
         if wrt is None:
             wrt = self.variables
         elif isinstance(wrt, str):
@@ -978,9 +1003,13 @@ class CompiledExpression:
     def kernel(self, wrt=None, *, value=False):
         """Resolve one derivative once; return an :class:`ExprKernel` for hot loops.
 
-        ``k = f.kernel("w")`` is called as ``k(w, x, out)`` (one ndarray per
-        variable, in the order of ``f.variables``, then ``out``), or, with
-        ``value=True``, as ``k(w, x, value_out, out)``; it writes the compact
+        ``k = f.kernel("w")`` takes one ndarray per variable and ``out``,
+        best by name: ``k(w=w0, x=x0, out=out)`` (or, with ``value=True``,
+        ``k(w=w0, x=x0, value_out=v, out=out)``), at the cost of a
+        positional call. Positionally, the variables come in the order of
+        ``f.variables`` (their first appearance in the expression, or
+        compile's ``variables=``), then ``value_out``, then ``out``:
+        ``k.arguments`` and ``repr(k)`` show it. It writes the compact
         Jacobian (and the value) in place with one fused pass and returns
         ``out``. For a single expression without an inner reduction (a sum
         or dot product feeding element-wise work).
@@ -988,9 +1017,11 @@ class CompiledExpression:
         Examples
         --------
         >>> import numpy as np, fastjac
-        >>> x = fastjac.var("x")
-        >>> k = fastjac.compile(fastjac.tanh(x) * 2).kernel("x")
-        >>> k(np.zeros(2), np.empty(2))
+        >>> y, z = fastjac.var("y"), fastjac.var("z")
+        >>> k = fastjac.compile(fastjac.tanh(y) * 2 + z).kernel("y")
+        >>> k
+        <fastjac expression kernel d/dy: k(y, z, out)>
+        >>> k(y=np.zeros(2), z=np.ones(2), out=np.empty(2))
         array([2., 2.])
         """
         names, stacked = self._wrt_list(wrt)
@@ -1205,7 +1236,7 @@ def _deliver(factor, denominator, fmt, out):
     return factor.to_matrix(denominator, fmt, out)
 
 
-def compile(expr, wrt=None):
+def compile(expr, wrt=None, *, variables=None):
     """Analyse an expression (or a list of them) once, for fast repeated calls.
 
     Parameters
@@ -1214,8 +1245,15 @@ def compile(expr, wrt=None):
         Built from :func:`var`, numbers, ``+ - * / **``, ``>``, ``<`` and the
         functions of fastjac (``tanh``, ``maximum``, ``sum``, ``dot``, ...).
     wrt : str or list of str, optional
-        The variables to differentiate by (default: all, in order of
-        appearance).
+        The variables to differentiate by (default: all, in the order of
+        ``variables``).
+    variables : list or tuple of str, optional
+        The order of the variables: ``.variables`` of the result, and the
+        positional order of its kernels (``k(z, y, out)`` for
+        ``variables=("z", "y")``). Every variable of the expression exactly
+        once, else ValueError. Default: the order in which the variables
+        first appear in the expression, which is easy to misjudge: for
+        ``sum(log(1 + exp(-y * z)))`` it is ("y", "z").
 
     Returns
     -------
@@ -1229,7 +1267,7 @@ def compile(expr, wrt=None):
     >>> f.jacobian(w=np.zeros(3), x=np.array([1.0, 2.0, 3.0]))
     array([1., 2., 3.])
     """
-    return CompiledExpression(expr, wrt)
+    return CompiledExpression(expr, wrt, variables=variables)
 
 
 def demo():
