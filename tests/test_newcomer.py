@@ -4,6 +4,9 @@ Oracles are closed forms and NumPy, written here.
 """
 import builtins
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -329,3 +332,82 @@ def test_stacked_element_wise_outputs_still_refused():
     x = fj.var("x")
     with pytest.raises(ValueError, match="scalar-valued"):
         fj.compile([x * x, fj.sum(x)]).jacobian("x", x=np.ones(3))
+
+
+# -- python -m fastjac: a small command line ---------------------------------------------
+
+def cli_env():
+    """The environment of a child that imports this fastjac."""
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastjac.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastjac", *args], capture_output=True,
+                          text=True, env=cli_env(), timeout=120)
+
+
+HEADINGS = ["1. Layouts", "2. Element-wise binary", "3. Element-wise unary",
+            "4. Scalar expansion", "5. Sum reduction", "6. The chain rule"]
+
+
+def headings(text):
+    return [line for line in text.splitlines() if line[:1].isdigit() and line[1:3] == ". "]
+
+
+def test_cli_help_and_version():
+    result = run_cli("--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: python -m fastjac")
+    for option in ("--version", "--list", "--section N"):
+        assert option in result.stdout
+    assert headings(result.stdout) == [] and len(result.stdout.splitlines()) < 20
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout, result.stderr) == \
+        (0, f"fastjac {fastjac.__version__}\n", "")
+
+
+def test_cli_lists_and_picks_sections():
+    listed = run_cli("--list")
+    assert listed.returncode == 0 and listed.stderr == ""
+    lines = listed.stdout.splitlines()
+    assert len(lines) == len(HEADINGS)
+    assert all(line.startswith(h) for line, h in zip(lines, HEADINGS))
+    one = run_cli("--section", "6")
+    assert one.returncode == 0 and one.stderr == ""
+    found = headings(one.stdout)
+    assert len(found) == 1 and found[0].startswith(HEADINGS[5])
+    assert "[[12. 12.]" in one.stdout            # d(3x^2 y)/dx, d(3x^2 y)/dy at (2, 1)
+    found = headings(run_cli("-s", "2", "-s", "4").stdout)
+    assert len(found) == 2
+    assert found[0].startswith(HEADINGS[1]) and found[1].startswith(HEADINGS[3])
+    bad = run_cli("--section", "9")
+    assert bad.returncode == 2 and "invalid choice: 9" in bad.stderr and bad.stdout == ""
+
+
+def test_cli_default_runs_every_section_once():
+    result = run_cli()
+    assert result.returncode == 0 and result.stderr == ""
+    found = headings(result.stdout)
+    assert len(found) == len(HEADINGS)
+    assert all(line.startswith(h) for line, h in zip(found, HEADINGS))
+
+
+def test_cli_closed_pipe_is_quiet():
+    # the reader is gone before the demo writes anything: every write fails
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "fastjac"], stdout=write_end,
+                                stderr=subprocess.PIPE, env=cli_env(), timeout=120)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, b"")
+    # and as a user types it
+    shell = subprocess.run(["bash", "-c", f'"{sys.executable}" -m fastjac | head -1; '
+                            'exit "${PIPESTATUS[0]}"'],
+                           capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert shell.returncode == 0 and shell.stderr == ""
+    assert shell.stdout.startswith(f"fastjac {fastjac.__version__}:")
