@@ -7,7 +7,9 @@ import pytest
 
 import fastjac
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 @pytest.mark.parametrize("function", [fastjac.jacobian, fastjac.sum_gradient, fastjac.kernel])
@@ -26,3 +28,11 @@ def test_readme_examples():
     result = doctest.testfile(str(README), module_relative=False,
                               optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not DOCS, reason="docs/ not next to the tests")
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_docs_examples(page):
+    result = doctest.testfile(str(page), module_relative=False,
+                              optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
