@@ -411,3 +411,19 @@ def test_cli_closed_pipe_is_quiet():
                            capture_output=True, text=True, env=cli_env(), timeout=120)
     assert shell.returncode == 0 and shell.stderr == ""
     assert shell.stdout.startswith(f"fastjac {fastjac.__version__}:")
+
+
+# -- error messages that name what works -------------------------------------------------
+
+def test_dia_memory_error_names_the_formats_that_fit():
+    big = np.ones(1_000_000)             # DIA of the 1 x 10^6 gradient: 10^6 x 10^6 numbers
+    with pytest.raises(MemoryError) as caught:
+        fastjac.sum_gradient(None, big, format="dia")
+    message = str(caught.value)
+    assert "DIA storage" in message and "a sparse format" not in message
+    assert "use format='csr', 'csc' or 'coo' (each stores the 1000000 entries once) or " \
+           "format='compact'" in message
+    csr = fastjac.sum_gradient(None, big, format="csr")
+    assert csr.shape == (1, 1_000_000) and csr.nnz == 1_000_000
+    with pytest.raises(MemoryError, match="use format='compact' or a sparse format"):
+        fastjac.jacobian("exp", big, format="dense")

@@ -69,8 +69,10 @@ def check_layout(layout):
     raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
 
 
-def check_dense_size(shape, dtype, what="dense Jacobian"):
-    """Raise MemoryError, before allocating, for a matrix larger than RAM."""
+def check_dense_size(shape, dtype, what="dense Jacobian",
+                     instead="format='compact' or a sparse format"):
+    """Raise MemoryError, before allocating, for a matrix larger than RAM;
+    the message suggests ``instead``."""
     nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
     if nbytes <= 1 << 26:          # 64 MiB: always fine, skip reading /proc
         return
@@ -79,7 +81,7 @@ def check_dense_size(shape, dtype, what="dense Jacobian"):
         raise MemoryError(
             f"a {what} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "
             f"{nbytes} bytes ({_human(nbytes)}), more than the memory available "
-            f"({_human(limit)}); use format='compact' or a sparse format")
+            f"({_human(limit)}); use {instead}")
 
 
 def _dense(compact, kind, denominator, out):
@@ -168,7 +170,9 @@ def _sparse_full(sparse, matrix, fmt, structurally_zero):
         return coo
     # DIA stores one row of length c per occupied diagonal: r + c - 1 of them
     # for a full matrix, which for a 1 x n row is n x n numbers.
-    check_dense_size((r + c - 1, c), matrix.dtype, what="DIA storage")
+    check_dense_size((r + c - 1, c), matrix.dtype, what="DIA storage",
+                     instead="format='csr', 'csc' or 'coo' (each stores the "
+                             f"{r * c} entries once) or format='compact'")
     return coo.todia()
 
 
