@@ -427,3 +427,22 @@ def test_dia_memory_error_names_the_formats_that_fit():
     assert csr.shape == (1, 1_000_000) and csr.nnz == 1_000_000
     with pytest.raises(MemoryError, match="use format='compact' or a sparse format"):
         fastjac.jacobian("exp", big, format="dense")
+
+
+# -- layout= and compact results: documented, and true ------------------------------------
+
+@pytest.mark.parametrize("function", [fastjac.jacobian, fastjac.sum_gradient,
+                                      fastjac.CompiledExpression.jacobian])
+def test_docstrings_say_layout_leaves_compact_results_alone(function):
+    doc = " ".join(function.__doc__.split())
+    assert "layout has no effect" in doc or "compact result is the same in both layouts" in doc
+
+
+def test_layout_leaves_compact_results_alone():
+    x = RNG.uniform(0.5, 2.0, (2, 3))
+    for layout in ("numerator", "denominator"):
+        np.testing.assert_allclose(fastjac.jacobian("log", x, layout=layout), 1 / x, rtol=1e-15)
+        np.testing.assert_allclose(fastjac.sum_gradient("square", x, layout=layout), 2 * x,
+                                   rtol=1e-15)
+        f = fj.compile(fj.sum(fj.var("x") ** 2))
+        np.testing.assert_allclose(f.jacobian(x=x, layout=layout), 2 * x, rtol=1e-15)

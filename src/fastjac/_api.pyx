@@ -432,7 +432,9 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         Differentiate with respect to ``a`` (0) or ``b`` (1).
     layout : {"numerator", "denominator"}, default "numerator"
         Numerator layout puts dy_i/dx_j at [i, j]; denominator layout is its
-        exact transpose. The compact format is the same in both layouts.
+        exact transpose. It applies to "dense" and the sparse formats only:
+        a compact result is the same in both layouts (layout has no effect
+        on it, though its value is still checked).
     format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
         "compact" (default) returns the smallest exact answer, shaped like
         the result y: the diagonal when ``wrt`` names an array, the vector
@@ -491,7 +493,10 @@ def sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", 
     layout : {"numerator", "denominator"}, default "numerator"
         The gradient of a scalar by a vector of n is a 1 x n row in numerator
         layout and an n x 1 column in denominator layout; by a p x q matrix
-        it is q x p in numerator and p x q in denominator layout.
+        it is q x p in numerator and p x q in denominator layout. These are
+        the shapes of "dense" and the sparse formats: layout has no effect
+        on the compact gradient, shaped like the operand in both layouts
+        (its value is still checked).
     format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
         "compact" (default) returns the gradient shaped like the operand
         (whatever the layout), or a NumPy scalar for a scalar operand, e.g.
