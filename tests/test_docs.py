@@ -36,3 +36,21 @@ def test_docs_examples(page):
     result = doctest.testfile(str(page), module_relative=False,
                               optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+@pytest.mark.skipif(not README.exists(), reason="README not next to the tests")
+def test_readme_power_convention_says_where_jax_differs():
+    """d(a^b)/da at b = 0: fastjac (like PyTorch's masked backward) gives 0
+    for every a; JAX's b * a**(b - 1) gives 0 * inf = NaN at a = 0 and NaN
+    at a = NaN. The README must not claim JAX agrees there."""
+    a = np.array([0.0, -0.0, np.nan, np.inf, -2.0, 3.0])
+    np.testing.assert_array_equal(fastjac.jacobian("power", a, 0.0), np.zeros(6))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jax_formula = 0.0 * a ** (0.0 - 1.0)
+    np.testing.assert_array_equal(np.isnan(jax_formula), [True, True, True, False, False, False])
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `power`, ∂(a^b)/∂a where b == 0"))
+    agrees_with = row.split("|")[3]
+    assert "PyTorch" in agrees_with
+    if "JAX" in agrees_with:
+        assert "0" in agrees_with and "NaN" in agrees_with, row
