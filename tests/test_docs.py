@@ -1,6 +1,7 @@
 """The examples in the README and in the public docstrings run as written."""
 import doctest
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -54,3 +55,41 @@ def test_readme_power_convention_says_where_jax_differs():
     assert "PyTorch" in agrees_with
     if "JAX" in agrees_with:
         assert "0" in agrees_with and "NaN" in agrees_with, row
+
+
+def readme_section(start, stop):
+    text = README.read_text(encoding="utf-8")
+    return text[text.index(start):text.index(stop, text.index(start))]
+
+
+@pytest.mark.skipif(not README.exists(), reason="README not next to the tests")
+def test_readme_quick_start_names_every_test_extra():
+    pyproject = (README.parent / "pyproject.toml").read_text(encoding="utf-8")
+    extra = re.search(r"^test = \[(.*?)\]", pyproject, re.M).group(1)
+    names = re.findall(r'"([A-Za-z0-9_.-]+?)[<>=!~\["]', extra)
+    assert "mpmath" in names
+    quick_start = readme_section("## Quick start", "## API").lower()
+    for name in names:
+        assert name.lower() in quick_start, name
+
+
+@pytest.mark.skipif(not README.exists(), reason="README not next to the tests")
+def test_readme_says_non_contiguous_operands_are_copied():
+    api = readme_section("## API", "### What comes back")
+    for words in ("C-contiguous", "x[::2]", "Fortran-ordered", "copied", "n = 10⁶",
+                  "`fastjac.kernel` and `ExprKernel` refuse"):
+        assert words in api, words
+    # what it says: the same numbers, shaped like the operand; kernels refuse
+    base = np.random.default_rng(3).uniform(0.5, 2.0, (40, 30))
+    for x in (base[::2, ::3], np.asfortranarray(base), base.T, base.astype(">f8")):
+        got = fastjac.jacobian("log", x)
+        assert got.shape == x.shape and not np.shares_memory(got, x)
+        np.testing.assert_allclose(got, 1 / x.astype(float), rtol=1e-15)
+        compiled = fastjac.compile(fastjac.log(fastjac.var("x"))).jacobian(x=x)
+        np.testing.assert_allclose(compiled, 1 / x.astype(float), rtol=1e-15)
+    strided = base[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastjac.kernel("log")(strided, np.empty(strided.shape))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastjac.compile(fastjac.log(fastjac.var("x"))).kernel("x")(strided,
+                                                                    np.empty(strided.shape))
