@@ -167,6 +167,24 @@ def test_keyword_call_errors():
     assert not np.isnan(a).any() and (a == 1).all()
 
 
+def test_kernel_pickles():
+    import pickle
+    yv, zv = RNG.standard_normal(8), RNG.standard_normal(8)
+    dy, _ = softplus_gradients(yv, zv)
+    k = fj.compile(softplus_loss(), variables=("z", "y")).kernel("y", value=True)
+    k(z=zv, y=yv, value_out=np.empty(()), out=np.empty(8))
+    again = pickle.loads(pickle.dumps(k))
+    assert repr(again) == repr(k) == "<fastjac expression kernel d/dy: k(z, y, value_out, out)>"
+    np.testing.assert_allclose(again(z=zv, y=yv, value_out=np.empty(()), out=np.empty(8)), dy,
+                               rtol=1e-13)
+    # a compiled expression holds the kernels of its fast path: they come along
+    f = fj.compile(softplus_loss())
+    np.testing.assert_allclose(f.jacobian("y", y=yv, z=zv), dy, rtol=1e-13)
+    g = pickle.loads(pickle.dumps(f))
+    np.testing.assert_allclose(g.jacobian("y", y=yv, z=zv), dy, rtol=1e-13)
+    np.testing.assert_allclose(g.kernel("y")(z=zv, y=yv, out=np.empty(8)), dy, rtol=1e-13)
+
+
 # -- Factor.toarray(layout) validates layout as fastjac.jacobian does ----------------------
 
 def rank_one_factor():

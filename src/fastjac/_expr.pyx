@@ -313,6 +313,14 @@ cdef class ExprKernel:
         self.__doc__ = (f"d/d{wrt} of {', '.join(str(o) for o in compiled._outputs)}: "
                         f"{self._call_forms()}\n\n{ExprKernel.__doc__}")
 
+    def __reduce__(self):
+        # __cinit__ (the vectorcall slot) rules out Cython's default pickling.
+        # Restoring must not read compiled's attributes: inside a pickled
+        # CompiledExpression (its cached kernels), compiled is not restored
+        # yet. The plans are rebuilt at the first call.
+        return _restore_kernel, (self.compiled, self.wrt, self.with_value, self.arguments,
+                                 self.__doc__)
+
     def _call_forms(self):
         return (f"call as k({', '.join(self.arguments)}) or "
                 f"k({', '.join(name + '=...' for name in self.arguments)})")
@@ -573,6 +581,17 @@ cdef class ExprKernel:
                 f"{name} has shape {(<object>o).shape} but the result has shape "
                 f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
         return 0
+
+
+def _restore_kernel(compiled, wrt, with_value, arguments, doc):
+    """Unpickle an ExprKernel (see ExprKernel.__reduce__)."""
+    cdef ExprKernel kernel = ExprKernel.__new__(ExprKernel)
+    kernel.compiled, kernel.wrt, kernel.with_value = compiled, wrt, with_value
+    kernel.arguments = tuple(arguments)
+    kernel.n_vars = len(kernel.arguments) - (2 if with_value else 1)
+    kernel.plans = {}
+    kernel.__doc__ = doc
+    return kernel
 
 
 cdef PyObject* _kernel_vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
