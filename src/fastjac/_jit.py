@@ -31,8 +31,24 @@ failure is remembered (``status()`` says why) and the interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its
-first call with at least ``JIT_MIN_SIZE`` elements (a compilation takes
-about 0.3 s, once per program and dtype in a process).
+first call with at least ``JIT_MIN_SIZE`` elements. The C compiler runs (see
+docs/expressions.md for its cost) once per distinct program in a process:
+compiled code is keyed by its C source (the program and dtype), the compiler
+and the flags of the SIMD level, so compiling an equal expression again --
+the same Expr, or one built the same way, e.g. inside a function called in a
+loop -- reuses the loaded code. Threads asking for the same code at once
+wait for one compilation.
+
+``FASTJAC_JIT_CACHE`` in the environment keeps compiled code on disk across
+processes (off by default, like numba's ``cache=True``): ``1`` uses
+``$XDG_CACHE_HOME/fastjac`` (default ``~/.cache/fastjac``); ``0``, or unset,
+none; any other value is the directory to use. The directory is created with mode
+0o700; files are written atomically with mode 0o600, named by a hash of the
+source, the compiler command and version, the flags, fastjac's version and
+the Python ABI. A file is loaded only when it and the directory belong to
+the current user, are not symbolic links and are not writable by group or
+others; otherwise it is ignored with a RuntimeWarning (``status()`` says
+why) and the code is compiled in memory.
 """
 import os
 import threading
@@ -43,9 +59,10 @@ from . import _expr, _kernels, _simd
 
 JIT_MIN_SIZE = 1 << 16          # elements: smaller calls never wait for the compiler
 
-_lock = threading.Lock()
+_lock = threading.Lock()        # guards _programs and _status; never held while compiling
 _loaded = []                    # the ctypes libraries, kept alive for the process
-_status = {"compiler": None, "error": None, "compiled": 0}
+_status = {"compiler": None, "error": None, "compiled": 0, "reused": 0, "loaded": 0,
+           "cache_dir": None, "cache_error": None}
 
 _OP = _expr.OPCODES
 _CODE = {v: k for k, v in _kernels.DERIVATIVE_CODES.items()}
@@ -72,8 +89,18 @@ def min_size():
 
 
 def status():
-    """What this process compiled: the compiler used, how many programs, and
-    the error that disabled compilation, if one did."""
+    """What this process compiled.
+
+    Returns
+    -------
+    dict
+        ``compiler``: the command used; ``compiled``: programs compiled;
+        ``reused``: programs given the code of an equal program compiled
+        before in this process; ``loaded``: programs loaded from the disk
+        cache; ``error``: what disabled compilation, if anything did;
+        ``cache_dir``: the disk cache in use, if any; ``cache_error``: why
+        the disk cache or a file in it was last refused.
+    """
     return dict(_status)
 
 
@@ -320,55 +347,339 @@ def _direct_loop(body, stores, n_arrays):
     return lines
 
 
-# -- compiling ----------------------------------------------------------------------
+# -- compiling, once per distinct program --------------------------------------------
+#
+# Compiled code is keyed by what determines it: the C source (the program,
+# its dtype and whether muladd is fused), the compiler command and the flags
+# of the SIMD level. A Program whose key was compiled before -- a new
+# compile() of an equal expression, or of the same one -- takes the loaded
+# function: no compiler, no new mapping. _lock guards the table only; the
+# compiler runs outside it, so a compilation blocks only the threads waiting
+# for the same key, and different keys compile side by side, at most one per
+# CPU (_compilers), since each compiler process keeps a core busy.
+
+
+def _cpu_count():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                       # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_compilers = threading.BoundedSemaphore(_cpu_count())
+_programs = {}                  # key -> _Pending: its chunk function's address
+_found = {}                     # ($CC, $PATH) -> the compiler's argv
+_versions = {}                  # compiler argv -> its --version text (for the disk cache)
+
+
+class _Pending:
+    """One key's compilation: the first thread to ask compiles, the others wait."""
+    __slots__ = ("done", "address", "error")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.address = -1       # stays -1 when the compiling thread was interrupted
+        self.error = None
+
+    def result(self):
+        self.done.wait()
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        return self.address
+
 
 def _compiler():
-    import shlex
-    import shutil
+    """The compiler's argv: $CC, else the compiler that built Python."""
     import sysconfig
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    argv = shlex.split(cc)
-    if not argv or shutil.which(argv[0]) is None:
-        raise RuntimeError(f"no C compiler: {cc!r} is not on PATH")
-    return argv
+    where = (cc, os.environ.get("PATH"))
+    argv = _found.get(where)            # looked up once: a cache hit stays cheap
+    if argv is None:
+        import shlex
+        import shutil
+        argv = shlex.split(cc)
+        if not argv or shutil.which(argv[0]) is None:
+            raise RuntimeError(f"no C compiler: {cc!r} is not on PATH")
+        _found[where] = argv
+    return list(argv)
 
 
-def _build(source):
-    """Compile source; return the address of fj_chunk."""
-    import ctypes           # here, not at import: `import fastjac` stays light
-    import subprocess
-    import tempfile
-    argv = _compiler()
-    level = _simd.current()
-    with tempfile.TemporaryDirectory(prefix="fastjac-jit-") as tmp:
-        c_path, so_path = os.path.join(tmp, "chunk.c"), os.path.join(tmp, "chunk.so")
-        with open(c_path, "w") as f:
-            f.write(source)
-        cmd = argv + _BASE_FLAGS + _simd.COMPILER_FLAGS[level] + [
-            "-I", os.path.dirname(os.path.abspath(__file__)), c_path, "-o", so_path, "-lm"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
-        lib = ctypes.CDLL(so_path)      # mapped: the file may go with the directory
-    _loaded.append(lib)
-    _status["compiler"] = " ".join(argv)
-    _status["compiled"] += 1
-    return ctypes.cast(lib.fj_chunk, ctypes.c_void_p).value
+def _digest(*parts):
+    import hashlib
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def attach(program, is_double):
-    """Compile ``program`` for one dtype, once, and store the result on it
-    (``jit_f64``/``jit_f32``: the address, or -1 when it stays interpreted)."""
-    with _lock:
-        if (program.jit_f64 if is_double else program.jit_f32) != 0:
-            return
-        address = -1
-        if _status["error"] is None:
-            try:
-                source = c_source(program, is_double, _simd.current() != "baseline")
-                address = _build(source)
-            except Unsupported:
-                pass
-            except Exception as exc:            # noqa: BLE001 - no compiler: interpret
+    """Give ``program`` compiled code for one dtype -- the code of an equal
+    program when this process has it, else from the disk cache or the
+    compiler -- and store the result on it (``jit_f64``/``jit_f32``: the
+    address of its chunk function, or -1 when it stays interpreted)."""
+    if (program.jit_f64 if is_double else program.jit_f32) != 0:
+        return
+    address = -1
+    if _status["error"] is None:
+        try:
+            level = _simd.current()         # read once: the source and the flags agree
+            address = _chunk_function(c_source(program, is_double, level != "baseline"), level)
+        except Unsupported:
+            pass
+        except Exception as exc:            # noqa: BLE001 - no compiler: interpret
+            with _lock:
                 _status["error"] = f"{type(exc).__name__}: {exc}"
-        program._use_compiled(is_double, address)
+    program._use_compiled(is_double, address)
+
+
+def _chunk_function(source, level):
+    """The address of ``fj_chunk`` compiled from source for SIMD ``level``,
+    compiled at most once per process (threads asking for the same key at
+    once wait for one)."""
+    argv = _compiler()
+    flags = _BASE_FLAGS + _simd.COMPILER_FLAGS[level]
+    key = _digest(source, *argv, "", *flags)
+    with _lock:
+        pending = _programs.get(key)
+        owner = pending is None
+        if owner:
+            pending = _programs[key] = _Pending()
+        else:
+            _status["reused"] += 1
+    if not owner:
+        return pending.result()
+    try:
+        pending.address = _load_or_compile(source, argv, flags, key)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            pending.error = f"{type(exc).__name__}: {exc}"
+        else:                               # interrupted: a later call tries again
+            with _lock:
+                del _programs[key]
+        raise
+    finally:
+        pending.done.set()
+    return pending.address
+
+
+def _load_or_compile(source, argv, flags, key):
+    directory = cache_dir()
+    if directory is None:
+        return _compile(source, argv, flags, key)[0]
+    dir_fd = _open_cache_dir(directory)
+    if dir_fd is None:
+        return _compile(source, argv, flags, key)[0]
+    try:
+        name = "chunk-" + _digest(key, _compiler_version(argv), _fastjac_version(),
+                                  _python_abi(), _header_digest()) + ".so"
+        image = _read_cached(dir_fd, directory, name)
+        if image is _REFUSED:               # left alone: the warning names it
+            return _compile(source, argv, flags, key)[0]
+        if image is not None:
+            try:
+                address = _load_image(image, key)
+            except (OSError, AttributeError) as exc:    # a damaged file: compile anew
+                _refuse(f"{os.path.join(directory, name)} does not load ({exc}); "
+                        f"recompiling")
+            else:
+                with _lock:
+                    _status["loaded"] += 1
+                return address
+        address, image = _compile(source, argv, flags, key, keep_image=True)
+        _write_cached(dir_fd, directory, name, image)
+        return address
+    finally:
+        os.close(dir_fd)
+
+
+def _compile(source, argv, flags, key, keep_image=False):
+    """Compile source; return the address of fj_chunk and, if asked, the
+    bytes of the library."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fastjac-jit-") as tmp:
+        # the file name carries the key: a path dlopen saw before is the same code
+        c_path = os.path.join(tmp, "chunk.c")
+        so_path = os.path.join(tmp, f"chunk-{key[:16]}.so")
+        with open(c_path, "w") as f:
+            f.write(source)
+        cmd = argv + flags + [
+            "-I", os.path.dirname(os.path.abspath(__file__)), c_path, "-o", so_path, "-lm"]
+        with _compilers:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
+        address = _dlopen(so_path)      # mapped: the file may go with the directory
+        image = None
+        if keep_image:
+            with open(so_path, "rb") as f:
+                image = f.read()
+    with _lock:
+        _status["compiler"] = " ".join(argv)
+        _status["compiled"] += 1
+    return address, image
+
+
+def _load_image(image, key):
+    """Load a library from its bytes (read from the disk cache through a
+    checked descriptor) via a private temporary copy."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fastjac-jit-") as tmp:
+        so_path = os.path.join(tmp, f"chunk-{key[:16]}.so")
+        with open(so_path, "wb") as f:
+            f.write(image)
+        return _dlopen(so_path)
+
+
+def _dlopen(path):
+    import ctypes           # here, not at import: `import fastjac` stays light
+    lib = ctypes.CDLL(path)
+    address = ctypes.cast(lib.fj_chunk, ctypes.c_void_p).value
+    with _lock:
+        _loaded.append(lib)             # never unloaded: programs hold the address
+    return address
+
+
+# -- the opt-in disk cache ($FASTJAC_JIT_CACHE) ---------------------------------------
+
+def cache_dir():
+    """The directory of the disk cache, from $FASTJAC_JIT_CACHE, or None (off).
+
+    ``1`` (or on/yes/true): ``$XDG_CACHE_HOME/fastjac``, else
+    ``~/.cache/fastjac``; ``0``, off or unset: no disk cache; anything else:
+    that directory.
+    """
+    value = os.environ.get("FASTJAC_JIT_CACHE", "").strip()
+    if value.lower() in ("", "0", "off", "no", "false", "never"):
+        return None
+    if value.lower() in ("1", "on", "yes", "true", "always"):
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):             # the XDG spec: relative paths are invalid
+            base = os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "fastjac")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _unsafe(st, what):
+    """Why a file or directory with stat result st may hold another user's
+    code (None: it is this user's alone)."""
+    import stat
+    if stat.S_ISLNK(st.st_mode):
+        return f"{what} is a symbolic link"
+    if st.st_uid != os.geteuid():
+        return f"{what} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} is writable by group or others ({stat.filemode(st.st_mode)})"
+    return None
+
+
+def _refuse(reason):
+    import warnings
+    with _lock:
+        _status["cache_error"] = reason
+    warnings.warn(f"fastjac JIT cache: {reason}", RuntimeWarning, stacklevel=2)
+
+
+def _open_cache_dir(directory):
+    """A descriptor of the cache directory, created private (0o700) when
+    missing; None, with a warning, when it is not this user's alone."""
+    import stat
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        reason = _unsafe(os.lstat(directory), f"the cache directory {directory}")
+        if reason is None:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                         getattr(os, "O_CLOEXEC", 0))
+            st = os.fstat(fd)           # the directory opened, not the path checked
+            reason = _unsafe(st, f"the cache directory {directory}") or (
+                None if stat.S_ISDIR(st.st_mode) else f"{directory} is not a directory")
+            if reason is None:
+                with _lock:
+                    _status["cache_dir"] = directory
+                return fd
+            os.close(fd)
+    except OSError as exc:
+        reason = f"cannot use {directory}: {exc}"
+    _refuse(reason + "; compiling without the disk cache")
+    return None
+
+
+_REFUSED = object()
+
+
+def _read_cached(dir_fd, directory, name):
+    """The bytes of a cached library, None when there is none, or _REFUSED
+    (with a warning) when the file might not be this user's alone."""
+    import stat
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:              # ELOOP: a symbolic link
+        try:
+            reason = _unsafe(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), path)
+        except OSError:
+            reason = None
+        _refuse((reason or f"cannot read {path}: {exc}") + "; recompiling")
+        return _REFUSED
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        reason = _unsafe(st, path) or (
+            None if stat.S_ISREG(st.st_mode) else f"{path} is not a regular file")
+        if reason is not None:
+            _refuse(reason + "; recompiling")
+            return _REFUSED
+        return f.read()
+
+
+def _write_cached(dir_fd, directory, name, image):
+    """Store a library atomically (a private temporary file, then
+    os.replace), readable by this user only; a failure only warns."""
+    import secrets
+    temp = f".{name}.{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                     getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(image)
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(temp, dir_fd=dir_fd)
+            raise
+    except OSError as exc:
+        _refuse(f"cannot write {os.path.join(directory, name)}: {exc}")
+
+
+def _compiler_version(argv):
+    key = tuple(argv)
+    version = _versions.get(key)
+    if version is None:
+        import subprocess
+        try:
+            done = subprocess.run(argv + ["--version"], capture_output=True, text=True,
+                                  timeout=60)
+            version = (done.stdout or done.stderr).strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            version = f"unknown ({exc})"
+        _versions[key] = version
+    return version
+
+
+def _fastjac_version():
+    import sys
+    return str(getattr(sys.modules.get(__package__), "__version__", "unknown"))
+
+
+def _python_abi():
+    import sys
+    import sysconfig
+    return f"{sys.platform} {sysconfig.get_config_var('SOABI') or sys.implementation.cache_tag}"
+
+
+def _header_digest():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vecmath.h"), "rb") as f:
+        return _digest(f.read().decode("latin-1"))
