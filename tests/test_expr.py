@@ -77,6 +77,13 @@ CASES = [
      lambda z, x: np.sum(x * z + np.sin(z * x)), "zx"),
     ("different_shapes", x_ * fj.sum(w_ * w_),
      lambda w, x: x * np.sum(w * w), "wX"),
+    # arithmetic on one sum's value: one pass and a scalar step
+    ("mean_after_sum", fj.sum(fj.square(w_ * x_ - 1)) / 7,
+     lambda w, x: np.sum((w * x - 1) ** 2) / 7, "wx"),
+    ("log_of_sum", 2 - fj.log(fj.sum(w_ * x_)),
+     lambda w, x: 2 - np.log(np.sum(w * x)), "wx"),
+    ("scalar_var_after_sum", fj.sum(w_ * z_) * z_ + fj.square(z_),
+     lambda w, z: np.sum(w * z) * z + z ** 2, "zw"),
 ]
 
 
@@ -560,7 +567,14 @@ def test_kernel_errors():
     with pytest.raises(ValueError, match="read-only"):
         k(a, a, ro)
     with pytest.raises(ValueError, match="inner reduction"):
-        fj.compile(fj.exp(fj.sum(w_)) * x_).kernel("w")
+        fj.compile(fj.sum(fj.exp(fj.sum(w_)) * x_)).kernel("w")
+    with pytest.raises(ValueError, match="inner reduction"):
+        fj.compile(fj.sum(w_) / fj.sum(x_)).kernel("w")
+    # arithmetic on one sum's value runs on that value: what it reads after
+    # the sum must be a scalar (with an array x the Jacobian is not diagonal)
+    k_step = fj.compile(fj.exp(fj.sum(w_)) * x_).kernel("w")
+    with pytest.raises(ValueError, match="x is used after the sum"):
+        k_step(a, a, np.empty(4))
     with pytest.raises(ValueError, match="one variable"):
         f.kernel(["w", "x"])
 
@@ -701,3 +715,143 @@ def test_fast_and_general_paths_agree(case):
             y = y.toarray() if isinstance(y, Factor) else np.asarray(y)
             assert x.shape == y.shape and x.dtype == y.dtype
             np.testing.assert_array_equal(x, y)
+
+
+# -- scalar arithmetic on a sum's value (one pass, then a scalar step) --------------
+
+N_STEP = 569
+# name, the step on an expression, the same on a float64 s, its derivative
+STEPS = [
+    ("mean", lambda s: s / N_STEP, lambda s: s / N_STEP, lambda s: 1 / N_STEP),
+    ("times_2", lambda s: s * 2, lambda s: s * 2, lambda s: 2.0),
+    ("two_minus", lambda s: 2 - s, lambda s: 2 - s, lambda s: -1.0),
+    ("square", lambda s: s ** 2, lambda s: s * s, lambda s: 2 * s),
+    ("log", fj.log, np.log, lambda s: 1 / s),
+]
+
+
+def one_pass(f):
+    """Every plan of f runs one pass (no second stage over the data)."""
+    return all(len(plan.stages[0]) == 1 for plan in f._plans.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("w_kind", ["array", "scalar"])
+@pytest.mark.parametrize("step", STEPS, ids=[s[0] for s in STEPS])
+def test_scalar_step_after_a_sum(step, w_kind, dtype):
+    _, on_expr, on_float, slope = step
+    x = RNG.uniform(0.5, 2.0, N_STEP).astype(dtype)
+    w = (RNG.uniform(0.5, 2.0, N_STEP) if w_kind == "array" else
+         np.array(RNG.uniform(0.5, 2.0))).astype(dtype)
+    # closed form in float64: s = sum((w x - 1)^2), ds/dw = 2 (w x - 1) x
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    s = np.sum((w64 * x64 - 1) ** 2)
+    ds_dw = 2 * (w64 * x64 - 1) * x64
+    if w_kind == "scalar":
+        ds_dw = ds_dw.sum()
+    value, grad = on_float(s), slope(s) * ds_dw
+    # float32: w x - 1 cancels near w x = 1, an error of the inputs' rounding
+    # times the largest derivative
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else \
+        dict(rtol=3e-5, atol=1e-6 * np.abs(grad).max())
+
+    f = fj.compile(on_expr(fj.sum(fj.square(w_ * x_ - 1))))
+    for args in ({"w": w, "x": x}, {"w": w.tolist(), "x": x.tolist()}):   # fast, general
+        v, g = f.value_and_jacobian("w", **args)
+        assert np.shape(g) == np.shape(w)
+        np.testing.assert_allclose(v, value, **tol)
+        np.testing.assert_allclose(g, grad, **tol)
+    assert f.value(w=w, x=x) == pytest.approx(value, rel=tol["rtol"])
+    k = f.kernel("w", value=True)
+    v_out, g_out = np.empty((), dtype), np.empty_like(w)
+    assert k(w, x, v_out, g_out) is g_out
+    np.testing.assert_allclose(v_out, value, **tol)
+    np.testing.assert_allclose(g_out, grad, **tol)
+    g_only = np.empty_like(w)
+    f.kernel("w")(w, x, g_only)
+    np.testing.assert_array_equal(g_only, g_out)
+    # d/dx by finite differences of the float64 formula
+    if dtype == np.float64 and w_kind == "array":
+        def fun(w, x):
+            return on_float(np.sum((w * x - 1) ** 2))
+        x_small, w_small = x[:6], w[:6]
+        expected = fd_jacobian(fun, {"w": w_small, "x": x_small}, "x").ravel()
+        got = fj.compile(on_expr(fj.sum(fj.square(w_ * x_ - 1)))).jacobian(
+            "x", w=w_small, x=x_small)
+        np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9)
+    assert one_pass(f)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_scalar_step_reading_a_scalar_variable(dtype):
+    # y = sum(w z) z + z^2 with z scalar: dy/dz = sum(w) z + s + 2 z (the
+    # chain through the sum and the direct term), dy/dw = z * z
+    w = RNG.uniform(0.5, 2.0, N_STEP).astype(dtype)
+    z = np.array(1.25, dtype)
+    w64, z64 = w.astype(np.float64), 1.25
+    s = np.sum(w64 * z64)
+    f = fj.compile(fj.sum(w_ * z_) * z_ + fj.square(z_))
+    tol = dict(rtol=1e-12) if dtype == np.float64 else dict(rtol=3e-5)
+    expected = {"z": np.sum(w64) * z64 + s + 2 * z64, "w": np.full(N_STEP, z64 * z64)}
+    value = s * z64 + z64 ** 2
+    for name, d in expected.items():
+        v, g = f.value_and_jacobian(name, w=w, z=z)
+        np.testing.assert_allclose(v, value, **tol)
+        np.testing.assert_allclose(g, d, **tol)
+        out = np.empty(np.shape(d), dtype)
+        f.kernel(name)(w, z, out)
+        np.testing.assert_allclose(out, d, **tol)
+    np.testing.assert_allclose(f.jacobian(["w", "z"], w=w, z=z)[0],
+                               np.append(expected["w"], expected["z"]), **tol)
+    assert one_pass(f)
+    # with an array z the Jacobian by w is not diagonal: two stages, a Factor
+    zs = np.full(N_STEP, 1.25, dtype)
+    J = f.jacobian("w", w=w, z=zs, format="dense")
+    np.testing.assert_allclose(J, np.outer(zs, zs) + 0, **tol)
+
+
+def test_structurally_zero_derivatives_after_a_sum():
+    w = RNG.uniform(0.5, 2.0, 9)
+    # the step is piecewise constant in s: exactly zero, never 0 * inf
+    f = fj.compile(fj.greater(fj.sum(w_ * x_), 3.0) * 2)
+    x = np.full(9, np.inf)
+    out = np.full(9, np.nan)
+    f.kernel("w")(w, x, out)
+    assert (out == 0).all()
+    # the derivative of a sum by a scalar it does not move is one number, 0
+    g = fj.compile(fj.sum(w_ > z_))
+    z = np.array(1.0)
+    assert np.shape(g.jacobian("z", w=w, z=z)) == ()
+    assert g.jacobian("z", w=w, z=z) == 0
+    out0 = np.full((), np.nan)
+    g.kernel("z")(w, z, out0)
+    assert out0 == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("step", [STEPS[0], STEPS[4]], ids=["affine", "nonlinear"])
+def test_scalar_step_compiled_matches_interpreter(step, dtype):
+    # large arrays run the pass as compiled C (_jit.py): the slope applied in
+    # the pass (affine step) or after it (log) gives the interpreter's bits
+    from fastjac import _expr
+    _, on_expr, on_float, slope = step
+    n = 70_001
+    w, x = (RNG.uniform(0.5, 2.0, n).astype(dtype) for _ in range(2))
+    results = {}
+    try:
+        for mode in ("never", "always"):
+            _expr._set_jit(mode)
+            k = fj.compile(on_expr(fj.sum(fj.square(w_ * x_ - 1)))).kernel("w", value=True)
+            v, g = np.empty((), dtype), np.empty(n, dtype)
+            k(w, x, v, g)
+            results[mode] = v, g
+    finally:
+        _expr._set_jit(None)
+    np.testing.assert_array_equal(results["always"][0], results["never"][0])
+    np.testing.assert_array_equal(results["always"][1], results["never"][1])
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    s = np.sum((w64 * x64 - 1) ** 2)
+    expected = slope(s) * 2 * (w64 * x64 - 1) * x64
+    tol = 1e-11 if dtype == np.float64 else 1e-4        # float32: w x - 1 cancels
+    np.testing.assert_allclose(results["never"][1], expected, rtol=tol,
+                               atol=tol * np.abs(expected).max())

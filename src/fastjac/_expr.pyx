@@ -18,6 +18,7 @@ from cpython.pystate cimport PyThreadState
 from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
 
+from libc.math cimport NAN
 from libc.stdlib cimport free, malloc
 
 from ._expr_loops cimport *
@@ -242,6 +243,180 @@ cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void*
     return 0
 
 
+# -- scalar arithmetic after a sum ------------------------------------------------
+
+cdef enum:
+    MAX_STEP_REGS = 256           # registers of a step program (expr.py folds no larger step)
+
+STEP_MAX_REGS = MAX_STEP_REGS
+
+
+cdef inline double in_dtype(double v, bint is_double) noexcept nogil:
+    """v rounded to the run's dtype (as the interpreter would hold it)."""
+    return v if is_double else <double><float>v
+
+
+cdef class ScalarStep:
+    """Scalar arithmetic on a pass's sum, such as the mean ``sum(e) / N``.
+
+    Built by expr.py (``_plan``) when an expression's last stage reads only
+    the sum s of one pass, scalars and constants: instead of a second pass,
+    that stage's program runs on one element after the pass (the
+    interpreter's instructions on registers of one number, in this module's
+    build), giving the value y(s), the slope dy/ds and the direct derivatives dy/dz
+    of the scalar variables the stage reads. The chain rule then acts on
+    scalars: dy/dz = dy/dz (direct) + dy/ds * ds/dz, and an array derivative
+    ds/dw, written by the pass, is multiplied by dy/ds -- by the pass itself
+    (its ``scale_scalar`` input) when y is affine in s, so the slope is
+    known before the sum, else in place afterwards.
+    """
+    cdef readonly Program program       # the stage: no arrays, outputs of one element
+    cdef readonly cnp.ndarray input_from    # step scalar j <- main scalar input_from[j] (-1: s)
+    cdef readonly int sum_acc           # the main program's accumulator of s (-1: y unused)
+    cdef readonly int value_out, slope_out  # step outputs of y and dy/ds (-1: dy/ds is zero)
+    cdef readonly int scale_scalar      # main scalar set to dy/ds before the pass, or -1
+    # per direction: step output of the direct dy/dz, main accumulator of
+    # ds/dz, main output of ds/dw (each -1 when absent)
+    cdef readonly cnp.ndarray direct_out, tan_acc, tan_out
+
+    def __init__(self, Program program, input_from, int sum_acc, int value_out, int slope_out,
+                 int scale_scalar, direct_out, tan_acc, tan_out):
+        if program.n_regs > MAX_STEP_REGS or program.n_arrays != 0 or program.n_acc != 0:
+            raise ValueError("internal error: not a scalar step program")
+        self.program = program
+        self.input_from = np.ascontiguousarray(input_from, dtype=np.intc)
+        if self.input_from.shape[0] != program.n_scalars:
+            raise ValueError("internal error: step inputs do not match the program")
+        self.sum_acc, self.value_out, self.slope_out = sum_acc, value_out, slope_out
+        self.scale_scalar = scale_scalar
+        self.direct_out = np.ascontiguousarray(direct_out, dtype=np.intc)
+        self.tan_acc = np.ascontiguousarray(tan_acc, dtype=np.intc)
+        self.tan_out = np.ascontiguousarray(tan_out, dtype=np.intc)
+
+    def slope(self, scalars, bint is_double):
+        """dy/ds before the pass (y affine in s: any s gives it), from the main
+        program's scalar inputs; for CompiledExpression._run."""
+        cdef double svals[256]
+        fill_doubles(scalars, svals, 256)
+        return step_slope(self, is_double, svals)
+
+    def finish(self, scalars, sums, tuple outs, Py_ssize_t n, bint is_double):
+        """After the pass (Program.run's scalars, sums and outs): (y, [dy/dz or
+        dy/dw's slot per direction]); array derivatives in outs are scaled in
+        place. For CompiledExpression._run."""
+        cdef double svals[256]
+        cdef double acc[256]
+        cdef double tangents[256]
+        cdef void* optr[64]
+        cdef double value
+        cdef Py_ssize_t i, nd = self.direct_out.shape[0]
+        fill_doubles(scalars, svals, 256)
+        fill_doubles(sums, acc, 256)
+        if len(outs) > 64 or nd > 256:
+            raise ValueError("expression too large for one fused pass")
+        for i in range(len(outs)):
+            optr[i] = cnp.PyArray_DATA(<cnp.ndarray>outs[i])
+        step_finish(self, is_double, svals, acc, optr, n, &value, tangents)
+        return value, [tangents[i] for i in range(nd)]
+
+
+cdef int fill_doubles(values, double* dst, Py_ssize_t cap) except -1:
+    cdef Py_ssize_t i, k = len(values)
+    if k > cap:
+        raise ValueError("expression too large for one fused pass")
+    for i in range(k):
+        dst[i] = values[i]
+    return 0
+
+
+cdef void step_values(ScalarStep st, bint is_double, const double* svals, double s,
+                      double* res) noexcept:
+    """Run the step program on one element, its sum input set to s:
+    res[j] = output j. Registers of one number each: a block of the
+    interpreter, without the scratch blocks and threads of a pass."""
+    cdef Program p = st.program
+    cdef const int* src = <const int*>cnp.PyArray_DATA(st.input_from)
+    cdef const int* kind = <const int*>cnp.PyArray_DATA(p.kind)
+    cdef const int* index = <const int*>cnp.PyArray_DATA(p.index)
+    cdef const int* slot = <const int*>cnp.PyArray_DATA(p.slot)
+    cdef double d_reg[2 * MAX_STEP_REGS]    # slots, then one number per output
+    cdef float f_reg[2 * MAX_STEP_REGS]
+    cdef double* d_ptr[MAX_STEP_REGS]
+    cdef float* f_ptr[MAX_STEP_REGS]
+    cdef double no_sums[1]
+    cdef double v
+    cdef Py_ssize_t r, j
+    for r in range(p.n_regs):
+        j = p.n_slots + index[r] if kind[r] == K_OUT else slot[r]
+        d_ptr[r], f_ptr[r] = &d_reg[j], &f_reg[j]
+        if kind[r] == K_SCALAR:
+            v = s if src[index[r]] < 0 else svals[src[index[r]]]
+            d_reg[j], f_reg[j] = v, <float>v
+    if is_double:
+        exec_block(<const int*>cnp.PyArray_DATA(p.prog), p.n_instr, d_ptr, no_sums, 1)
+    else:
+        exec_block(<const int*>cnp.PyArray_DATA(p.prog), p.n_instr, f_ptr, no_sums, 1)
+    for j in range(p.n_outs):
+        res[j] = d_reg[p.n_slots + j] if is_double else f_reg[p.n_slots + j]
+
+
+cdef double step_slope(ScalarStep st, bint is_double, const double* svals) noexcept:
+    cdef double res[MAX_STEP_REGS]
+    step_values(st, is_double, svals, 0.0, res)
+    return res[st.slope_out]
+
+
+cdef int step_finish(ScalarStep st, bint is_double, const double* svals, const double* sums,
+                     void** optr, Py_ssize_t n, double* value, double* tangents) except -1:
+    """y, and the chain rule on the scalar for every direction (see ScalarStep)."""
+    cdef double res[MAX_STEP_REGS]
+    cdef double slope, direct
+    cdef Py_ssize_t k, nd = st.direct_out.shape[0]
+    cdef const int* direct_out = <const int*>cnp.PyArray_DATA(st.direct_out)
+    cdef const int* tan_acc = <const int*>cnp.PyArray_DATA(st.tan_acc)
+    cdef const int* tan_out = <const int*>cnp.PyArray_DATA(st.tan_out)
+    if st.sum_acc < 0 and st.scale_scalar >= 0:
+        # nothing reads s: the slope was computed before the pass (y is unused)
+        value[0] = NAN
+        slope = svals[st.scale_scalar]
+    else:
+        step_values(st, is_double, svals,
+                    in_dtype(sums[st.sum_acc], is_double) if st.sum_acc >= 0 else 0.0, res)
+        value[0] = res[st.value_out]
+        slope = res[st.slope_out] if st.slope_out >= 0 else 0.0
+    for k in range(nd):
+        direct = res[direct_out[k]] if direct_out[k] >= 0 else 0.0
+        tangents[k] = direct
+        if tan_acc[k] >= 0:
+            tangents[k] = in_dtype(
+                direct + in_dtype(slope * in_dtype(sums[tan_acc[k]], is_double), is_double),
+                is_double)
+        elif tan_out[k] >= 0:
+            if st.slope_out < 0:                # y does not move with s: exactly zero
+                scale_in_place(optr[tan_out[k]], n, 0.0, True, is_double)
+            elif st.scale_scalar < 0:           # the pass could not know dy/ds
+                scale_in_place(optr[tan_out[k]], n, slope, False, is_double)
+    return 0
+
+
+cdef void scale_in_place(void* data, Py_ssize_t n, double factor, bint fill,
+                         bint is_double) noexcept:
+    """data[0:n] *= factor in the dtype, or = factor when fill."""
+    cdef double* d = <double*>data
+    cdef float* f = <float*>data
+    cdef float ff = <float>factor
+    cdef Py_ssize_t i
+    cdef PyThreadState* state = PyEval_SaveThread() if n >= NOGIL_MIN_SIZE else NULL
+    if is_double:
+        for i in range(n):
+            d[i] = factor if fill else d[i] * factor
+    else:
+        for i in range(n):
+            f[i] = ff if fill else f[i] * ff
+    if state != NULL:
+        PyEval_RestoreThread(state)
+
+
 # -- hot loops: a resolved derivative, called with arrays only --------------------
 
 cdef object _MISSING = object()    # a keyword argument not given
@@ -257,9 +432,12 @@ cdef class FastPlan:
     cdef readonly int value_out, value_acc # out / accumulator index of the value, or -1
     cdef readonly int tan_out, tan_acc     # same for the tangent (both -1: zero)
     cdef readonly bint is_sum
+    cdef readonly bint tan_scalar          # the derivative is one number (a sum by a scalar)
+    cdef readonly ScalarStep step          # scalar arithmetic after the sum, or None
 
     def __init__(self, Program program, array_pos, scalar_pos, scalar_const, bint is_sum,
-                 int value_out, int value_acc, int tan_out, int tan_acc):
+                 int value_out, int value_acc, int tan_out, int tan_acc,
+                 bint tan_scalar=False, ScalarStep step=None):
         self.program = program
         self.array_pos = np.ascontiguousarray(array_pos, dtype=np.intc)
         self.scalar_pos = np.ascontiguousarray(scalar_pos, dtype=np.intc)
@@ -267,6 +445,39 @@ cdef class FastPlan:
         self.is_sum = is_sum
         self.value_out, self.value_acc = value_out, value_acc
         self.tan_out, self.tan_acc = tan_out, tan_acc
+        self.tan_scalar = tan_scalar
+        self.step = step
+
+
+cdef int run_fast_plan(FastPlan plan, int t, void** aptr, double* svals, void** optr,
+                       Py_ssize_t n, cnp.ndarray out, cnp.ndarray vout) except -1:
+    """One pass of plan.program and its results stored in out / vout
+    (ExprKernel, after the arguments are checked)."""
+    cdef double sums[256]
+    cdef double value, tangent = 0.0
+    cdef bint is_double = t == cnp.NPY_DOUBLE
+    cdef ScalarStep step = plan.step
+    if step is not None and step.scale_scalar >= 0:
+        svals[step.scale_scalar] = step_slope(step, is_double, svals)
+    execute(plan.program, is_double, aptr, svals, optr, sums, n)
+    if step is not None:
+        step_finish(step, is_double, svals, sums, optr, n, &value, &tangent)
+        if vout is not None:
+            _store0(vout, value, t)
+        if plan.tan_scalar:
+            _store0(out, tangent, t)
+        elif plan.tan_out < 0:
+            out[...] = 0                    # structurally zero
+        return 0
+    if plan.tan_acc >= 0:
+        _store0(out, sums[plan.tan_acc], t)
+    elif plan.tan_scalar:
+        _store0(out, 0.0, t)                # structurally zero
+    elif plan.tan_out < 0:
+        out[...] = 0                        # structurally zero
+    if plan.value_acc >= 0:
+        _store0(vout, sums[plan.value_acc], t)
+    return 0
 
 
 cdef class ExprKernel:
@@ -413,7 +624,6 @@ cdef class ExprKernel:
         cdef void* aptr[64]
         cdef void* optr[64]
         cdef double svals[256]
-        cdef double sums[256]
         cdef const int* pos
         if nargs != self.n_vars + n_out_args:
             raise TypeError(
@@ -456,7 +666,7 @@ cdef class ExprKernel:
         if shaped is not None:
             n = cnp.PyArray_SIZE(shaped)
         # output shapes: the data's shape, or () after a sum / for a sum of a scalar
-        self._check_out(out, shaped, plan.tan_acc >= 0, "out")
+        self._check_out(out, shaped, plan.tan_scalar, "out")
         if vout is not None:
             self._check_out(vout, shaped, plan.is_sum, "value_out")
         for i in range(self.n_vars):
@@ -486,13 +696,7 @@ cdef class ExprKernel:
             optr[plan.tan_out] = cnp.PyArray_DATA(out)
         if plan.value_out >= 0:
             optr[plan.value_out] = cnp.PyArray_DATA(vout)
-        execute(prog, t == cnp.NPY_DOUBLE, aptr, svals, optr, sums, n)
-        if plan.tan_acc >= 0:
-            _store0(out, sums[plan.tan_acc], t)
-        elif plan.tan_out < 0:
-            out[...] = 0                    # structurally zero
-        if plan.value_acc >= 0:
-            _store0(vout, sums[plan.value_acc], t)
+        run_fast_plan(plan, t, aptr, svals, optr, n, out, vout)
         return out
 
     def _call_kw(self, dict variables, object out, object value_out):
@@ -533,7 +737,7 @@ cdef class ExprKernel:
         if plan is None:
             plan = self.compiled._fast_plan(self.wrt, mask, self.with_value)
             self.plans[mask] = plan
-        cdef bint scalar_d = plan.tan_acc >= 0 or shaped is None
+        cdef bint scalar_d = plan.tan_scalar or shaped is None
         cdef bint scalar_v = plan.is_sum or shaped is None
         if out is None:
             out = _empty_like_result(shaped, scalar_d, t)

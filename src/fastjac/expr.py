@@ -385,6 +385,39 @@ class _Stage:
                 self.inner.append(node)
 
 
+def _scalar_step_shape(root):
+    """(stage, reduction) when root is arithmetic on the value of one sum whose
+    own stage reads no other sum -- ``sum(e) / N``, ``log(sum(e))``,
+    ``sum(e) * z`` -- else None. It runs as that sum's pass plus a scalar step
+    (_plan_scalar_step) when the stage's variables are scalars in a call."""
+    if isinstance(root, Sum):
+        return None
+    stage = _Stage(root)
+    if len(stage.inner) != 1 or _Stage(stage.inner[0]).inner:
+        return None
+    return stage, stage.inner[0]
+
+
+def _affine_in(stage, red):
+    """True when the stage's value is affine in the value of ``red``: its
+    slope is then known before the sum is (any value of red gives it)."""
+    moves = {id(red)}                   # nodes whose value depends on red's
+    for node in stage.nodes:
+        hit = [id(c) in moves for c in _children(node)]
+        if node is red or not any(hit):
+            continue
+        moves.add(id(node))
+        if isinstance(node, Unary):
+            linear = node.op in ("identity", "negative")
+        else:
+            linear = (node.op in ("add", "subtract", "greater", "less")
+                      or (node.op == "multiply" and not all(hit))
+                      or (node.op == "divide" and not hit[1]))
+        if not linear:
+            return False
+    return True
+
+
 # =============================================================================
 # Program building (one stage, one signature)
 # =============================================================================
@@ -486,11 +519,16 @@ class _Builder:
         return self.emit("muladd", d, t, self.reg_of(acc))
 
 
-def _build_stage(stage, scalar_vars, directions, want_value, reduction_index):
+def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, scale=False,
+                 extra_scalars=()):
     """Compile one stage for one signature.
 
     scalar_vars: names of variables that are scalars in this call.
     directions: list of ("var", name) or ("red", sum_node) to differentiate by.
+    scale: multiply the array tangents by the scalar input ("scale", 0) (a
+    scalar step's slope, _plan_scalar_step).
+    extra_scalars: sources of scalar inputs to add whether or not the
+    program reads them (a scalar step reads them from the pass's inputs).
     Returns (Program, recipe) where recipe says where each result lands.
     """
     B = _Builder()
@@ -599,7 +637,12 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index):
         if stage.is_sum and scalar_dir:
             recipe_tangents.append(to_acc(r))
         else:
+            if scale:
+                r = B.emit("multiply", B.scalar(("scale", 0)), r)
+                produced.add(r)
             recipe_tangents.append(to_out(r))
+    for source in extra_scalars:
+        B.scalar(source)
 
     prog = _finish(B)
     return prog, recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
@@ -724,7 +767,10 @@ class _Plan:
 
 class _StagePlan:
     __slots__ = ("stage", "program", "value", "tangents", "arrays", "scalars", "directions",
-                 "index")
+                 "index", "step")
+
+    def __init__(self):
+        self.step = None            # an _expr.ScalarStep applied after the pass
 
 
 def _check_variable_order(order, names):
@@ -799,7 +845,10 @@ class CompiledExpression:
         # stages: every Sum node (inner ones first), then each output root
         self._sums = [n for n in nodes if isinstance(n, Sum)]
         self._has_inner = any(s not in outputs for s in self._sums)
-        self._fast_ok = self._single and not self._has_inner
+        # arithmetic on one sum's value (sum(e) / N): one pass and a scalar step
+        # when the variables it reads after the sum are scalars
+        self._step = _scalar_step_shape(outputs[0]) if single and self._has_inner else None
+        self._fast_ok = self._single and (not self._has_inner or self._step is not None)
         # wrt=None means this one name when only one was compiled (fast path)
         self._default_wrt = wrt[0] if len(wrt) == 1 else None
         self._fast_kernels = {}
@@ -850,6 +899,11 @@ class CompiledExpression:
         if plan is not None:
             return plan
         scalar_set = frozenset(n for n, s in zip(self.variables, scalar_vars) if s)
+        if self._step is not None and scalar_set.issuperset(self._step[0].vars):
+            plan = self._plan_scalar_step(scalar_set, wrt, want_value)
+            if plan is not None:
+                self._plans[key] = plan
+                return plan
         stages = [_Stage(s) for s in self._sums]
         out_stages = []
         for o in self._outputs:
@@ -881,6 +935,50 @@ class CompiledExpression:
         plan = _Plan()
         plan.stages = (plans, [stages.index(s) for s in out_stages], depends)
         self._plans[key] = plan
+        return plan
+
+    def _plan_scalar_step(self, scalar_set, wrt, want_value):
+        """The plan of arithmetic on one sum's value (see _scalar_step_shape):
+        the sum's pass, then a ScalarStep on the numbers -- no second pass and
+        no factors. None when the step is too large to fold."""
+        stage, red = self._step
+        inner = _Stage(red)
+        dirs = [("var", v) for v in wrt if v in inner.vars or v in stage.vars]
+        # the step: y, dy/ds, and dy/dz for the scalar variables z it reads
+        step_dirs = [("red", red)] + [d for d in dirs if d[1] in stage.vars]
+        step_prog, step_value, step_tans, _, step_scalars = _build_stage(
+            stage, scalar_set, step_dirs, True, {id(red): 0})
+        if step_prog.n_regs > _expr.STEP_MAX_REGS:
+            return None                     # too large to run on the stack: two stages
+        slope = step_tans[0]
+        affine = slope is not None and _affine_in(stage, red)
+        # the sum itself is needed for the value, a slope that depends on it,
+        # and the direct derivatives (d(s z)/dz = s)
+        need_sum = want_value or not affine or len(step_dirs) > 1
+        pass_dirs = [d for d in dirs if d[1] in inner.vars]
+        prog, value, tans, arrays, scalars = _build_stage(
+            inner, scalar_set, pass_dirs, need_sum, {}, scale=affine,
+            extra_scalars=[src for src in step_scalars if src[0] != "red"])
+        where = {src: i for i, src in enumerate(scalars)}
+        tangents, direct_out, tan_acc, tan_out = [], [], [], []
+        for d in dirs:
+            rec = tans[pass_dirs.index(d)] if d in pass_dirs else None
+            direct = step_tans[step_dirs.index(d)] if d in step_dirs else None
+            tangents.append(rec)
+            direct_out.append(direct[1] if direct is not None else -1)
+            tan_acc.append(rec[1] if rec is not None and rec[0] == "acc" else -1)
+            tan_out.append(rec[1] if rec is not None and rec[0] == "out" else -1)
+        sp = _StagePlan()
+        sp.stage, sp.program, sp.value, sp.tangents = inner, prog, value, tangents
+        sp.arrays, sp.scalars, sp.directions, sp.index = arrays, scalars, dirs, 0
+        sp.step = _expr.ScalarStep(
+            step_prog, [-1 if src[0] == "red" else where[src] for src in step_scalars],
+            sum_acc=value[1] if need_sum else -1, value_out=step_value[1],
+            slope_out=slope[1] if slope is not None else -1,
+            scale_scalar=where.get(("scale", 0), -1),     # present when an array is scaled
+            direct_out=direct_out, tan_acc=tan_acc, tan_out=tan_out)
+        plan = _Plan()
+        plan.stages = ([sp], [0], {})
         return plan
 
     # -- running -------------------------------------------------------------------------
@@ -919,8 +1017,8 @@ class CompiledExpression:
                     target = None
                     t_shape = (values[sp.directions[k][1]].shape if sp.stage.is_sum
                                else y_shape)
-                    if tangent_out is not None and sp.index == last and len(out_idx) == 1:
-                        target = tangent_out.get(k)
+                    if tangent_out is not None and last == 0 and len(out_idx) == 1:
+                        target = tangent_out.get(k)     # one pass: its tangent is the result
                     outs[rec[1]] = (_out_target(target, t_shape, dtype, "result")
                                     if target is not None else np.empty(t_shape, dtype))
             arrays = tuple(values[name] for name in sp.arrays)
@@ -934,9 +1032,18 @@ class CompiledExpression:
                     scalars.append(key)
                 elif kind == "var":
                     scalars.append(float(values[key]))
-                else:
+                elif kind == "red":
                     scalars.append(float(results[key][0]))
-            sums = sp.program.run(arrays, scalars, tuple(outs), n, dtype == np.float64)
+                else:                               # "scale": set by the step below
+                    scalars.append(0.0)
+            is_double = dtype == np.float64
+            step = sp.step
+            if step is not None and step.scale_scalar >= 0:
+                scalars[step.scale_scalar] = step.slope(scalars, is_double)
+            sums = sp.program.run(arrays, scalars, tuple(outs), n, is_double)
+            if step is not None:
+                results.append(self._step_results(sp, scalars, sums, outs, n, dtype))
+                continue
 
             def fetch(rec):
                 if rec is None:
@@ -948,6 +1055,20 @@ class CompiledExpression:
             tangents = [fetch(r) for r in sp.tangents]
             results.append((value, tangents, y_shape))
         return plans, out_idx, results
+
+    @staticmethod
+    def _step_results(sp, scalars, sums, outs, n, dtype):
+        """(value, tangents, ()) of a pass followed by its scalar step."""
+        y, derivs = sp.step.finish(scalars, sums, tuple(outs), n, dtype == np.float64)
+        tangents = []
+        for k, rec in enumerate(sp.tangents):
+            if rec is not None and rec[0] == "out":
+                tangents.append(outs[rec[1]])       # scaled in place by the step
+            elif rec is not None or sp.step.direct_out[k] >= 0:
+                tangents.append(dtype.type(derivs[k]))
+            else:
+                tangents.append(None)               # structurally zero
+        return (dtype.type(y) if sp.step.sum_acc >= 0 else None), tangents, ()
 
     def _factor(self, plans, results, stage_i, name, values, dtype, memo):
         """The structured total derivative of stage stage_i by variable name."""
@@ -1012,7 +1133,9 @@ class CompiledExpression:
         ``k.arguments`` and ``repr(k)`` show it. It writes the compact
         Jacobian (and the value) in place with one fused pass and returns
         ``out``. For a single expression without an inner reduction (a sum
-        or dot product feeding element-wise work).
+        or dot product feeding element-wise work); arithmetic on the value
+        of one sum, such as the mean ``sum(e) / N`` or ``log(sum(e))``, is
+        allowed, with the variables it reads after the sum given as scalars.
 
         Examples
         --------
@@ -1027,15 +1150,26 @@ class CompiledExpression:
         names, stacked = self._wrt_list(wrt)
         if stacked:
             raise ValueError("a kernel differentiates by one variable; pass its name")
-        if not self._single or self._has_inner:
+        if not self._single or (self._has_inner and self._step is None):
             raise ValueError("kernel() needs a single expression without an inner reduction "
-                             "(a sum or dot feeding element-wise work); use jacobian()")
+                             "(a sum or dot feeding element-wise work; arithmetic on one "
+                             "sum's value, such as sum(e) / N, is fine); use jacobian()")
         return _expr.ExprKernel(self, names[0], bool(value))
 
     def _fast_plan(self, name, mask, with_value):
         scalar_vars = tuple(bool(mask >> i & 1) for i in range(len(self.variables)))
         plan = self._plan(scalar_vars, (name,), with_value)
         plans, out_idx, _ = plan.stages
+        if len(plans) != 1:
+            arrays = [v for v, s in zip(self.variables, scalar_vars)
+                      if v in self._step[0].vars and not s]
+            if not arrays:
+                raise ValueError("the arithmetic after the sum is too large for a kernel; "
+                                 "use jacobian()")
+            raise ValueError(
+                f"{', '.join(arrays)} {'is' if len(arrays) == 1 else 'are'} used after the sum, "
+                f"which a kernel computes on the sum's value: pass a scalar (a 0-d array) "
+                f"there, or use jacobian()")
         sp = plans[out_idx[0]]
         pos = {n: i for i, n in enumerate(self.variables)}
         where = {"out": [-1, -1], "acc": [-1, -1]}   # [value, tangent] per kind of sink
@@ -1051,7 +1185,8 @@ class CompiledExpression:
             [key if kind == "const" else 0.0 for kind, key in sp.scalars],
             sp.stage.is_sum,
             value_out=where["out"][0], value_acc=where["acc"][0],
-            tan_out=where["out"][1], tan_acc=where["acc"][1])
+            tan_out=where["out"][1], tan_acc=where["acc"][1],
+            tan_scalar=sp.stage.is_sum and scalar_vars[pos[name]], step=sp.step)
 
     # -- public methods ---------------------------------------------------------------
     def value(self, *, out=None, **variables):
@@ -1121,6 +1256,11 @@ class CompiledExpression:
                 and format == "compact" and type(layout) is str
                 and (layout == "numerator" or layout == "denominator")):
             return None
+        if self._step is not None:
+            for name in self._step[0].vars:         # read after the sum: scalars only
+                v = variables.get(name)
+                if type(v) is not np.ndarray or v.ndim != 0:
+                    return None
         k = self._fast_kernels.get((wrt, want_value))
         if k is None:
             if wrt not in self.wrt:
@@ -1148,12 +1288,12 @@ class CompiledExpression:
                                  _want_value, one_variable=not stacked)
         name = names[0]
         tangent_out = None
-        if out is not None and fmt == "compact" and not self._has_inner and \
+        if out is not None and fmt == "compact" and \
                 isinstance(out, np.ndarray) and out.flags.c_contiguous and out.flags.aligned:
             tangent_out = {0: out}      # written in place by the pass, no copy
         plans, out_idx, results = self._run(values, dtype, (name,), _want_value,
                                             value_out=value_out, tangent_out=tangent_out)
-        if fmt == "compact" and not self._has_inner:
+        if fmt == "compact" and len(plans) == 1:
             # one stage: its tangent is the compact Jacobian already
             sp = plans[-1]
             t = results[-1][1][0] if sp.directions else None
