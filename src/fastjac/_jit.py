@@ -373,18 +373,16 @@ _versions = {}                  # compiler argv -> its --version text (for the d
 
 
 class _Pending:
-    """One key's compilation: the first thread to ask compiles, the others wait."""
-    __slots__ = ("done", "address", "error")
+    """One key's compilation: the first thread to ask compiles, the others
+    wait for its address (-1 if it failed: its thread records why)."""
+    __slots__ = ("done", "address")
 
     def __init__(self):
         self.done = threading.Event()
-        self.address = -1       # stays -1 when the compiling thread was interrupted
-        self.error = None
+        self.address = -1
 
     def result(self):
         self.done.wait()
-        if self.error is not None:
-            raise RuntimeError(self.error)
         return self.address
 
 
@@ -452,9 +450,7 @@ def _chunk_function(source, level):
     try:
         pending.address = _load_or_compile(source, argv, flags, key)
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            pending.error = f"{type(exc).__name__}: {exc}"
-        else:                               # interrupted: a later call tries again
+        if not isinstance(exc, Exception):  # interrupted: a later call tries again
             with _lock:
                 del _programs[key]
         raise
