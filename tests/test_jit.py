@@ -271,3 +271,40 @@ def test_without_a_compiler_the_interpreter_runs():
 def test_environment_switches_compilation_off():
     out = _child({"FASTJAC_JIT": "0"}, CHILD)
     assert out.split() == ["0", "False"]
+
+
+PICKLED = """
+    import pickle, sys, numpy as np
+    f, k = pickle.loads(sys.stdin.buffer.read())
+    w, x = np.linspace(0.5, 2, 70001), np.linspace(2, 0.5, 70001)
+    out = np.empty_like(w)
+    np.save(sys.argv[1], np.stack([f.jacobian("w", w=w, x=x), k(w, x, out)]))
+"""
+
+
+@pytest.mark.parametrize("child_jit", ["0", "1"])
+def test_pickled_expression_is_rebuilt_not_its_code(tmp_path, child_jit, jit_mode):
+    """Compiled code is an address in one process: a pickle carries the
+    expression, and the other process rebuilds (and compiles) its own."""
+    import pickle
+    jit_mode("always")
+    f = fj.compile(fj.maximum(w_ * x_, 1.0) - x_ / w_)
+    w, x = np.linspace(0.5, 2, 70001), np.linspace(2, 0.5, 70001)
+    f.jacobian("w", w=w, x=x)
+    k = f.kernel("w")
+    k(w, x, np.empty_like(w))
+    assert any(sp.program.jit_f64 > 0 for plan in f._plans.values() for stage in plan.stages
+               for sp in stage if hasattr(sp, "program")) or _jit.status()["error"]
+    blob = pickle.dumps((f, k))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(PICKLED), str(tmp_path / "r.npy")],
+                          input=blob, capture_output=True, timeout=300,
+                          env={**os.environ, "FASTJAC_JIT": child_jit})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    expected = np.where(w * x > 1, x, np.where(w * x == 1, 0.5 * x, 0.0)) + x / w**2
+    got = np.load(tmp_path / "r.npy")
+    np.testing.assert_allclose(got[0], expected, rtol=1e-14)
+    np.testing.assert_array_equal(got[1], got[0])
+    program = next(sp.program for plan in f._plans.values() for stage in plan.stages
+                   for sp in stage if hasattr(sp, "program"))
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(program)

@@ -137,6 +137,12 @@ cdef class Program:
         execute(self, is_double, aptr, svals, optr, sums, n)
         return [sums[i] for i in range(self.n_acc)]
 
+    def __reduce__(self):
+        # Its compiled code is an address in this process: a copy elsewhere
+        # would jump into nothing. CompiledExpression pickles its expression.
+        raise TypeError("a Program is not picklable; pickle the CompiledExpression "
+                        "(it is rebuilt from its expression)")
+
     def _use_compiled(self, bint is_double, Py_ssize_t address):
         """For _jit.attach: run this program, in this dtype, through the chunk
         function at ``address`` (-1: on the interpreter)."""

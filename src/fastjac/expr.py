@@ -858,6 +858,12 @@ class CompiledExpression:
         outs = ", ".join(str(o) for o in self._outputs)
         return f"<fastjac compiled [{outs}] wrt {list(self.wrt)}>"
 
+    def __reduce__(self):
+        # Rebuilt from the expression where it is unpickled: plans, kernels
+        # and the JIT's code (addresses in this process) are never shipped.
+        outputs = self._outputs[0] if self._single else list(self._outputs)
+        return _unpickle_compiled, (outputs, self.wrt, self.variables)
+
     def _check_name(self, name):
         if not isinstance(name, str) or name not in self.variables:
             known = ", ".join(self.variables) or "(none)"
@@ -1374,6 +1380,10 @@ def _deliver(factor, denominator, fmt, out):
         out[...] = c
         return out
     return factor.to_matrix(denominator, fmt, out)
+
+
+def _unpickle_compiled(outputs, wrt, variables):
+    return CompiledExpression(outputs, wrt, variables=variables)
 
 
 def compile(expr, wrt=None, *, variables=None):
