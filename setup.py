@@ -32,7 +32,8 @@ DIRECTIVES = {
     "binding": False,
 }
 
-EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron", "_level_baseline"]
+EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron", "_broadcast_loops",
+              "_level_baseline"]
 
 # The loops again, compiled for wider x86-64 vector units (_level.pxi);
 # fastjac._simd imports the best one the CPU runs, at run time, so the

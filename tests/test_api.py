@@ -191,8 +191,8 @@ class TestErrors:
     def test_mismatched_shapes_name_both(self):
         with pytest.raises(ValueError, match=r"a has shape \(3,\) and b has shape \(2, 2\)"):
             fastjac.jacobian("add", W, np.ones((2, 2)))
-        with pytest.raises(ValueError, match=r"\(1,\)"):     # no broadcasting of size 1
-            fastjac.sum_gradient("add", W, np.ones(1))
+        with pytest.raises(ValueError, match=r"\(2,\).*must broadcast together"):
+            fastjac.sum_gradient("add", W, np.ones(2))
 
     def test_arity(self):
         with pytest.raises(ValueError, match="binary operator: pass a second operand"):

@@ -252,11 +252,10 @@ case("python-int-too-large-list", J, ("square", [10 ** 400]), Raises(TypeError, 
 case("python-float-beyond-float32", J, ("multiply", np.ones(2, np.float32), 1e300),
      Gives(lambda: np.full(2, np.inf), np.float32, exact=True))
 
-# -- 3. shapes: the same shape or a scalar, else ValueError naming both -------------------
+# -- 3. shapes: any pair that broadcasts, else ValueError naming both ----------------------
 
-SHAPE_PAIRS = [((3,), (4,)), ((1,), (3,)), ((3,), (1,)), ((2, 3), (3, 2)), ((2, 3), (6,)),
-               ((0,), (1,)), ((0,), (0, 0)), ((0, 3), (3, 0)), ((2, 1, 2), (2, 2)),
-               ((1, 1), (1,))]
+SHAPE_PAIRS = [((3,), (4,)), ((2, 3), (3, 2)), ((2, 3), (6,)), ((0, 3), (3, 0)),
+               ((2, 2, 2), (3, 2)), ((0,), (2,)), ((2, 4), (3,))]
 for sa, sb in SHAPE_PAIRS:
     for fn in (J, S):
         case(f"shape-{sa}-{sb}-{fn.__name__}", fn, ("add", np.ones(sa), np.ones(sb)),

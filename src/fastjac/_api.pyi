@@ -26,6 +26,7 @@ def sum_gradient(
     b: Optional[npt.ArrayLike] = None,
     *,
     wrt: int = 0,
+    axis: Union[None, int, tuple[int, ...]] = None,
     layout: _Layout = "numerator",
     format: _Format = "compact",
     out: Optional[np.ndarray] = None,

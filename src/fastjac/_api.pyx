@@ -29,7 +29,7 @@ cdef extern from "Python.h":
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
-from . import _kernels, _layout, _ops
+from . import _broadcast, _kernels, _layout, _ops
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
@@ -200,6 +200,7 @@ cdef class Operands:
     cdef float singles[2]          # a's, b's number (float32 results)
     cdef int typenum
     cdef cnp.ndarray shaped        # the array operand that fixes the shape
+    cdef bint broadcast            # shapes differ, neither a scalar: see _broadcast.py
 
     cdef void* keep_number(self, int which, object x):
         """Store the Python number x for operand ``which``; its address."""
@@ -233,15 +234,18 @@ cdef Operands coerce(object a, object b, bint unary):
     elif weak_b:
         ops.a = native(arr_a, ops.typenum)
         ops.b_data = ops.keep_number(1, b)
+    elif cnp.PyArray_NDIM(arr_a) and cnp.PyArray_NDIM(arr_b) and not \
+            cnp.PyArray_SAMESHAPE(arr_a, arr_b):
+        # NumPy broadcasting: checked here, computed by _broadcast (which
+        # reads a Fortran-order operand as it is, so it is not copied here)
+        _broadcast.check_shapes((<object>arr_a).shape, (<object>arr_b).shape)
+        ops.broadcast = True
+        dtype = cnp.PyArray_DescrFromType(ops.typenum)
+        ops.a, ops.b = _broadcast.as_operand(arr_a, dtype), _broadcast.as_operand(arr_b, dtype)
+        return ops
     else:
         ops.a = native(arr_a, ops.typenum)
         ops.b = native(arr_b, ops.typenum)
-        if cnp.PyArray_NDIM(ops.a) and cnp.PyArray_NDIM(ops.b) and not \
-                cnp.PyArray_SAMESHAPE(ops.a, ops.b):
-            raise ValueError(
-                f"a has shape {(<object>ops.a).shape} and b has shape {(<object>ops.b).shape}; the "
-                f"operands of an element-wise operator must have the same shape, "
-                f"or one of them must be a scalar")
     if ops.a is not None:
         ops.a_data, ops.a_ndim = cnp.PyArray_DATA(ops.a), cnp.PyArray_NDIM(ops.a)
     if ops.b is not None:
@@ -382,8 +386,19 @@ cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out
 
 # -- public API -----------------------------------------------------------------
 
+cdef cnp.ndarray operand_array(Operands ops, int which):
+    """Operand ``which`` as an array (a Python number kept as a C value
+    becomes a 0-d array of the result dtype)."""
+    cdef cnp.ndarray arr = ops.a if which == 0 else ops.b
+    if arr is not None:
+        return arr
+    if ops.typenum == cnp.NPY_DOUBLE:
+        return number_as_array(ops.values[which], ops.typenum)
+    return number_as_array(ops.singles[which], ops.typenum)
+
+
 cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
-                          object layout, object format, object out):
+                          object layout, object format, object out, object axis=None):
     """The body of ``jacobian`` (summing=False) and ``sum_gradient`` (True)."""
     cdef int w = check_wrt(wrt, spec)
     cdef bint denominator = check_layout(layout)
@@ -394,6 +409,10 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
         raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
     cdef Operands ops = coerce(a, b, spec.arity == 1)
     cdef int code = spec.code_a if w == 0 else spec.code_b
+    if ops.broadcast or axis is not None:
+        return _broadcast.differentiate(
+            summing, spec, code, operand_array(ops, 0),
+            operand_array(ops, 1) if spec.arity == 2 else None, w, axis, denominator, fmt, out)
     if fmt == "compact":
         return run_kernel(code, summing, ops, w, out)
     compact = run_kernel(code, summing, ops, w, None)
@@ -479,7 +498,8 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
     return differentiate(False, resolve_op(op, False), a, b, wrt, layout, format, out)
 
 
-def sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None):
+def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format="compact",
+                 out=None):
     """Gradient of the scalar ``y = sum(op(a, b))`` with respect to one operand.
 
     Parameters
@@ -520,7 +540,7 @@ def sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", 
     >>> fastjac.sum_gradient(None, np.ones((2, 3)), format="dense").shape
     (3, 2)
     """
-    return differentiate(True, resolve_op(op, True), a, b, wrt, layout, format, out)
+    return differentiate(True, resolve_op(op, True), a, b, wrt, layout, format, out, axis)
 
 
 # -- low-level kernels for hot loops --------------------------------------------

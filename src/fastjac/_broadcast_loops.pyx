@@ -1,0 +1,249 @@
+# Design note
+# -----------
+# The sums of sum_gradient over the axes along which the differentiated
+# operand k is broadcast (see _broadcast.py), for the two layouts that
+# _broadcast.py reduces the common cases to, both in one pass over the other
+# operand X and with nothing of the size of X allocated:
+#
+# * ``sum_rows``: k has ``width`` elements repeated along ``rows`` rows of a
+#   C-contiguous X (w of shape (n,) against X of shape (N, n)):
+#   out[j] = sum_r d(k_j, X_rj). Rows are cut into blocks of about BLOCK
+#   elements; each block's partials are computed by the ordinary kernels
+#   (derivative_into, on a buffer in L1 against k tiled to the block's
+#   length) and added row by row into double accumulators. Wide rows are cut
+#   into column blocks instead.
+# * ``sum_inner``: k has one element per row of a C-contiguous X, repeated
+#   along the row (w against a Fortran-order X, seen transposed):
+#   out[i] = sum_j d(k_i, X_ij), the scalar-expansion sum of the ordinary
+#   kernels (derivative_sum) once per row.
+#
+# Threads: work is cut into chunks whose boundaries depend on the sizes
+# only -- ranges of rows with their own accumulators, added in chunk order
+# (sum_rows, narrow rows), or ranges of columns or rows that own their
+# results outright -- so a result is the same bit for bit on any number of
+# threads. A kernel called inside a chunk that would use the pool itself
+# finds it busy and runs on its thread (_pool.h), with the same result.
+
+cimport numpy as cnp
+from cpython.pystate cimport PyThreadState
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+from cython cimport floating
+
+from ._kernels cimport derivative_into, derivative_sum
+from ._pool cimport parallel_for, pool_threads
+
+cdef extern from "Python.h":
+    PyThreadState* PyEval_SaveThread() noexcept
+    void PyEval_RestoreThread(PyThreadState*) noexcept
+
+import numpy as np
+
+cnp.import_array()
+
+cdef enum:
+    # Partials computed per kernel call: the buffer stays in L1/L2.
+    BLOCK = 2048
+    # Elements per chunk at least (a chunk's bookkeeping stays negligible).
+    MIN_CHUNK_ELEMENTS = 1 << 15
+    # Chunks per call at most: bounds the accumulators of sum_rows
+    # (MAX_CHUNKS x width doubles).
+    MAX_CHUNKS = 64
+    # Rows at least this wide are cut into ranges of columns, not of rows
+    # (narrower ones fit the buffer whole, tiled).
+    WIDE = BLOCK
+
+
+cdef struct RowsJob:
+    int code
+    bint k_is_a                 # k is operand a (wrt=0), X is b
+    const void* k               # k tiled: tile_rows copies of its width elements
+    Py_ssize_t tile_rows
+    const void* x               # rows x width, C-contiguous
+    Py_ssize_t rows, width
+    Py_ssize_t chunk_rows       # row chunks (narrow rows) ...
+    Py_ssize_t chunk_cols       # ... or column chunks (wide rows): one is 0
+    double* acc                 # row chunks: n_chunks x width; column chunks: width
+    bint failed                 # a buffer could not be allocated
+
+
+cdef inline void partials(int code, bint k_is_a, const floating* k, const floating* x,
+                          floating* buf, Py_ssize_t n) noexcept nogil:
+    if k_is_a:
+        derivative_into(code, k, 1, x, 1, buf, n)
+    else:
+        derivative_into(code, x, 1, k, 1, buf, n)
+
+
+cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t r0, r1, c0, c1, r, j, j0, m, step, w = job.width
+    cdef const floating* k = <const floating*>job.k
+    cdef const floating* x = <const floating*>job.x
+    cdef double* acc
+    cdef floating* buf = <floating*>malloc(BLOCK * sizeof(floating))
+    if buf == NULL:
+        job.failed = True
+        return
+    if job.chunk_rows:
+        r0 = c * job.chunk_rows
+        r1 = min(r0 + job.chunk_rows, job.rows)
+        acc = job.acc + c * w
+        memset(acc, 0, w * sizeof(double))
+        # Narrow rows: blocks of whole rows against the tiled k.
+        r = r0
+        while r < r1:
+            m = min(job.tile_rows, r1 - r)
+            partials(job.code, job.k_is_a, k, x + r * w, buf, m * w)
+            for step in range(m):
+                for j in range(w):
+                    acc[j] += buf[step * w + j]
+            r += m
+    else:
+        c0 = c * job.chunk_cols
+        c1 = min(c0 + job.chunk_cols, w)
+        acc = job.acc
+        for j in range(c0, c1):
+            acc[j] = 0
+        # Wide rows: each row in column blocks; this chunk owns its columns.
+        for r in range(job.rows):
+            j0 = c0
+            while j0 < c1:
+                m = min(<Py_ssize_t>BLOCK, c1 - j0)
+                partials(job.code, job.k_is_a, k + j0, x + r * w + j0, buf, m)
+                for j in range(m):
+                    acc[j0 + j] += buf[j]
+                j0 += m
+    free(buf)
+
+
+cdef void rows_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    rows_chunk(<double*>NULL, <RowsJob*>job, c)
+
+
+cdef void rows_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    rows_chunk(<float*>NULL, <RowsJob*>job, c)
+
+
+cdef Py_ssize_t chunk_count(Py_ssize_t elements, Py_ssize_t parts) noexcept nogil:
+    """Chunks for a loop over ``elements`` cut along ``parts`` (sizes only)."""
+    return max(<Py_ssize_t>1, min(<Py_ssize_t>MAX_CHUNKS, parts,
+                                  elements // MIN_CHUNK_ELEMENTS))
+
+
+def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
+    """out[j] = sum over rows r of d(k_j, x[r, j]) (d(x[r, j], k_j) when k is
+    operand b), in float64; k of shape (width,), x (rows, width), both
+    C-contiguous, aligned and of one float dtype (checked by the caller)."""
+    cdef Py_ssize_t rows = x.shape[0], width = x.shape[1], n_chunks, c, j
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef cnp.ndarray out = np.zeros(width, np.float64)
+    cdef cnp.ndarray tile, acc
+    cdef RowsJob job
+    cdef double* total = <double*>cnp.PyArray_DATA(out)
+    cdef double* parts
+    cdef PyThreadState* state
+    if rows == 0 or width == 0:
+        return out
+    job.code, job.k_is_a, job.x, job.rows, job.width = code, k_is_a, cnp.PyArray_DATA(x), rows, width
+    job.failed = False
+    if width >= WIDE:
+        n_chunks = chunk_count(rows * width, width // BLOCK)
+        job.chunk_rows = 0
+        job.chunk_cols = (width + n_chunks - 1) // n_chunks
+        n_chunks = (width + job.chunk_cols - 1) // job.chunk_cols
+        job.k, job.tile_rows = cnp.PyArray_DATA(k), 1
+        job.acc = total
+        acc = out
+    else:
+        n_chunks = chunk_count(rows * width, rows)
+        job.chunk_rows = (rows + n_chunks - 1) // n_chunks
+        n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
+        job.chunk_cols = 0
+        job.tile_rows = max(<Py_ssize_t>1, BLOCK // width)
+        tile = np.tile(k, job.tile_rows)
+        job.k = cnp.PyArray_DATA(tile)
+        acc = np.empty(n_chunks * width, np.float64)
+        job.acc = <double*>cnp.PyArray_DATA(acc)
+    state = PyEval_SaveThread()
+    if typenum == cnp.NPY_DOUBLE:
+        parallel_for(rows_chunk_f64, &job, n_chunks, pool_threads())
+    else:
+        parallel_for(rows_chunk_f32, &job, n_chunks, pool_threads())
+    if job.chunk_rows:
+        parts = job.acc
+        for c in range(n_chunks):          # chunk order: the same bits on any thread count
+            for j in range(width):
+                total[j] += parts[c * width + j]
+    PyEval_RestoreThread(state)
+    if job.failed:
+        raise MemoryError("fastjac: no memory for a block buffer of sum_rows")
+    return out
+
+
+cdef struct InnerJob:
+    int code
+    bint k_is_a
+    const void* k               # one element per row
+    const void* x               # rows x length, C-contiguous
+    Py_ssize_t rows, length
+    Py_ssize_t chunk_rows
+    double* out
+
+
+cdef inline void inner_chunk(floating* dtype, InnerJob* job, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t r, r0 = c * job.chunk_rows
+    cdef Py_ssize_t r1 = min(r0 + job.chunk_rows, job.rows)
+    cdef const floating* k = <const floating*>job.k
+    cdef const floating* x = <const floating*>job.x
+    for r in range(r0, r1):
+        if job.k_is_a:
+            job.out[r] = derivative_sum(job.code, k + r, 0, x + r * job.length, 1, job.length)
+        else:
+            job.out[r] = derivative_sum(job.code, x + r * job.length, 1, k + r, 0, job.length)
+
+
+cdef void inner_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    inner_chunk(<double*>NULL, <InnerJob*>job, c)
+
+
+cdef void inner_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    inner_chunk(<float*>NULL, <InnerJob*>job, c)
+
+
+def sum_inner(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
+    """out[i] = sum over j of d(k_i, x[i, j]) (d(x[i, j], k_i) when k is
+    operand b), in float64; k of shape (rows,), x (rows, length), both
+    C-contiguous, aligned and of one float dtype (checked by the caller)."""
+    cdef Py_ssize_t rows = x.shape[0], length = x.shape[1], n_chunks
+    cdef cnp.ndarray out = np.zeros(rows, np.float64)
+    cdef InnerJob job
+    cdef PyThreadState* state
+    if rows == 0:
+        return out
+    n_chunks = chunk_count(rows * length, rows)
+    job.code, job.k_is_a, job.rows, job.length = code, k_is_a, rows, length
+    job.k, job.x, job.out = cnp.PyArray_DATA(k), cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(out)
+    job.chunk_rows = (rows + n_chunks - 1) // n_chunks
+    n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
+    state = PyEval_SaveThread()
+    if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+        parallel_for(inner_chunk_f64, &job, n_chunks, pool_threads())
+    else:
+        parallel_for(inner_chunk_f32, &job, n_chunks, pool_threads())
+    PyEval_RestoreThread(state)
+    return out
+
+
+def partials_into(int code, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out):
+    """out[i] = d(a_i, b_i) over arrays of one size, C-contiguous, aligned and
+    of out's float dtype (checked by the caller)."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out)
+    cdef PyThreadState* state = PyEval_SaveThread()
+    if cnp.PyArray_TYPE(out) == cnp.NPY_DOUBLE:
+        derivative_into(code, <double*>cnp.PyArray_DATA(a), 1, <double*>cnp.PyArray_DATA(b), 1,
+                        <double*>cnp.PyArray_DATA(out), n)
+    else:
+        derivative_into(code, <float*>cnp.PyArray_DATA(a), 1, <float*>cnp.PyArray_DATA(b), 1,
+                        <float*>cnp.PyArray_DATA(out), n)
+    PyEval_RestoreThread(state)
+    return out
