@@ -237,7 +237,7 @@ def test_batch_against_shared_parameter(op, wrt_w, size, order, dtype):
     a, b = (w, X) if wrt_w == 0 else (X, w)
     wrt = wrt_w
     p = partials(op, a, b, wrt)
-    tol = dict(rtol=1e-9 if dtype == np.float64 else 1e-5, atol=1e-9)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt), p.sum(0), **tol)
     np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt, axis=0), p.sum(0), **tol)
     np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt, axis=-1),
@@ -245,6 +245,28 @@ def test_batch_against_shared_parameter(op, wrt_w, size, order, dtype):
     # with respect to the batch itself: nothing is summed
     np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=1 - wrt),
                                partials(op, a, b, 1 - wrt), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("size", [(0, 3), (4, 0), (1, 1), (6, 1), (9, 4), (3000, 7),
+                                  (5, 20_000)])
+@pytest.mark.parametrize("op,wrt_s", MAIN_OPS)
+def test_batch_against_per_row_scale(op, wrt_s, size, order, dtype):
+    """A per-row s of shape (N, 1) against X (N, n): sums along the rows."""
+    N, n = size
+    rng = np.random.default_rng(N * 1000 + n + 1)
+    s, X = operands(op, (N, 1), (N, n), rng, dtype)
+    X = np.asarray(X, order=order)
+    a, b = (s, X) if wrt_s == 0 else (X, s)
+    p = partials(op, a, b, wrt_s)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt_s),
+                               p.sum(1, keepdims=True), **tol)
+    np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt_s, axis=-1),
+                               p.sum(1), **tol)
+    np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt_s, axis=(0, 1)),
+                               expected_compact(p, (N, 1), (0, 1), False), **tol)
 
 
 def test_main_case_reads_x_once_without_a_temporary():
@@ -257,6 +279,8 @@ def test_main_case_reads_x_once_without_a_temporary():
         try:
             fastjac.sum_gradient("multiply", w, X)
             fastjac.sum_gradient("power", w, X, wrt=0)
+            fastjac.sum_gradient("multiply", X[:, :1].copy(order="K"), X, axis=-1)
+            fastjac.sum_gradient("divide", X, w, wrt=1, axis=0)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

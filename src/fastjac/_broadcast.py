@@ -22,10 +22,10 @@ gradients).
 
 Sizes. Nothing of size |y| x |k| exists unless ``format="dense"`` asks for
 it; sparse results are built in O(size of the compact result) from the
-strides of the kept and reduced axes. The sums over leading axes of a
-C-ordered other operand (w of shape (n,) against X of shape (N, n)), or over
-trailing axes of a Fortran-ordered one, run in one pass over it
-(_broadcast_loops.pyx). Every other case computes the partials over S (one
+strides of the kept and reduced axes. The sums over the leading or the
+trailing axes of S of an other operand X in C or Fortran order (w of shape
+(n,) against X of shape (N, n); a per-row scale s of shape (N, 1)) run in
+one pass over X (_broadcast_loops.pyx). Every other case computes the partials over S (one
 array of |S| elements, plus a copy of each broadcast operand) and sums them
 with NumPy in float64.
 """
@@ -183,41 +183,49 @@ def _compute(code, a, b, wrt, st, dtype):
 
 
 def _sum_in_one_pass(code, a, b, wrt, st, dtype):
-    """The compact result straight from the operands when the summed axes
-    are the leading axes of S (after dropping axes of length 1), k spans
-    all the others, and the other operand X has shape S in C or Fortran
-    order; None otherwise."""
+    """The compact result straight from the operands when, after dropping
+    the axes of length 1, the summed axes are the leading or the trailing
+    axes of S, k spans all the others, and the other operand X has shape S
+    in C or Fortran order; None otherwise."""
     k, x = (a, b) if wrt == 0 else (b, a)
-    if x.shape != st.shape:
+    if x.shape != st.shape or not x.flags.aligned:
         return None
     long_axes = [i for i in range(len(st.shape)) if st.shape[i] != 1]
     summed = [i for i in long_axes if i in st.summed]
-    if summed != long_axes[:len(summed)]:
-        return None
-    rest = long_axes[len(summed):]
+    rest = [i for i in long_axes if i not in st.summed]
     if any(st.k_aligned[i] != st.shape[i] for i in rest):
+        return None
+    if summed == long_axes[:len(summed)]:
+        leading = True
+    elif summed == long_axes[len(rest):]:
+        leading = False
+    else:
         return None
     rows = _size(st.shape[i] for i in summed)
     width = _size(st.shape[i] for i in rest)
     rest_shape = tuple(st.shape[i] for i in rest)
-    k_is_a = wrt == 0
-    if x.flags.c_contiguous and x.flags.aligned:
+    if x.flags.c_contiguous:
         k_vec = _aligned(k, dtype).reshape(width)
-        x2 = x.reshape(rows, width)
-        if width == 1:      # k is one number: a scalar expansion
-            total = _broadcast_loops.sum_inner(code, k_is_a, k_vec, x2.reshape(1, rows))
-        else:
-            total = _broadcast_loops.sum_rows(code, k_is_a, k_vec, x2)
-    elif x.flags.f_contiguous and x.flags.aligned:
-        # X transposed is C-ordered with the summed axes last: one row per
-        # element of k, in k's Fortran order.
+        total = _sum_2d(code, wrt == 0, k_vec, x.reshape(-1), leading, rows, width)
+    elif x.flags.f_contiguous:
+        # X transposed is C-ordered, its axes reversed (leading summed axes
+        # become trailing ones), k's elements in k's Fortran order.
         k_vec = _aligned(k.reshape(rest_shape).T, dtype).reshape(width)
-        xt = x.T.reshape(width, rows)
-        total = _broadcast_loops.sum_inner(code, k_is_a, k_vec, xt)
-        total = np.ascontiguousarray(total.reshape(rest_shape[::-1]).T)
+        total = _sum_2d(code, wrt == 0, k_vec, x.T.reshape(-1), not leading, rows, width)
+        total = total.reshape(rest_shape[::-1]).T
     else:
         return None
     return np.ascontiguousarray(total, dtype=dtype).reshape(st.compact_shape)
+
+
+def _sum_2d(code, k_is_a, k_vec, x_flat, summed_first, rows, width):
+    """Sum over ``rows`` of a C-ordered X seen as (rows, width) when the
+    summed axes come first, else as (width, rows); float64 of k's length."""
+    if summed_first and width != 1:
+        return _broadcast_loops.sum_rows(code, k_is_a, k_vec, x_flat.reshape(rows, width))
+    if summed_first:            # k is one number: a scalar expansion
+        return _broadcast_loops.sum_inner(code, k_is_a, k_vec, x_flat.reshape(1, rows))
+    return _broadcast_loops.sum_inner(code, k_is_a, k_vec, x_flat.reshape(width, rows))
 
 
 # -- dense and sparse -------------------------------------------------------------

@@ -27,7 +27,7 @@
 cimport numpy as cnp
 from cpython.pystate cimport PyThreadState
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from cython cimport floating
 
 from ._kernels cimport derivative_into, derivative_sum
@@ -43,15 +43,15 @@ cnp.import_array()
 
 cdef enum:
     # Partials computed per kernel call: the buffer stays in L1/L2.
-    BLOCK = 2048
+    BLOCK = 512
     # Elements per chunk at least (a chunk's bookkeeping stays negligible).
     MIN_CHUNK_ELEMENTS = 1 << 15
     # Chunks per call at most: bounds the accumulators of sum_rows
     # (MAX_CHUNKS x width doubles).
     MAX_CHUNKS = 64
-    # Rows at least this wide are cut into ranges of columns, not of rows
-    # (narrower ones fit the buffer whole, tiled).
-    WIDE = BLOCK
+    # Rows at least this wide are cut into ranges of columns, not of rows:
+    # narrower ones keep MAX_CHUNKS x width accumulators (at most 4 MiB).
+    WIDE = 8192
 
 
 cdef struct RowsJob:
@@ -79,8 +79,10 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcep
     cdef Py_ssize_t r0, r1, c0, c1, r, j, j0, m, step, w = job.width
     cdef const floating* k = <const floating*>job.k
     cdef const floating* x = <const floating*>job.x
+    cdef Py_ssize_t t, span = job.tile_rows * w
     cdef double* acc
-    cdef floating* buf = <floating*>malloc(BLOCK * sizeof(floating))
+    cdef double* lanes
+    cdef floating* buf = <floating*>malloc(max(span, <Py_ssize_t>BLOCK) * sizeof(floating))
     if buf == NULL:
         job.failed = True
         return
@@ -88,16 +90,27 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcep
         r0 = c * job.chunk_rows
         r1 = min(r0 + job.chunk_rows, job.rows)
         acc = job.acc + c * w
-        memset(acc, 0, w * sizeof(double))
-        # Narrow rows: blocks of whole rows against the tiled k.
+        # Narrow rows: blocks of tile_rows whole rows against the tiled k,
+        # added element-wise into as many accumulators (one long loop that
+        # vectorises, however narrow the rows), folded once at the end.
+        lanes = <double*>malloc(span * sizeof(double))
+        if lanes == NULL:
+            free(buf)
+            job.failed = True
+            return
+        memset(lanes, 0, span * sizeof(double))
         r = r0
         while r < r1:
             m = min(job.tile_rows, r1 - r)
             partials(job.code, job.k_is_a, k, x + r * w, buf, m * w)
-            for step in range(m):
-                for j in range(w):
-                    acc[j] += buf[step * w + j]
+            for t in range(m * w):
+                lanes[t] += buf[t]
             r += m
+        memset(acc, 0, w * sizeof(double))
+        for step in range(job.tile_rows):
+            for j in range(w):
+                acc[j] += lanes[step * w + j]
+        free(lanes)
     else:
         c0 = c * job.chunk_cols
         c1 = min(c0 + job.chunk_cols, w)
@@ -147,7 +160,7 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
     job.code, job.k_is_a, job.x, job.rows, job.width = code, k_is_a, cnp.PyArray_DATA(x), rows, width
     job.failed = False
     if width >= WIDE:
-        n_chunks = chunk_count(rows * width, width // BLOCK)
+        n_chunks = chunk_count(rows * width, width // BLOCK)     # width >= WIDE: >= 16 parts
         job.chunk_rows = 0
         job.chunk_cols = (width + n_chunks - 1) // n_chunks
         n_chunks = (width + job.chunk_cols - 1) // job.chunk_cols
@@ -160,7 +173,10 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
         n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
         job.chunk_cols = 0
         job.tile_rows = max(<Py_ssize_t>1, BLOCK // width)
-        tile = np.tile(k, job.tile_rows)
+        tile = cnp.PyArray_EMPTY(1, [job.tile_rows * width], typenum, 0)
+        for c in range(job.tile_rows):
+            memcpy(<char*>cnp.PyArray_DATA(tile) + c * cnp.PyArray_NBYTES(k),
+                   cnp.PyArray_DATA(k), cnp.PyArray_NBYTES(k))
         job.k = cnp.PyArray_DATA(tile)
         acc = np.empty(n_chunks * width, np.float64)
         job.acc = <double*>cnp.PyArray_DATA(acc)
