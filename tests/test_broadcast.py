@@ -429,3 +429,19 @@ def test_kernel_keeps_requiring_exact_shapes():
     k = fastjac.kernel("multiply")
     with pytest.raises(ValueError, match="kernel shapes do not match"):
         k(np.ones(3), np.ones((4, 3)), np.empty((4, 3)))
+
+
+# -- python -m fastjac ----------------------------------------------------------------------
+
+def test_cli_batch_section(capsys):
+    from fastjac.__main__ import main
+    assert main(["-s", "7"]) == 0
+    text = capsys.readouterr().out
+    X = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 2.0], [0.0, 1.0, 1.0], [2.0, 2.0, -1.0]])
+    Y = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.5, 2.0, 1.0], [3.0, 1.0, 0.0]])
+    w = np.array([1.0, 2.0, -1.0])
+    grad = (2.0 / X.size * (X * w - Y) * X).sum(0)      # d mean((X w - Y)^2)/dw
+    printed = text.split("compact (3,):")[1].split("\n")[0]
+    np.testing.assert_allclose(np.array(printed.strip(" []").split(), float), grad,
+                               atol=1e-4)
+    assert "numerator layout (1 x 3)" in text and "denominator layout (3 x 1)" in text

@@ -368,7 +368,7 @@ def run_cli(*args):
 
 
 HEADINGS = ["1. Layouts", "2. Element-wise binary", "3. Element-wise unary",
-            "4. Scalar expansion", "5. Sum reduction", "6. The chain rule"]
+            "4. Scalar expansion", "5. Sum reduction", "6. The chain rule", "7. Batches"]
 
 
 def headings(text):

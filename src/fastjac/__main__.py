@@ -6,6 +6,8 @@ layouts, compact, dense and (when SciPy is installed) sparse::
     python -m fastjac                 every section
     python -m fastjac --list          the sections' titles
     python -m fastjac -s 2 -s 6       sections 2 and 6
+    python -m fastjac -s 7            a batch: the gradient of a mean-squared
+                                      error with respect to a shared w
     python -m fastjac --version
 """
 import argparse
@@ -148,6 +150,29 @@ def chain_rule():
     show("C", C)
 
 
+def batches():
+    Xb = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 2.0], [0.0, 1.0, 1.0], [2.0, 2.0, -1.0]])
+    Yb = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.5, 2.0, 1.0], [3.0, 1.0, 0.0]])
+    wb = np.array([1.0, 2.0, -1.0])
+    print("  a batch X (4 x 3), targets Y (4 x 3), a shared w (3,) broadcast over the rows:")
+    print("  L(w) = mean((X * w - Y)^2) = sum(r^2) / 12, r = X * w - Y")
+    r = Xb * wb - Yb
+    show("dr/dw, compact (one entry per element of r: X; dense it is 12 x 3)",
+         fastjac.jacobian("multiply", wb, Xb))
+    dL_dr = fastjac.sum_gradient("square", r) / r.size
+    print("  chain rule: dL/dw = sum over the batch (the axis w is broadcast along) of "
+          "dL/dr * dr/dw:")
+    grad = fastjac.sum_gradient("multiply", wb, dL_dr * Xb)
+    show("dL/dw = sum_i (2/12) r_i * x_i, compact (3,)", grad)
+    show("dL/dw, numerator layout (1 x 3)",
+         fastjac.sum_gradient("multiply", wb, dL_dr * Xb, format="dense"))
+    show("dL/dw, denominator layout (3 x 1)",
+         fastjac.sum_gradient("multiply", wb, dL_dr * Xb, format="dense", layout="denominator"))
+    show("check: (2/12) (X * w - Y) summed against X over the rows", (2 / 12 * r * Xb).sum(0))
+    show("per-row sums y_i = sum_j w_j x_ij: dy/dw (axis=-1), compact 4 x 3 = X",
+         fastjac.sum_gradient("multiply", wb, Xb, axis=-1))
+
+
 SECTIONS = {
     1: ("Layouts: numerator J[i, j] = dy_i/dx_j, denominator its transpose", layouts),
     2: ("Element-wise binary operators y = w o x: diagonal Jacobians", binary_operators),
@@ -155,6 +180,7 @@ SECTIONS = {
     4: (f"Scalar expansion y = x o z, z = {Z}", scalar_expansion),
     5: ("Sum reduction y = sum(f(x)): gradients", sum_reduction),
     6: ("The chain rule: compiled expressions (fastjac.var, fastjac.compile)", chain_rule),
+    7: ("Batches: broadcast operands and sums over axes", batches),
 }
 
 

@@ -443,10 +443,11 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         matching NumPy ufunc (``np.multiply``, ``np.tanh``...) is accepted too.
     a : array_like of shape (...) or scalar
         First operand (w in the specification).
-    b : array_like of the same shape as ``a``, or scalar, optional
-        Second operand (x) of a binary operator. Either operand may be a
-        scalar (a Python number or a 0-d array): it is expanded to the
-        other's shape (scalar expansion).
+    b : array_like or scalar, optional
+        Second operand (x) of a binary operator. ``a`` and ``b`` may have
+        any two shapes that NumPy broadcasts together; y = op(a, b) has the
+        broadcast shape S. A scalar operand (a Python number or a 0-d
+        array) is expanded to the other's shape (scalar expansion).
     wrt : {0, 1}, default 0
         Differentiate with respect to ``a`` (0) or ``b`` (1).
     layout : {"numerator", "denominator"}, default "numerator"
@@ -458,8 +459,12 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         "compact" (default) returns the smallest exact answer, shaped like
         the result y: the diagonal when ``wrt`` names an array, the vector
         dy/dz when it names a scalar z, a NumPy scalar when both are scalars.
+        With broadcast operands each element of y reads one element of the
+        operand k = ``wrt``, so each row of J has one entry: the compact
+        result holds those entries, an array of shape S.
         "dense" returns the 2-D Jacobian with the shapes of section 1 of the
-        specification; n-d operands are flattened in C order. The sparse
+        specification; n-d operands are flattened in C order (with broadcast
+        operands it is |S| x |k| in numerator layout). The sparse
         formats return ``scipy.sparse`` arrays of the same shape ("sparse" is
         "csr"), built in O(n) without a dense matrix; needs SciPy.
     out : ndarray, optional
@@ -475,8 +480,9 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
     Raises
     ------
     ValueError
-        Unknown op, bad ``wrt``/``layout``/``format``, operands of different
-        shapes, or ``out`` of the wrong shape or dtype or read-only.
+        Unknown op, bad ``wrt``/``layout``/``format``, operands whose shapes
+        do not broadcast (both are named), or ``out`` of the wrong shape or
+        dtype or read-only.
     TypeError
         Complex, object, string or other non-real operands.
     MemoryError
@@ -494,22 +500,40 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
     >>> fastjac.jacobian("tanh", np.zeros(2), format="dense")
     array([[1., 0.],
            [0., 1.]])
+    >>> fastjac.jacobian("multiply", w, np.ones((2, 3)), format="dense").shape  # w broadcast
+    (6, 3)
     """
     return differentiate(False, resolve_op(op, False), a, b, wrt, layout, format, out)
 
 
 def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format="compact",
                  out=None):
-    """Gradient of the scalar ``y = sum(op(a, b))`` with respect to one operand.
+    """Derivative of ``y = sum(op(a, b), axis=axis)`` with respect to one operand.
 
     Parameters
     ----------
     op : str, numpy.ufunc or None
         As for :func:`jacobian`; ``None`` (or "identity") means y = sum(a).
     a, b : array_like or scalar
-        The operands, as for :func:`jacobian`.
+        The operands, as for :func:`jacobian`: any two shapes that NumPy
+        broadcasts together (broadcast shape S).
     wrt : {0, 1}, default 0
-        Differentiate with respect to ``a`` (0) or ``b`` (1).
+        Differentiate with respect to ``a`` (0) or ``b`` (1); call that
+        operand k.
+    axis : None, int or tuple of ints, default None
+        The axes of S that are summed, as in ``numpy.sum`` (negative values
+        count from the end). None sums everything: y is a scalar and the
+        compact result is its gradient, shaped like k (the per-element
+        partials summed over the axes along which k was broadcast; a NumPy
+        scalar for a scalar k). With an axis, y is an array and the result
+        is the Jacobian dy/dk: compact, it is the partials summed over the
+        summed axes along which k has length 1 (or which k lacks), those
+        axes removed, the others in order -- each element is one entry of
+        J, and every entry of J is one element (w of shape (n,) against X
+        of shape (N, n): ``axis=0`` gives the diagonal, shape (n,);
+        ``axis=-1`` gives X itself, the (N, n) matrix J). Dense, J is
+        |y| x |k| in numerator layout; the sparse formats store exactly the
+        compact result's entries.
     layout : {"numerator", "denominator"}, default "numerator"
         The gradient of a scalar by a vector of n is a 1 x n row in numerator
         layout and an n x 1 column in denominator layout; by a p x q matrix
@@ -529,6 +553,12 @@ def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format=
     -------
     ndarray, NumPy scalar or scipy.sparse array
 
+    Raises
+    ------
+    numpy.exceptions.AxisError
+        An ``axis`` out of range for S (a repeated axis is a ValueError, as
+        in NumPy). The other errors are those of :func:`jacobian`.
+
     Examples
     --------
     >>> import numpy as np, fastjac
@@ -539,6 +569,10 @@ def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format=
     np.float64(7.0)
     >>> fastjac.sum_gradient(None, np.ones((2, 3)), format="dense").shape
     (3, 2)
+    >>> fastjac.sum_gradient("multiply", w, np.ones((4, 2)))   # w shared by 4 rows
+    array([4., 4.])
+    >>> fastjac.sum_gradient("multiply", w, np.ones((4, 2)), axis=0)  # diagonal of dy/dw
+    array([4., 4.])
     """
     return differentiate(True, resolve_op(op, True), a, b, wrt, layout, format, out, axis)
 
@@ -557,7 +591,8 @@ cdef class Kernel:
     microsecond per call: every argument must already be a C-contiguous
     ndarray of one dtype, float32 or float64 (no lists, no Python numbers:
     pass a 0-d array for a scalar operand), and ``out`` must have the shape
-    of the array operand. Anything else raises TypeError or ValueError; the
+    of the array operand: equal shapes or a 0-d operand only, no
+    broadcasting (use :func:`jacobian` for broadcast operands). Anything else raises TypeError or ValueError; the
     checks that remain are the ones that keep a wrong call from crashing.
     """
     cdef readonly Op op
