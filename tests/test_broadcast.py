@@ -435,7 +435,8 @@ def test_kernel_keeps_requiring_exact_shapes():
 
 def test_cli_batch_section(capsys):
     from fastjac.__main__ import main
-    assert main(["-s", "7"]) == 0
+    with np.printoptions():         # main() sets print options for its own output
+        assert main(["-s", "7"]) == 0
     text = capsys.readouterr().out
     X = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 2.0], [0.0, 1.0, 1.0], [2.0, 2.0, -1.0]])
     Y = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.5, 2.0, 1.0], [3.0, 1.0, 0.0]])
@@ -445,3 +446,40 @@ def test_cli_batch_section(capsys):
     np.testing.assert_allclose(np.array(printed.strip(" []").split(), float), grad,
                                atol=1e-4)
     assert "numerator layout (1 x 3)" in text and "denominator layout (3 x 1)" in text
+
+
+# -- the fused sums: every SIMD level, exceptional elements ---------------------------------
+
+@pytest.mark.parametrize("level", fastjac._simd.LEVELS)
+def test_sums_on_every_simd_level(level):
+    if fastjac._simd.why_unavailable(level):
+        pytest.skip(fastjac._simd.why_unavailable(level))
+    rng = np.random.default_rng(5)
+    w, X = operands("divide", (7,), (3000, 7), rng, np.float64)
+    before = fastjac._simd.current()
+    try:
+        fastjac._simd.select(level)
+        got = [fastjac.sum_gradient(op, w, X, wrt=wrt)
+               for op in ("divide", "maximum", "power") for wrt in (0, 1)]
+    finally:
+        fastjac._simd.select(before)
+    want = [partials(op, w, X, 0).sum(0) if wrt == 0 else partials(op, w, X, 1)
+            for op in ("divide", "maximum", "power") for wrt in (0, 1)]
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g, e, rtol=1e-9)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_sums_take_exceptional_elements_on_their_own_path(order):
+    """d(x / w)/dw = -(x / w) / w where w * w is not a normal number, and
+    d(w ** x)/dw for negative w and integer x (outside the vector pow)."""
+    X = np.asarray(np.full((6, 2), 1e-300), order=order)
+    w = np.array([1e-170, 2.0])
+    expected = (-(X / w) / w).sum(0)
+    np.testing.assert_allclose(fastjac.sum_gradient("divide", X, w, wrt=1), expected,
+                               rtol=1e-12)
+    assert np.all(np.isfinite(expected))
+    base = np.array([-2.0, -0.5, 3.0])
+    E = np.asarray(np.tile([2.0, 3.0, 1.0], (4, 1)) + np.arange(4.0)[:, None], order=order)
+    expected = (E * base ** (E - 1)).sum(0)
+    np.testing.assert_allclose(fastjac.sum_gradient("power", base, E), expected, rtol=1e-12)

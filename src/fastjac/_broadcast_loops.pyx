@@ -7,11 +7,10 @@
 #
 # * ``sum_rows``: k has ``width`` elements repeated along ``rows`` rows of a
 #   C-contiguous X (w of shape (n,) against X of shape (N, n)):
-#   out[j] = sum_r d(k_j, X_rj). Rows are cut into blocks of about BLOCK
-#   elements; each block's partials are computed by the ordinary kernels
-#   (derivative_into, on a buffer in L1 against k tiled to the block's
-#   length) and added row by row into double accumulators. Wide rows are cut
-#   into column blocks instead.
+#   out[j] = sum_r d(k_j, X_rj). Rows are taken in blocks of about BLOCK
+#   elements against k tiled to the block's length; the fused loop of
+#   _rows.pxd (compiled per instruction set, from the _level module in use)
+#   adds each partial straight into a double accumulator of its own.
 # * ``sum_inner``: k has one element per row of a C-contiguous X, repeated
 #   along the row (w against a Fortran-order X, seen transposed):
 #   out[i] = sum_j d(k_i, X_ij), the scalar-expansion sum of the ordinary
@@ -25,6 +24,7 @@
 # finds it busy and runs on its thread (_pool.h), with the same result.
 
 cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pystate cimport PyThreadState
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -32,18 +32,36 @@ from cython cimport floating
 
 from ._kernels cimport derivative_into, derivative_sum
 from ._pool cimport parallel_for, pool_threads
+from ._rows cimport RowsTable
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
 
+import importlib
+
 import numpy as np
+
+from . import _simd
 
 cnp.import_array()
 
+cdef dict ROWS_TABLES = {}      # level -> RowsTable capsule of its _level module
+
+
+cdef RowsTable* rows_table():
+    """The fused loops of the level in use (fastjac._simd.select may change it)."""
+    level = _simd.current()
+    capsule = ROWS_TABLES.get(level)
+    if capsule is None:
+        capsule = importlib.import_module(f"fastjac._level_{level}").rows_table()
+        ROWS_TABLES[level] = capsule
+    return <RowsTable*>PyCapsule_GetPointer(capsule, b"fastjac.RowsTable")
+
 cdef enum:
-    # Partials computed per kernel call: the buffer stays in L1/L2.
-    BLOCK = 512
+    # Elements per fused call of sum_rows over narrow rows (whole rows of
+    # the tiled k): the accumulators and the tile stay in L1.
+    BLOCK = 1024
     # Elements per chunk at least (a chunk's bookkeeping stays negligible).
     MIN_CHUNK_ELEMENTS = 1 << 15
     # Chunks per call at most: bounds the accumulators of sum_rows
@@ -55,37 +73,35 @@ cdef enum:
 
 
 cdef struct RowsJob:
+    RowsTable* fused            # the fused loops of the level in use
     int code
     bint k_is_a                 # k is operand a (wrt=0), X is b
-    const void* k               # k tiled: tile_rows copies of its width elements
+    const void* k               # narrow rows: tile_rows copies of k; wide rows: k
     Py_ssize_t tile_rows
     const void* x               # rows x width, C-contiguous
     Py_ssize_t rows, width
     Py_ssize_t chunk_rows       # row chunks (narrow rows) ...
     Py_ssize_t chunk_cols       # ... or column chunks (wide rows): one is 0
     double* acc                 # row chunks: n_chunks x width; column chunks: width
-    bint failed                 # a buffer could not be allocated
+    bint failed                 # the accumulators could not be allocated
 
 
-cdef inline void partials(int code, bint k_is_a, const floating* k, const floating* x,
-                          floating* buf, Py_ssize_t n) noexcept nogil:
-    if k_is_a:
-        derivative_into(code, k, 1, x, 1, buf, n)
+cdef inline void add_partials(RowsJob* job, const floating* k, const floating* x,
+                              double* lanes, Py_ssize_t n) noexcept nogil:
+    """lanes[t] += d(k_t, x_t), t < n (the fused loop of _rows.pxd)."""
+    if floating is double:
+        job.fused.f64(job.code, job.k_is_a, k, x, lanes, n)
     else:
-        derivative_into(code, x, 1, k, 1, buf, n)
+        job.fused.f32(job.code, job.k_is_a, k, x, lanes, n)
 
 
 cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t r0, r1, c0, c1, r, j, j0, m, step, w = job.width
+    cdef Py_ssize_t r0, r1, c0, c1, r, j, m, step, w = job.width
+    cdef Py_ssize_t span = job.tile_rows * w
     cdef const floating* k = <const floating*>job.k
     cdef const floating* x = <const floating*>job.x
-    cdef Py_ssize_t t, span = job.tile_rows * w
     cdef double* acc
     cdef double* lanes
-    cdef floating* buf = <floating*>malloc(max(span, <Py_ssize_t>BLOCK) * sizeof(floating))
-    if buf == NULL:
-        job.failed = True
-        return
     if job.chunk_rows:
         r0 = c * job.chunk_rows
         r1 = min(r0 + job.chunk_rows, job.rows)
@@ -95,16 +111,13 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcep
         # vectorises, however narrow the rows), folded once at the end.
         lanes = <double*>malloc(span * sizeof(double))
         if lanes == NULL:
-            free(buf)
             job.failed = True
             return
         memset(lanes, 0, span * sizeof(double))
         r = r0
         while r < r1:
             m = min(job.tile_rows, r1 - r)
-            partials(job.code, job.k_is_a, k, x + r * w, buf, m * w)
-            for t in range(m * w):
-                lanes[t] += buf[t]
+            add_partials(job, k, x + r * w, lanes, m * w)
             r += m
         memset(acc, 0, w * sizeof(double))
         for step in range(job.tile_rows):
@@ -112,21 +125,14 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcep
                 acc[j] += lanes[step * w + j]
         free(lanes)
     else:
+        # Wide rows: this chunk owns a range of columns, row after row.
         c0 = c * job.chunk_cols
         c1 = min(c0 + job.chunk_cols, w)
         acc = job.acc
         for j in range(c0, c1):
             acc[j] = 0
-        # Wide rows: each row in column blocks; this chunk owns its columns.
         for r in range(job.rows):
-            j0 = c0
-            while j0 < c1:
-                m = min(<Py_ssize_t>BLOCK, c1 - j0)
-                partials(job.code, job.k_is_a, k + j0, x + r * w + j0, buf, m)
-                for j in range(m):
-                    acc[j0 + j] += buf[j]
-                j0 += m
-    free(buf)
+            add_partials(job, k + c0, x + r * w + c0, acc + c0, c1 - c0)
 
 
 cdef void rows_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
@@ -159,8 +165,11 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
         return out
     job.code, job.k_is_a, job.x, job.rows, job.width = code, k_is_a, cnp.PyArray_DATA(x), rows, width
     job.failed = False
+    job.fused = rows_table()
+    if not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
+        raise ValueError(f"sum_rows: derivative code {code} is not a binary operator's")
     if width >= WIDE:
-        n_chunks = chunk_count(rows * width, width // BLOCK)     # width >= WIDE: >= 16 parts
+        n_chunks = chunk_count(rows * width, width // BLOCK)     # width >= WIDE: >= 8 parts
         job.chunk_rows = 0
         job.chunk_cols = (width + n_chunks - 1) // n_chunks
         n_chunks = (width + job.chunk_cols - 1) // job.chunk_cols
@@ -192,7 +201,7 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
                 total[j] += parts[c * width + j]
     PyEval_RestoreThread(state)
     if job.failed:
-        raise MemoryError("fastjac: no memory for a block buffer of sum_rows")
+        raise MemoryError("fastjac: no memory for the accumulators of sum_rows")
     return out
 
 

@@ -13,6 +13,7 @@ from cpython.pycapsule cimport PyCapsule_New
 
 from ._expr_loops cimport ExprTable, neuron_pass, run_program
 from ._loops cimport KernelTable, kernel
+from ._rows cimport RowsTable, add_partials
 
 cdef extern from "_cpu.h" nogil:
     int fastjac_cpu_simd()
@@ -81,3 +82,29 @@ def tables():
         raise RuntimeError(f"this CPU cannot run the loops of {__name__}")
     return (PyCapsule_New(<void*>&KERNELS, b"fastjac.KernelTable", NULL),
             PyCapsule_New(<void*>&EXPR, b"fastjac.ExprTable", NULL))
+
+
+# The fused loop of the broadcast sums (_rows.pxd, for _broadcast_loops.pyx).
+
+cdef bint rows_f64(int code, bint k_is_a, const double* k, const double* x,
+                   double* lanes, Py_ssize_t n) noexcept nogil:
+    return add_partials(code, k_is_a, k, x, lanes, n)
+
+
+cdef bint rows_f32(int code, bint k_is_a, const float* k, const float* x,
+                   double* lanes, Py_ssize_t n) noexcept nogil:
+    return add_partials(code, k_is_a, k, x, lanes, n)
+
+
+cdef RowsTable ROWS
+ROWS.f64 = rows_f64
+ROWS.f32 = rows_f32
+
+
+def rows_table():
+    """A RowsTable capsule of this module's fused broadcast-sum loop.
+
+    Raises RuntimeError on a CPU without this module's instruction set."""
+    if fastjac_cpu_simd() < LEVEL:
+        raise RuntimeError(f"this CPU cannot run the loops of {__name__}")
+    return PyCapsule_New(<void*>&ROWS, b"fastjac.RowsTable", NULL)
