@@ -225,7 +225,7 @@ MAIN_OPS = [("multiply", 0), ("multiply", 1), ("maximum", 0), ("divide", 0),
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("size", [(0, 3), (3, 0), (1, 1), (5, 1), (7, 3), (300, 10),
-                                  (20, 2500), (40_000, 3)])
+                                  (20, 2500), (6, 9000), (40_000, 3)])
 @pytest.mark.parametrize("op,wrt_w", MAIN_OPS)
 def test_batch_against_shared_parameter(op, wrt_w, size, order, dtype):
     """sum_gradient(op, w, X) and (X, w): w (n,), X (N, n), both orders, with
@@ -291,7 +291,8 @@ def test_main_case_reads_x_once_without_a_temporary():
 @pytest.mark.parametrize("op,wrt", [("multiply", 0), ("power", 0), ("divide", 1),
                                     ("maximum", 1)])
 @pytest.mark.parametrize("shape,order", [((200_000, 7), "C"), ((300, 5000), "C"),
-                                         ((100_000, 9), "F"), ((30, 40_000), "F")])
+                                         ((40, 30_000), "C"), ((100_000, 9), "F"),
+                                         ((30, 40_000), "F")])
 def test_same_bits_on_one_and_two_threads(dtype, op, wrt, shape, order):
     rng = np.random.default_rng(1)
     w, X = operands(op, shape[1:], shape, rng, dtype)
