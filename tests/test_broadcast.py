@@ -484,3 +484,16 @@ def test_sums_take_exceptional_elements_on_their_own_path(order):
     E = np.asarray(np.tile([2.0, 3.0, 1.0], (4, 1)) + np.arange(4.0)[:, None], order=order)
     expected = (E * base ** (E - 1)).sum(0)
     np.testing.assert_allclose(fastjac.sum_gradient("power", base, E), expected, rtol=1e-12)
+
+
+@settings(max_examples=300)
+@given(sa=st.lists(st.integers(0, 3), max_size=4).map(tuple),
+       sb=st.lists(st.integers(0, 3), max_size=4).map(tuple))
+def test_accepts_exactly_the_shapes_numpy_broadcasts(sa, sb):
+    try:
+        shape = np.broadcast_shapes(sa, sb)
+    except ValueError:
+        with pytest.raises(ValueError, match=re.escape(f"a has shape {sa} and b has shape {sb}")):
+            fastjac.jacobian("add", np.ones(sa), np.ones(sb))
+        return
+    assert np.shape(fastjac.jacobian("add", np.ones(sa), np.ones(sb))) == shape

@@ -42,14 +42,22 @@ except ImportError:                     # NumPy 1.x
 
 
 def check_shapes(a_shape, b_shape):
-    """The broadcast shape of a and b, else ValueError naming both shapes."""
-    try:
-        return np.broadcast_shapes(a_shape, b_shape)
-    except ValueError:
-        raise ValueError(
-            f"a has shape {a_shape} and b has shape {b_shape}; the operands of an "
-            f"element-wise operator must broadcast together (NumPy's rule: aligned "
-            f"from the last axis, each pair of lengths equal or one of them 1)") from None
+    """The broadcast shape of a and b, else ValueError naming both shapes.
+
+    NumPy's rule, written out: np.broadcast_shapes costs several times this
+    on a path that runs on every call."""
+    ndim = max(len(a_shape), len(b_shape))
+    a_aligned = (1,) * (ndim - len(a_shape)) + tuple(a_shape)
+    b_aligned = (1,) * (ndim - len(b_shape)) + tuple(b_shape)
+    shape = []
+    for m, n in zip(a_aligned, b_aligned):
+        if m != n and m != 1 and n != 1:
+            raise ValueError(
+                f"a has shape {a_shape} and b has shape {b_shape}; the operands of an "
+                f"element-wise operator must broadcast together (NumPy's rule: aligned "
+                f"from the last axis, each pair of lengths equal or one of them 1)")
+        shape.append(n if m == 1 else m)
+    return tuple(shape)
 
 
 def as_operand(x, dtype):
