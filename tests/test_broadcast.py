@@ -497,3 +497,23 @@ def test_accepts_exactly_the_shapes_numpy_broadcasts(sa, sb):
             fastjac.jacobian("add", np.ones(sa), np.ones(sb))
         return
     assert np.shape(fastjac.jacobian("add", np.ones(sa), np.ones(sb))) == shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["multiply", "divide", "power"])
+def test_short_row_sums_same_bits_on_one_and_two_threads(dtype, op):
+    """Per-row sums of rows shorter than a kernel call is worth (blocks of
+    rows through the fused loop)."""
+    rng = np.random.default_rng(2)
+    s, X = operands(op, (300_000, 1), (300_000, 5), rng, dtype)
+    previous = fastjac.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            fastjac.set_num_threads(threads)
+            results.append(fastjac.sum_gradient(op, s, X, axis=-1))
+    finally:
+        fastjac.set_num_threads(previous)
+    assert results[0].tobytes() == results[1].tobytes()
+    np.testing.assert_allclose(results[0], partials(op, s, X, 0).sum(1),
+                               rtol=1e-9 if dtype == np.float64 else 1e-5)

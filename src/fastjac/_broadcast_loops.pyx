@@ -14,7 +14,9 @@
 # * ``sum_inner``: k has one element per row of a C-contiguous X, repeated
 #   along the row (w against a Fortran-order X, seen transposed):
 #   out[i] = sum_j d(k_i, X_ij), the scalar-expansion sum of the ordinary
-#   kernels (derivative_sum) once per row.
+#   kernels (derivative_sum) once per row; rows shorter than SHORT, for
+#   which a call per row would cost as much as the row, go in blocks through
+#   the fused loop of _rows.pxd against k spread over a tile.
 #
 # Threads: work is cut into chunks whose boundaries depend on the sizes
 # only -- ranges of rows with their own accumulators, added in chunk order
@@ -67,6 +69,8 @@ cdef enum:
     # Chunks per call at most: bounds the accumulators of sum_rows
     # (MAX_CHUNKS x width doubles).
     MAX_CHUNKS = 64
+    # sum_inner: rows shorter than this go through the fused loop in blocks.
+    SHORT = 256
     # Rows at least this wide are cut into ranges of columns, not of rows:
     # narrower ones keep MAX_CHUNKS x width accumulators (at most 4 MiB).
     WIDE = 8192
@@ -206,6 +210,7 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
 
 
 cdef struct InnerJob:
+    RowsTable* fused            # short rows: the fused loops; NULL for long rows
     int code
     bint k_is_a
     const void* k               # one element per row
@@ -213,6 +218,45 @@ cdef struct InnerJob:
     Py_ssize_t rows, length
     Py_ssize_t chunk_rows
     double* out
+    bint failed                 # a buffer could not be allocated
+
+
+cdef inline void short_rows(floating* dtype, InnerJob* job, Py_ssize_t r0,
+                            Py_ssize_t r1) noexcept nogil:
+    """Rows too short for a kernel call each: blocks of whole rows, k_i
+    spread over its row in a tile, the partials added by the fused loop
+    into one accumulator per element, then each row's added in order."""
+    cdef Py_ssize_t L = job.length, block = max(<Py_ssize_t>1, BLOCK // L), r, i, j, m
+    cdef const floating* k = <const floating*>job.k
+    cdef const floating* x = <const floating*>job.x
+    cdef floating* tile = <floating*>malloc(block * L * sizeof(floating))
+    cdef double* lanes = <double*>malloc(block * L * sizeof(double))
+    if tile == NULL or lanes == NULL:
+        free(tile)
+        free(lanes)
+        job.failed = True
+        return
+    r = r0
+    while r < r1:
+        m = min(block, r1 - r)
+        for i in range(m):
+            for j in range(L):
+                tile[i * L + j] = k[r + i]
+        memset(lanes, 0, m * L * sizeof(double))
+        if floating is double:
+            job.fused.f64(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
+        else:
+            job.fused.f32(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
+        # each row's accumulators in order, the rows side by side (independent
+        # additions rather than one chain per row)
+        for i in range(m):
+            job.out[r + i] = lanes[i * L]
+        for j in range(1, L):
+            for i in range(m):
+                job.out[r + i] += lanes[i * L + j]
+        r += m
+    free(tile)
+    free(lanes)
 
 
 cdef inline void inner_chunk(floating* dtype, InnerJob* job, Py_ssize_t c) noexcept nogil:
@@ -220,6 +264,9 @@ cdef inline void inner_chunk(floating* dtype, InnerJob* job, Py_ssize_t c) noexc
     cdef Py_ssize_t r1 = min(r0 + job.chunk_rows, job.rows)
     cdef const floating* k = <const floating*>job.k
     cdef const floating* x = <const floating*>job.x
+    if job.fused != NULL:
+        short_rows(dtype, job, r0, r1)
+        return
     for r in range(r0, r1):
         if job.k_is_a:
             job.out[r] = derivative_sum(job.code, k + r, 0, x + r * job.length, 1, job.length)
@@ -248,6 +295,11 @@ def sum_inner(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
     n_chunks = chunk_count(rows * length, rows)
     job.code, job.k_is_a, job.rows, job.length = code, k_is_a, rows, length
     job.k, job.x, job.out = cnp.PyArray_DATA(k), cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(out)
+    job.failed = False
+    # a call of derivative_sum per row costs about as much as SHORT elements
+    job.fused = rows_table() if 0 < length < SHORT else NULL
+    if job.fused != NULL and not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
+        raise ValueError(f"sum_inner: derivative code {code} is not a binary operator's")
     job.chunk_rows = (rows + n_chunks - 1) // n_chunks
     n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
     state = PyEval_SaveThread()
@@ -256,6 +308,8 @@ def sum_inner(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
     else:
         parallel_for(inner_chunk_f32, &job, n_chunks, pool_threads())
     PyEval_RestoreThread(state)
+    if job.failed:
+        raise MemoryError("fastjac: no memory for the buffers of sum_inner")
     return out
 
 
