@@ -29,7 +29,7 @@ one pass over X (_broadcast_loops.pyx). Every other case computes the partials o
 array of |S| elements, plus a copy of each broadcast operand) and sums them
 with NumPy in float64.
 """
-import operator
+import functools
 
 import numpy as np
 
@@ -41,6 +41,7 @@ except ImportError:                     # NumPy 1.x
     from numpy.core.numeric import normalize_axis_tuple
 
 
+@functools.lru_cache(maxsize=256)
 def check_shapes(a_shape, b_shape):
     """The broadcast shape of a and b, else ValueError naming both shapes.
 
@@ -66,9 +67,16 @@ def as_operand(x, dtype):
     return np.asarray(x, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _structure(shape, k_shape, reduced):
+    """The Structure of these shapes (made once: it is only read)."""
+    return Structure(shape, k_shape, reduced)
+
+
 class Structure:
     """Shapes and axes of one call: S, k's shape aligned to S, which axes
-    are reduced and which summed, the compact shape and the matrix shape."""
+    are reduced and which summed, the compact shape and the matrix shape,
+    and how the sums run in one pass (``one_pass``)."""
 
     def __init__(self, shape, k_shape, reduced):
         self.shape = tuple(shape)
@@ -83,6 +91,28 @@ class Structure:
         self.y_shape = tuple(self.shape[i] for i in range(ndim) if i not in self.reduced)
         self.n_rows = _size(self.y_shape)
         self.n_cols = _size(k_shape)
+        self.one_pass = self._one_pass()
+
+    def _one_pass(self):
+        """(summed_first, rows, width, rest_shape) when, after dropping the
+        axes of length 1, the summed axes are the leading or the trailing
+        axes of S and k spans all the others; None otherwise."""
+        if not self.summed:
+            return None
+        shape = self.shape
+        long_axes = [i for i in range(len(shape)) if shape[i] != 1]
+        summed = [i for i in long_axes if i in self.summed]
+        rest = [i for i in long_axes if i not in self.summed]
+        if any(self.k_aligned[i] != shape[i] for i in rest):
+            return None
+        if summed == long_axes[:len(summed)]:
+            summed_first = True
+        elif summed == long_axes[len(rest):]:
+            summed_first = False
+        else:
+            return None
+        return (summed_first, _size(shape[i] for i in summed), _size(shape[i] for i in rest),
+                tuple(shape[i] for i in rest))
 
     def indices(self):
         """(rows, cols): each compact element's place in the numerator matrix,
@@ -141,10 +171,10 @@ def differentiate(summing, op, code, a, b, wrt, axis, denominator, fmt, out):
     if not summing:
         reduced = ()
     elif axis is None:
-        reduced = range(len(shape))
+        reduced = tuple(range(len(shape)))
     else:
         reduced = normalize_axis_tuple(axis, len(shape), "axis")
-    structure = Structure(shape, k.shape, reduced)
+    structure = _structure(shape, k.shape, reduced)
     gradient = summing and axis is None
     result_shape = k.shape if gradient else structure.compact_shape
     if fmt == "compact" and out is not None:
@@ -191,27 +221,13 @@ def _compute(code, a, b, wrt, st, dtype):
 
 
 def _sum_in_one_pass(code, a, b, wrt, st, dtype):
-    """The compact result straight from the operands when, after dropping
-    the axes of length 1, the summed axes are the leading or the trailing
-    axes of S, k spans all the others, and the other operand X has shape S
+    """The compact result straight from the operands when the structure
+    allows a pass (Structure.one_pass) and the other operand X has shape S
     in C or Fortran order; None otherwise."""
     k, x = (a, b) if wrt == 0 else (b, a)
-    if x.shape != st.shape or not x.flags.aligned:
+    if st.one_pass is None or x.shape != st.shape or not x.flags.aligned:
         return None
-    long_axes = [i for i in range(len(st.shape)) if st.shape[i] != 1]
-    summed = [i for i in long_axes if i in st.summed]
-    rest = [i for i in long_axes if i not in st.summed]
-    if any(st.k_aligned[i] != st.shape[i] for i in rest):
-        return None
-    if summed == long_axes[:len(summed)]:
-        leading = True
-    elif summed == long_axes[len(rest):]:
-        leading = False
-    else:
-        return None
-    rows = _size(st.shape[i] for i in summed)
-    width = _size(st.shape[i] for i in rest)
-    rest_shape = tuple(st.shape[i] for i in rest)
+    leading, rows, width, rest_shape = st.one_pass
     if x.flags.c_contiguous:
         k_vec = _aligned(k, dtype).reshape(width)
         total = _sum_2d(code, wrt == 0, k_vec, x.reshape(-1), leading, rows, width)
