@@ -3,7 +3,8 @@
 # under qemu-user: "Nehalem" (SSE4.2, no AVX: the baseline loops) and
 # "Haswell" (AVX2 + FMA, no AVX-512), each asking for avx512 so that the cap
 # is exercised. The subset: the level chosen (show_config), every operator at
-# every size class (serial and threaded), compiled expressions with the JIT
+# every size class (serial and threaded), broadcast operands and their
+# fused row sums, compiled expressions with the JIT
 # (its compiler runs natively; the code it builds runs emulated), the neuron.
 # Uses the installed fastjac (run after `pip install ".[test]"`).
 # qemu-user cannot emulate AVX-512, so that level is only ever tested natively.
@@ -20,7 +21,7 @@ fi
 
 PY=$(python -c 'import sys; print(sys.executable)')
 SUBSET=(tests/test_portability.py tests/test_elementwise.py tests/test_reduce.py
-        tests/test_expand.py tests/test_jit.py tests/test_neuron.py
+        tests/test_expand.py tests/test_broadcast.py tests/test_jit.py tests/test_neuron.py
         "tests/test_expr.py::test_simd_levels_agree")
 
 for spec in Nehalem:baseline Haswell:avx2; do
