@@ -331,13 +331,22 @@ cdef double call_sum(int code, int typenum, void* a, Py_ssize_t a_step,
 
 # -- computing the compact result ----------------------------------------------
 
+cdef inline Py_ssize_t step_of(int ndim, int other_ndim) noexcept:
+    """An operand's step in the loops: 0 for a scalar expanded over the
+    other operand, 1 for an array. Two scalars are one element each, read
+    with step 1 like an array's: the element then takes the array loop and
+    its formulas (the loops' separate both-scalars case took the exceptional
+    formula, thousands of ulp off for d(a/b)/db with a/b subnormal)."""
+    return ndim != 0 or other_ndim == 0
+
+
 cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out):
     """The compact result: an array shaped like the array operand, or a scalar."""
     cdef cnp.ndarray a = ops.a, b = ops.b, target, result
     cdef void* a_data = ops.a_data
     cdef void* b_data = ops.b_data
-    cdef Py_ssize_t a_step = ops.a_ndim != 0
-    cdef Py_ssize_t b_step = ops.b_ndim != 0
+    cdef Py_ssize_t a_step = step_of(ops.a_ndim, ops.b_ndim)
+    cdef Py_ssize_t b_step = step_of(ops.b_ndim, ops.a_ndim)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(ops.shaped)
     cdef double total
     cdef bint to_scalar = summing and (ops.a_ndim if wrt == 0 else ops.b_ndim) == 0
@@ -624,10 +633,9 @@ cdef class Kernel:
             raise ValueError("kernel arrays must be C-contiguous, aligned and in native "
                              "byte order, and out writeable")
         cdef Py_ssize_t n = cnp.PyArray_SIZE(O)
-        cdef Py_ssize_t a_step = cnp.PyArray_NDIM(A) != 0
-        cdef Py_ssize_t b_step = cnp.PyArray_NDIM(B) != 0
-        if (a_step and cnp.PyArray_SIZE(A) != n) or (b_step and cnp.PyArray_SIZE(B) != n) \
-                or (not a_step and not b_step and n != 1):
+        cdef Py_ssize_t a_step = step_of(cnp.PyArray_NDIM(A), cnp.PyArray_NDIM(B))
+        cdef Py_ssize_t b_step = step_of(cnp.PyArray_NDIM(B), cnp.PyArray_NDIM(A))
+        if (a_step and cnp.PyArray_SIZE(A) != n) or (b_step and cnp.PyArray_SIZE(B) != n):
             raise ValueError(f"kernel shapes do not match: a {(<object>A).shape}, b {(<object>B).shape}, "
                              f"out {(<object>O).shape}")
         if (overlaps(A, O) and cnp.PyArray_DATA(A) != cnp.PyArray_DATA(O)) or \
