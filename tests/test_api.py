@@ -1,4 +1,5 @@
 """The API contract shared by every family: dtypes, out=, memory layouts, errors."""
+import os
 import re
 import subprocess
 import sys
@@ -131,6 +132,103 @@ class TestOut:
         with pytest.raises(ValueError):
             fastjac.jacobian("multiply", W, np.ones(4), out=out)
         np.testing.assert_array_equal(out, 9.0)
+
+
+# Piecewise-constant operators: their derivative is 0 wherever it exists.
+STRUCTURALLY_ZERO_OPS = ("greater", "less")
+
+
+def zero_cases(dtype):
+    """(a, b, shape of the result) for arrays, 2-D arrays and scalar expansion."""
+    a = np.linspace(-1, 1, 7, dtype=dtype)
+    m = np.arange(12, dtype=dtype).reshape(3, 4)
+    return [(a, a[::-1].copy(), (7,)), (m, m.T.copy().T, (3, 4)),
+            (a, dtype(0.5), (7,)), (dtype(0.5), m, (3, 4))]
+
+
+class TestStructurallyZero:
+    """greater and less: results without a kernel run, still fresh arrays."""
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("op", STRUCTURALLY_ZERO_OPS)
+    def test_allocated_result_is_a_fresh_array_of_zeros(self, op, dtype):
+        for a, b, shape in zero_cases(dtype):
+            for wrt in (0, 1):
+                wrt_shape = np.shape(a if wrt == 0 else b)
+                results = [(fastjac.jacobian(op, a, b, wrt=wrt), shape)]
+                # a sum's gradient by an array operand is an array too
+                if wrt_shape:
+                    results.append((fastjac.sum_gradient(op, a, b, wrt=wrt), wrt_shape))
+                for result, expected_shape in results:
+                    assert type(result) is np.ndarray
+                    assert result.shape == expected_shape
+                    assert result.dtype == dtype
+                    assert result.flags.c_contiguous and result.flags.writeable
+                    assert result.flags.owndata
+                    np.testing.assert_array_equal(result, 0)
+                    assert not np.signbit(result).any()
+                    for operand in (a, b):
+                        assert not np.shares_memory(result, operand)
+                assert not np.shares_memory(results[0][0], fastjac.jacobian(op, a, b, wrt=wrt))
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("op", STRUCTURALLY_ZERO_OPS)
+    def test_scalar_results(self, op, dtype):
+        result = fastjac.jacobian(op, dtype(1.0), dtype(2.0), wrt=1)
+        assert type(result) is dtype and result == 0
+        a = np.linspace(-1, 1, 7, dtype=dtype)
+        total = fastjac.sum_gradient(op, a, 0.5, wrt=1)
+        assert type(total) is dtype and total == 0
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("op", STRUCTURALLY_ZERO_OPS)
+    def test_out_is_overwritten_with_zeros(self, op, dtype):
+        for a, b, shape in zero_cases(dtype):
+            for wrt in (0, 1):
+                out = np.full(shape, np.nan, dtype)
+                assert fastjac.jacobian(op, a, b, wrt=wrt, out=out) is out
+                np.testing.assert_array_equal(out, 0)
+                strided = np.full(shape + (2,), np.nan, dtype)[..., 0]
+                assert fastjac.jacobian(op, a, b, wrt=wrt, out=strided) is strided
+                np.testing.assert_array_equal(strided, 0)
+        out = np.full((), np.nan, dtype)
+        assert fastjac.sum_gradient(op, np.ones(5, dtype), 0.5, wrt=1, out=out) is out
+        assert out == 0
+
+    @pytest.mark.parametrize("op", STRUCTURALLY_ZERO_OPS)
+    def test_dense_and_sparse_formats(self, op):
+        pytest.importorskip("scipy")
+        a, b = np.linspace(-1, 1, 5), np.linspace(1, -1, 5)
+        for wrt in (0, 1):
+            dense = fastjac.jacobian(op, a, b, wrt=wrt, format="dense")
+            np.testing.assert_array_equal(dense, np.zeros((5, 5)))
+            out = np.full((5, 5), np.nan)
+            assert fastjac.jacobian(op, a, b, wrt=wrt, format="dense", out=out) is out
+            np.testing.assert_array_equal(out, 0)
+            for fmt in ("csr", "csc", "coo", "dia"):
+                for matrix in (fastjac.jacobian(op, a, b, wrt=wrt, format=fmt),
+                               fastjac.jacobian(op, a, 0.5, wrt=1, format=fmt),
+                               fastjac.sum_gradient(op, a, b, wrt=wrt, format=fmt)):
+                    assert matrix.nnz == 0, fmt
+                    np.testing.assert_array_equal(matrix.toarray(), 0)
+        np.testing.assert_array_equal(
+            fastjac.jacobian(op, a, 0.5, wrt=1, format="dense"), np.zeros((5, 1)))
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+    def test_allocated_zeros_are_not_written(self):
+        """The result is zeroed memory from the OS, not written by a kernel:
+        its pages are not resident until touched (64 MB, above glibc's
+        largest threshold for serving a calloc from the heap)."""
+        def resident():
+            with open("/proc/self/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+        x = np.zeros(1 << 23)           # itself untouched: the call reads no operand
+        before = resident()
+        result = fastjac.jacobian("greater", x, 0.5)
+        grown = resident() - before
+        assert result.nbytes == 64 << 20
+        assert grown < 16 << 20, f"{grown} bytes became resident"
 
 
 class TestMemoryLayouts:

@@ -40,6 +40,9 @@ cnp.import_array()
 # more than the loop itself.
 cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
+# The derivative code that is 0 everywhere (greater, less).
+cdef int ZERO = _kernels.DERIVATIVE_CODES["zero"]
+
 FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse")
 LAYOUTS = ("numerator", "denominator")
 
@@ -349,6 +352,7 @@ cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out
     cdef Py_ssize_t b_step = step_of(ops.b_ndim, ops.a_ndim)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(ops.shaped)
     cdef double total
+    cdef bint zeros_ready = False
     cdef bint to_scalar = summing and (ops.a_ndim if wrt == 0 else ops.b_ndim) == 0
 
     if to_scalar:
@@ -366,8 +370,16 @@ cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out
         return result
 
     if out is None:
-        result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ops.shaped), cnp.PyArray_DIMS(ops.shaped),
-                                   ops.typenum, 0)
+        # A derivative that is 0 everywhere needs no kernel: zeroed memory
+        # (calloc) is mapped by the OS lazily, as it is first touched, where
+        # the kernel would write every page.
+        zeros_ready = code == ZERO
+        if zeros_ready:
+            result = cnp.PyArray_ZEROS(cnp.PyArray_NDIM(ops.shaped), cnp.PyArray_DIMS(ops.shaped),
+                                       ops.typenum, 0)
+        else:
+            result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ops.shaped), cnp.PyArray_DIMS(ops.shaped),
+                                       ops.typenum, 0)
         target = result
     else:
         result = check_out(out, cnp.PyArray_NDIM(ops.shaped), cnp.PyArray_DIMS(ops.shaped),
@@ -385,7 +397,8 @@ cdef object run_kernel(int code, bint summing, Operands ops, int wrt, object out
             # out= semantics, at the price of one extra pass).
             target = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(result), cnp.PyArray_DIMS(result),
                                        ops.typenum, 0)
-    call_into(code, ops.typenum, a_data, a_step, b_data, b_step, cnp.PyArray_DATA(target), n)
+    if not zeros_ready:
+        call_into(code, ops.typenum, a_data, a_step, b_data, b_step, cnp.PyArray_DATA(target), n)
     if target is not result:
         result[...] = target
     if out is None and cnp.PyArray_NDIM(result) == 0:
