@@ -18,7 +18,7 @@ from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
 from ._pool import MAX_THREADS, get_num_threads, set_num_threads
-from . import _simd
+from . import _simd, expr
 from .expr import *  # noqa: F401,F403  composed expressions: var, neuron_gradient, ...
 # Public as fastjac.compile, fastjac.sum, fastjac.abs, but not in __all__:
 # ``from fastjac import *`` must leave Python's builtins of those names alone.
@@ -32,8 +32,9 @@ __all__ = [
     "jacobian", "sum_gradient", "kernel", "Kernel",
     "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
     "set_num_threads", "get_num_threads", "MAX_THREADS",
-] + expr.__all__  # noqa: F405
+]
+__all__ += expr.__all__     # in this form mypy reads it: the names are re-exported
 
 
 def __getattr__(name):
-    raise expr._missing_attribute(__name__, name)  # noqa: F405
+    raise expr._missing_attribute(__name__, name)

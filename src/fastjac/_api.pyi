@@ -2,7 +2,9 @@ from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
+# Shared with the other stubs (expr.pyi, _neuron.pyi, expr_factors.pyi).
 _Layout = Literal["numerator", "denominator"]
 _Format = Literal["compact", "dense", "csr", "csc", "coo", "dia", "sparse"]
 _Op = Union[str, np.ufunc]
@@ -32,14 +34,29 @@ def sum_gradient(
     out: Optional[np.ndarray] = None,
 ) -> Any: ...
 
+@disjoint_base
 class Op:
-    name: str
-    arity: int
-    structurally_zero: bool
+    @property
+    def name(self) -> str: ...
+    @property
+    def arity(self) -> int: ...
+    @property
+    def code_a(self) -> int: ...
+    @property
+    def code_b(self) -> int: ...
+    @property
+    def structurally_zero(self) -> bool: ...
 
+@disjoint_base
 class Kernel:
-    op: Op
-    wrt: int
-    def __call__(self, *arrays: np.ndarray) -> np.ndarray: ...
+    @property
+    def op(self) -> Op: ...
+    @property
+    def wrt(self) -> int: ...
+    def __call__(self, *args: np.ndarray) -> np.ndarray: ...
 
 def kernel(op: _Op, wrt: int = 0) -> Kernel: ...
+
+# for the expression layer (expr.py)
+def dtype_vote(arr: np.ndarray, name: str) -> int: ...
+def as_array(x: object, name: str) -> np.ndarray: ...

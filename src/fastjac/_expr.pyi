@@ -1,0 +1,33 @@
+# _expr.pyx: ExprKernel, and the names the rest of fastjac uses. Program and
+# FastPlan, the interpreter's own classes, are left out
+# (STUBTEST_ALLOWLIST in tests/test_typing.py).
+from typing import Any, Optional
+
+import numpy as np
+from typing_extensions import disjoint_base
+
+from .expr import CompiledExpression
+
+OPCODES: dict[str, int]
+REGISTER_KINDS: dict[str, int]
+BLOCK_SIZE: int
+STREAM_BYTES: int
+
+def current_table() -> Any: ...
+def overlaps(x: np.ndarray, y: np.ndarray) -> bool: ...
+def _use_table(capsule: Any) -> None: ...
+def _set_jit(mode: Optional[str] = None) -> int: ...
+
+@disjoint_base
+class ExprKernel:
+    @property
+    def compiled(self) -> CompiledExpression: ...
+    @property
+    def wrt(self) -> str: ...
+    @property
+    def with_value(self) -> bool: ...
+    @property
+    def n_vars(self) -> int: ...
+    def __init__(self, compiled: CompiledExpression, wrt: str, with_value: bool) -> None: ...
+    # k(*variables, out) or, with value=True, k(*variables, value_out, out): out
+    def __call__(self, *args: np.ndarray) -> np.ndarray: ...
