@@ -24,6 +24,7 @@ from libc.stdlib cimport free, malloc
 from ._expr_loops cimport *
 from ._kernels cimport in_chunks
 from ._pool cimport parallel_for, pool_threads
+from ._tables cimport ExprTable
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept

@@ -117,28 +117,7 @@ cdef enum:
     K_ARRAY = 2
     K_OUT = 3
 
-ctypedef int (*program_f64_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
-                              const int* kind, const int* index, const int* slot,
-                              Py_ssize_t n_slots, double** arrays, const double* scalars,
-                              double** outs, double* sums, Py_ssize_t n_acc,
-                              Py_ssize_t n) noexcept nogil
-ctypedef int (*program_f32_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
-                              const int* kind, const int* index, const int* slot,
-                              Py_ssize_t n_slots, float** arrays, const double* scalars,
-                              float** outs, double* sums, Py_ssize_t n_acc,
-                              Py_ssize_t n) noexcept nogil
-ctypedef int (*neuron_f64_t)(const double* X, const double* y, const double* w, double b,
-                             Py_ssize_t N, Py_ssize_t n, double* gw,
-                             double* gb_loss) noexcept nogil
-ctypedef int (*neuron_f32_t)(const float* X, const float* y, const float* w, double b,
-                             Py_ssize_t N, Py_ssize_t n, double* gw,
-                             double* gb_loss) noexcept nogil
-
-cdef struct ExprTable:
-    program_f64_t program_f64
-    program_f32_t program_f32
-    neuron_f64_t neuron_f64
-    neuron_f32_t neuron_f32
+# This module's loops are exported as an ExprTable (_tables.pxd, _level.pxi).
 
 
 cdef inline double tanh_series(double x2) noexcept nogil:

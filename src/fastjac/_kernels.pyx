@@ -18,8 +18,8 @@
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
-from ._loops cimport KernelTable
 from ._derivatives cimport *
+from ._tables cimport KernelTable
 
 # Smallest n worth several threads, per kind of tag
 # (measured: benchmarks/bench_threads.py).

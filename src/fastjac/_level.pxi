@@ -11,9 +11,10 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 
-from ._expr_loops cimport ExprTable, neuron_pass, run_program
-from ._loops cimport KernelTable, kernel
+from ._expr_loops cimport neuron_pass, run_program
+from ._loops cimport kernel
 from ._rows cimport RowsTable, add_partials
+from ._tables cimport ExprTable, KernelTable
 
 cdef extern from "_cpu.h" nogil:
     int fastjac_cpu_simd()

@@ -85,18 +85,7 @@ cdef enum:
     # the cache, and ordinary stores leave it there).
     STREAM_MIN_BYTES = 1 << 24
 
-
-# The kernels of one instruction set, as _kernels.pyx calls them.
-ctypedef double (*run_f64_t)(int code, bint summing, const double* a, Py_ssize_t a_step,
-                             const double* b, Py_ssize_t b_step, double* out, Py_ssize_t n,
-                             Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil
-ctypedef double (*run_f32_t)(int code, bint summing, const float* a, Py_ssize_t a_step,
-                             const float* b, Py_ssize_t b_step, float* out, Py_ssize_t n,
-                             Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil
-
-cdef struct KernelTable:
-    run_f64_t f64
-    run_f32_t f32
+# ``kernel`` (below) is exported as a KernelTable (_tables.pxd, _level.pxi).
 
 
 # One call's operands and result, shared by the threads that run its chunks.

@@ -19,7 +19,7 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pystate cimport PyThreadState
 
-from ._expr_loops cimport ExprTable
+from ._tables cimport ExprTable
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept

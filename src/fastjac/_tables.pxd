@@ -1,0 +1,48 @@
+# The tables of function pointers through which the loops of one instruction
+# set are called: each _level_* module (_level.pxi) fills one KernelTable
+# (``kernel`` of _loops.pxd, for _kernels.pyx) and one ExprTable
+# (``run_program`` and ``neuron_pass`` of _expr_loops.pxd, for _expr.pyx and
+# _neuron.pyx), and fastjac._simd installs those of the level it chose.
+#
+# Declared apart from the loops: Cython compiles every inline function of a
+# .pxd into each module that cimports it, so a module that only calls
+# through a table would otherwise carry (and compile) every loop.
+
+# -- the derivative kernels ----------------------------------------------------
+
+ctypedef double (*run_f64_t)(int code, bint summing, const double* a, Py_ssize_t a_step,
+                             const double* b, Py_ssize_t b_step, double* out, Py_ssize_t n,
+                             Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil
+ctypedef double (*run_f32_t)(int code, bint summing, const float* a, Py_ssize_t a_step,
+                             const float* b, Py_ssize_t b_step, float* out, Py_ssize_t n,
+                             Py_ssize_t min_cheap, Py_ssize_t min_costly) noexcept nogil
+
+cdef struct KernelTable:
+    run_f64_t f64
+    run_f32_t f32
+
+
+# -- the expression interpreter and the neuron pass -----------------------------
+
+ctypedef int (*program_f64_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                              const int* kind, const int* index, const int* slot,
+                              Py_ssize_t n_slots, double** arrays, const double* scalars,
+                              double** outs, double* sums, Py_ssize_t n_acc,
+                              Py_ssize_t n) noexcept nogil
+ctypedef int (*program_f32_t)(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                              const int* kind, const int* index, const int* slot,
+                              Py_ssize_t n_slots, float** arrays, const double* scalars,
+                              float** outs, double* sums, Py_ssize_t n_acc,
+                              Py_ssize_t n) noexcept nogil
+ctypedef int (*neuron_f64_t)(const double* X, const double* y, const double* w, double b,
+                             Py_ssize_t N, Py_ssize_t n, double* gw,
+                             double* gb_loss) noexcept nogil
+ctypedef int (*neuron_f32_t)(const float* X, const float* y, const float* w, double b,
+                             Py_ssize_t N, Py_ssize_t n, double* gw,
+                             double* gb_loss) noexcept nogil
+
+cdef struct ExprTable:
+    program_f64_t program_f64
+    program_f32_t program_f32
+    neuron_f64_t neuron_f64
+    neuron_f32_t neuron_f32
