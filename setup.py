@@ -7,6 +7,7 @@ relies on the Python layer having validated every shape.
 Threads come from fastjac's own pool (src/fastjac/_pool.h, POSIX threads),
 not from OpenMP: no OpenMP runtime is needed to build or to run.
 """
+import json
 import multiprocessing
 import os
 import platform
@@ -17,8 +18,10 @@ import sys
 import sysconfig
 import tempfile
 
+import Cython
 import numpy
 from Cython.Build import cythonize
+from Cython.Build.Dependencies import create_dependency_tree
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -40,6 +43,7 @@ DIRECTIVES = {
     "embedsignature.format": "clinic",
     "binding": False,
 }
+COMPILE_TIME_ENV = {"FASTJAC_DEBUG": DEBUG}
 
 EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron", "_broadcast_loops",
               "_level_baseline"]
@@ -84,7 +88,52 @@ def simd_variants():
     return {name: flags for name, flags in SIMD_VARIANTS.items() if compiler_accepts(flags)}
 
 
-def extensions():
+# -- reusing the generated C ------------------------------------------------------
+#
+# cythonize translates a module again when any file it depends on is newer
+# than its .c, Cython's and NumPy's .pxd files included. Under pip those are
+# always newer: its isolated build environment is installed afresh for every
+# pip install, so a second `pip install .` (or the README's `pip install
+# ".[test]"` after it) translated, and then compiled, every module again.
+# Here a module's .c is reused when it is newer than each of this project's
+# files the module depends on and was generated with the same options (the
+# STAMP: Cython and NumPy versions, directives); otherwise cythonize runs,
+# forced when the options changed.
+
+STAMP = os.path.join("build", "cython-options.json")
+
+
+def cython_options():
+    return {"cython": Cython.__version__, "numpy": numpy.__version__,
+            "directives": DIRECTIVES, "compile_time_env": COMPILE_TIME_ENV}
+
+
+def options_unchanged():
+    """True when the .c files were generated with cython_options()."""
+    try:
+        with open(STAMP) as f:
+            return json.load(f) == cython_options()
+    except (OSError, ValueError):
+        return False
+
+
+def reusable_c(pyx):
+    """The .c generated from ``pyx``, if newer than the project's files it
+    depends on; else None."""
+    c_file = os.path.splitext(pyx)[0] + ".c"
+    if not os.path.exists(c_file):
+        return None
+    generated = os.path.getmtime(c_file)
+    project = os.path.abspath("src") + os.sep
+    for dependency in create_dependency_tree().all_dependencies(pyx):
+        path = os.path.abspath(dependency)
+        if path.startswith(project) and os.path.getmtime(path) >= generated:
+            return None
+    return c_file
+
+
+def extensions(reuse_c):
+    """The extension modules; from their .c where reuse_c and reusable_c allow."""
     # -fno-trapping-math lets gcc if-convert the selects of _vecmath.h (so it
     # vectorises them); unlike -ffast-math it keeps NaN, inf and signed zeros.
     compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
@@ -101,10 +150,15 @@ def extensions():
         link_args.append("-pthread")
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")]
     variants = simd_variants()
+
+    def source(name):
+        pyx = f"src/fastjac/{name}.pyx"
+        return (reuse_c and reusable_c(pyx)) or pyx
+
     return [
         Extension(
             f"fastjac.{name}",
-            [f"src/fastjac/{name}.pyx"],
+            [source(name)],
             include_dirs=[numpy.get_include(), "src/fastjac"],
             define_macros=macros,
             extra_compile_args=compile_args + variants.get(name, []),
@@ -132,12 +186,22 @@ def cythonize_jobs():
     return JOBS if multiprocessing.get_start_method() == "fork" else 0
 
 
-setup(
-    ext_modules=cythonize(
-        extensions(),
+def cythonized_extensions():
+    same_options = options_unchanged()
+    modules = cythonize(
+        extensions(reuse_c=same_options),
         compiler_directives=DIRECTIVES,
-        compile_time_env={"FASTJAC_DEBUG": DEBUG},
+        compile_time_env=COMPILE_TIME_ENV,
         nthreads=cythonize_jobs(),
-    ),
+        force=not same_options,
+    )
+    os.makedirs(os.path.dirname(STAMP), exist_ok=True)
+    with open(STAMP, "w") as f:
+        json.dump(cython_options(), f)
+    return modules
+
+
+setup(
+    ext_modules=cythonized_extensions(),
     cmdclass={"build_ext": ParallelBuildExt},
 )
