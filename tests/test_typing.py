@@ -50,7 +50,8 @@ SIGNATURES = {
                         ("out", P.KEYWORD_ONLY, None),
                         ("return_loss", P.KEYWORD_ONLY, False)],
 }
-SIGNATURES["sum_gradient"] = SIGNATURES["jacobian"]
+SIGNATURES["sum_gradient"] = (SIGNATURES["jacobian"][:4] + [("axis", P.KEYWORD_ONLY, None)]
+                              + SIGNATURES["jacobian"][4:])
 
 
 @pytest.mark.parametrize("name", sorted(SIGNATURES))
@@ -165,7 +166,7 @@ fastjac.compile(x).kernel(0)                                         # line 10
 fastjac.neuron_gradient(np.ones((2, 3)), a[:2], a, 0.0, out=[0.0])   # line 11
 fastjac.var(1)                                                       # line 12
 x + "1"                                                              # line 13
-fastjac.Factor.diagonal(a) @ a                                       # line 14
+fastjac.Factor.diagonal(a).dot(None)                                 # line 14
 '''
 
 
@@ -195,6 +196,7 @@ fastjac\.\w+\.__pyx_capi__
 fastjac._api.Operands
 fastjac._expr.Program
 fastjac._expr.FastPlan
+fastjac._expr.ScalarStep
 """
 
 

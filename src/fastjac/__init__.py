@@ -22,7 +22,7 @@ from . import _simd, expr
 from .expr import *  # noqa: F401,F403  composed expressions: var, neuron_gradient, ...
 # Public as fastjac.compile, fastjac.sum, fastjac.abs, but not in __all__:
 # ``from fastjac import *`` must leave Python's builtins of those names alone.
-from .expr import abs, compile, sum  # noqa: A004
+from .expr import abs as abs, compile as compile, sum as sum  # noqa: A004  (re-exported)
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,7 @@
 # _expr.pyx: ExprKernel, and the names the rest of fastjac uses. Program and
 # FastPlan, the interpreter's own classes, are left out
 # (STUBTEST_ALLOWLIST in tests/test_typing.py).
+import inspect
 from typing import Any, Optional
 
 import numpy as np
@@ -12,6 +13,7 @@ OPCODES: dict[str, int]
 REGISTER_KINDS: dict[str, int]
 BLOCK_SIZE: int
 STREAM_BYTES: int
+STEP_MAX_REGS: int
 
 def current_table() -> Any: ...
 def overlaps(x: np.ndarray, y: np.ndarray) -> bool: ...
@@ -28,6 +30,11 @@ class ExprKernel:
     def with_value(self) -> bool: ...
     @property
     def n_vars(self) -> int: ...
+    @property
+    def arguments(self) -> tuple[str, ...]: ...
+    @property
+    def __signature__(self) -> inspect.Signature: ...
     def __init__(self, compiled: CompiledExpression, wrt: str, with_value: bool) -> None: ...
-    # k(*variables, out) or, with value=True, k(*variables, value_out, out): out
-    def __call__(self, *args: np.ndarray) -> np.ndarray: ...
+    # k(*variables, out) or, with value=True, k(*variables, value_out, out), positionally
+    # in the order of .arguments or by keyword: out
+    def __call__(self, *args: np.ndarray, **kwargs: np.ndarray) -> np.ndarray: ...

@@ -10,12 +10,13 @@ from ._expr import ExprKernel as ExprKernel
 from ._neuron import neuron_gradient as neuron_gradient
 from .expr_factors import Factor as Factor
 
+# compile, sum and abs are public (fastjac.compile...) but not in __all__:
+# `from fastjac import *` must not shadow Python's builtins
 __all__ = [
-    "Expr", "Factor", "var", "ExprKernel", "compile", "CompiledExpression", "neuron_gradient",
+    "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
-    "sum", "dot",
-    "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "abs",
+    "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
+    "sigmoid", "relu",
 ]
 
 # An operand: an expression, or a real number (a constant, expanded to the
@@ -26,6 +27,7 @@ _Wrt = Union[str, Sequence[str], None]
 
 class Expr:
     __array_ufunc__: None
+    def __abs__(self) -> Expr: ...
     def __add__(self, other: _Operand) -> Expr: ...
     def __radd__(self, other: _Operand) -> Expr: ...
     def __sub__(self, other: _Operand) -> Expr: ...
@@ -77,7 +79,8 @@ def dot(a: _Operand, b: _Operand) -> Expr: ...
 class CompiledExpression:
     variables: tuple[str, ...]
     wrt: tuple[str, ...]
-    def __init__(self, outputs: Union[Expr, Sequence[_Operand]], wrt: _Wrt = None) -> None: ...
+    def __init__(self, outputs: Union[Expr, Sequence[_Operand]], wrt: _Wrt = None, *,
+                 variables: Optional[Sequence[str]] = None) -> None: ...
     # The results below are ndarrays, NumPy scalars, Factors (a Jacobian
     # that is not diagonal), scipy.sparse arrays or tuples of them,
     # depending on the arguments' shapes and the format (docs/expressions.md).
@@ -105,4 +108,7 @@ class CompiledExpression:
     ) -> tuple[Any, Any]: ...
     def kernel(self, wrt: Optional[str] = None, *, value: bool = False) -> ExprKernel: ...
 
-def compile(expr: Union[Expr, Sequence[_Operand]], wrt: _Wrt = None) -> CompiledExpression: ...
+def compile(
+    expr: Union[Expr, Sequence[_Operand]], wrt: _Wrt = None, *,
+    variables: Optional[Sequence[str]] = None,
+) -> CompiledExpression: ...
