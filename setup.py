@@ -163,8 +163,11 @@ def extensions(reuse_c):
             define_macros=macros,
             extra_compile_args=compile_args + variants.get(name, []),
             extra_link_args=link_args,
+            # the headers, and where the compiler flags come from: a build
+            # that reuses the .c files still compiles with the current flags
             depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h",
-                     "src/fastjac/_neuron_rows.h", "src/fastjac/_cpu.h"],
+                     "src/fastjac/_neuron_rows.h", "src/fastjac/_cpu.h",
+                     "setup.py", "src/fastjac/_simd.py"],
         )
         for name in EXTENSIONS + list(variants)
     ]
