@@ -33,6 +33,16 @@ def sum_gradient(
     format: _Format = "compact",
     out: Optional[np.ndarray] = None,
 ) -> Any: ...
+def sum_hessian(
+    op: Optional[_Op],
+    a: npt.ArrayLike,
+    b: Optional[npt.ArrayLike] = None,
+    *,
+    wrt: Union[int, tuple[int, int]] = 0,
+    layout: _Layout = "numerator",
+    format: _Format = "compact",
+    out: Optional[np.ndarray] = None,
+) -> Any: ...
 
 @disjoint_base
 class Op:
@@ -46,6 +56,12 @@ class Op:
     def code_b(self) -> int: ...
     @property
     def structurally_zero(self) -> bool: ...
+    @property
+    def code_aa(self) -> int: ...
+    @property
+    def code_bb(self) -> int: ...
+    @property
+    def code_ab(self) -> int: ...
 
 @disjoint_base
 class Kernel:
