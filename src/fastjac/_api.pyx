@@ -26,6 +26,8 @@ cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
 
+import sys
+
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
@@ -419,6 +421,19 @@ cdef cnp.ndarray operand_array(Operands ops, int which):
     return number_as_array(ops.singles[which], ops.typenum)
 
 
+cdef inline bint maybe_foreign(object x):
+    """False for what the NumPy path takes without a second look (ndarrays,
+    Python numbers, None): two pointer compares on every call."""
+    return not (cnp.PyArray_Check(x) or x is None or is_python_number(x))
+
+
+cpdef bint is_dask_array(object x):
+    """x is a dask.array.Array. Never imports Dask: a Dask array exists
+    only once its module is loaded."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(x, module.Array)
+
+
 cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
                           object layout, object format, object out, object axis=None):
     """The body of ``jacobian`` (summing=False) and ``sum_gradient`` (True)."""
@@ -429,8 +444,13 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
         raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
     if spec.arity == 1 and b is not None:
         raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
-    cdef Operands ops = coerce(a, b, spec.arity == 1)
     cdef int code = spec.code_a if w == 0 else spec.code_b
+    # The one place where the type of an operand picks another engine: a
+    # Dask array gets a lazy Dask array back (_dask.py, imported only here).
+    if (maybe_foreign(a) and is_dask_array(a)) or (maybe_foreign(b) and is_dask_array(b)):
+        from . import _dask
+        return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
+    cdef Operands ops = coerce(a, b, spec.arity == 1)
     if ops.broadcast or axis is not None:
         return _broadcast.differentiate(
             summing, spec, code, operand_array(ops, 0),
