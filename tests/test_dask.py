@@ -489,3 +489,14 @@ def test_cluster_killed_worker_does_not_change_the_result(client):
     # the nanny restarted the worker: two are back
     client.wait_for_workers(2, timeout=30)
     assert len(client.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.cluster
+def test_example_runs_in_ci_mode():
+    pytest.importorskip("distributed")
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "dask_gradient.py")
+    out = subprocess.run([sys.executable, example, "--small"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "equals the closed form exactly" in out.stdout
+    assert "peak memory of worker" in out.stdout and "GB/s" in out.stdout
