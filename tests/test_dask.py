@@ -500,3 +500,13 @@ def test_example_runs_in_ci_mode():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "equals the closed form exactly" in out.stdout
     assert "peak memory of worker" in out.stdout and "GB/s" in out.stdout
+
+
+def test_expression_of_scalars_only_keeps_float32():
+    z = da.from_array(np.array(0.5, np.float32))
+    got = ELEMENTWISE.jacobian("y", x=np.float32(2.0), y=z)
+    assert got.shape == () and got.dtype == np.float32
+    x, y = np.float32(2.0), np.float32(0.5)
+    want = x * (x * y + 3 > 0) + x / y**2
+    assert got.compute().dtype == np.float32
+    np.testing.assert_allclose(got.compute(), want, rtol=RTOL32)

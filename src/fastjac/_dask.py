@@ -309,7 +309,7 @@ def _expr_block(shared, names, name, want_value, summed_root, *blocks):
             value = value.astype(np.float64).reshape((1,) * ndim)
     if jac is not None:
         jac = np.asarray(jac)
-        if jac.ndim == 0:                       # a scalar variable after a sum
+        if summed_root and jac.ndim == 0:       # a scalar variable after a sum
             jac = jac.astype(np.float64).reshape((1,) * ndim)
     return value, jac
 
