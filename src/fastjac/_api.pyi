@@ -12,6 +12,7 @@ _Op = Union[str, np.ufunc]
 FORMATS: tuple[str, ...]
 LAYOUTS: tuple[str, ...]
 
+def is_dask_array(x: object) -> bool: ...
 def jacobian(
     op: _Op,
     a: npt.ArrayLike,

@@ -26,6 +26,8 @@ cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
 
+import sys
+
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
@@ -431,6 +433,25 @@ cdef int check_arity(Op spec, object b) except -1:
     return 0
 
 
+cdef inline bint maybe_foreign(object x):
+    """False for what the NumPy path takes without a second look (ndarrays,
+    Python numbers, None): two pointer compares on every call."""
+    return not (cnp.PyArray_Check(x) or x is None or is_python_number(x))
+
+
+cpdef bint is_dask_array(object x):
+    """x is a dask.array.Array. Never imports Dask: a Dask array exists
+    only once its module is loaded."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(x, module.Array)
+
+
+cdef inline bint any_dask(object a, object b):
+    """The test that picks another engine: a Dask operand gets a lazy Dask
+    array back (_dask.py, imported only then)."""
+    return (maybe_foreign(a) and is_dask_array(a)) or (maybe_foreign(b) and is_dask_array(b))
+
+
 cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
                           object layout, object format, object out, object axis=None):
     """The body of ``jacobian`` (summing=False) and ``sum_gradient`` (True)."""
@@ -438,8 +459,11 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
     cdef bint denominator = check_layout(layout)
     fmt = check_format(format)
     check_arity(spec, b)
-    cdef Operands ops = coerce(a, b, spec.arity == 1)
     cdef int code = spec.code_a if w == 0 else spec.code_b
+    if any_dask(a, b):
+        from . import _dask
+        return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
+    cdef Operands ops = coerce(a, b, spec.arity == 1)
     if ops.broadcast or axis is not None:
         return _broadcast.differentiate(
             summing, spec, code, operand_array(ops, 0),
@@ -699,9 +723,19 @@ def sum_hessian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", o
     cdef bint denominator = check_layout(layout)
     fmt = check_format(format)
     check_arity(spec, b)
+    cdef int code
+    if any_dask(a, b):
+        # the diagonal is summed like sum_gradient's compact result, the
+        # mixed block is element-wise like jacobian's (see _hessian.py)
+        from . import _dask
+        if first == second:
+            code = spec.code_aa if first == 0 else spec.code_bb
+            return _dask.differentiate(True, spec, code, a, b, first, None, denominator, fmt,
+                                       out, second=True)
+        return _dask.differentiate(False, spec, spec.code_ab, a, b, (0, 1), None, denominator,
+                                   fmt, out, second=True)
     cdef Operands ops = coerce(a, b, spec.arity == 1)
     compact_out = out if fmt == "compact" else None
-    cdef int code
     if first == second:
         code = spec.code_aa if first == 0 else spec.code_bb
         if ops.broadcast:

@@ -32,6 +32,7 @@ wrong diagonal, and never an n x n matrix unless format="dense" asks.
 """
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -871,7 +872,8 @@ class CompiledExpression:
                              f"are: {known}")
 
     # -- call-time checks ---------------------------------------------------------
-    def _values(self, kwargs):
+    def _check_names(self, kwargs):
+        """Every variable given once, no other name (also for _dask.py)."""
         for name in kwargs:
             if name not in self.variables:
                 self._check_name(name)
@@ -879,6 +881,9 @@ class CompiledExpression:
         if missing:
             raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(repr(m) for m in missing)}")
+
+    def _values(self, kwargs):
+        self._check_names(kwargs)
         return coerce_named(kwargs)
 
     def _wrt_list(self, wrt):
@@ -1198,6 +1203,10 @@ class CompiledExpression:
     def value(self, *, out=None, **variables):
         """The value of the expression(s): an array, a NumPy scalar (after a
         sum), or a tuple of them for a list of expressions."""
+        if _dask_in(variables):
+            from . import _dask
+            return _dask.expression(self, None, "numerator", "compact", out, None, True, False,
+                                    variables)
         values_dtype, values = self._values(variables)
         plans, out_idx, results = self._run(values, values_dtype, (), True, value_out=out)
         vals = tuple(_present(results[i][0]) for i in out_idx)
@@ -1285,6 +1294,10 @@ class CompiledExpression:
         r = self._fast(wrt, layout, format, out, value_out, _want_value, variables)
         if r is not None:
             return r
+        if _dask_in(variables):     # Dask arrays in: lazy Dask arrays out (_dask.py)
+            from . import _dask
+            return _dask.expression(self, wrt, layout, format, out, value_out, _want_value,
+                                    True, variables)
         denominator = _check_layout(layout)
         fmt = _check_format(format)
         names, stacked = self._wrt_list(wrt)
@@ -1349,6 +1362,14 @@ class CompiledExpression:
             return value, M
         from . import _layout
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
+
+
+def _dask_in(variables):
+    """Some variable is a Dask array (never imports Dask: without
+    dask.array loaded there is none)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and any(isinstance(v, module.Array)
+                                      for v in variables.values())
 
 
 def _out_target(out, shape, dtype, what):
