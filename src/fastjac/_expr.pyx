@@ -81,12 +81,28 @@ from . import _level_baseline                    # runs anywhere, until _simd.se
 _use_table(_level_baseline.tables()[1])
 
 
+# A Program's instructions as C values, for the code that runs it without
+# the GIL: there, touching a Python object -- even the reference count that
+# Cython adds around an attribute such as ``prog.kind`` -- races with the
+# other threads running the same program (two threads incrementing one count
+# at once lose an update; the array is freed while in use).
+cdef struct ProgramView:
+    const int* code
+    const int* kind
+    const int* index
+    const int* slot
+    Py_ssize_t n_instr, n_regs, n_slots, n_acc
+
+
 cdef class Program:
     """A compiled straight-line program; see the design note.
 
     Built by expr.py (``_build_stage``); ``run`` executes it over n elements.
+    Its arrays are private copies, read-only, so ``view`` (their C pointers,
+    set once) stays valid for the Program's life.
     """
     cdef readonly cnp.ndarray prog, kind, index, slot
+    cdef ProgramView view
     cdef readonly Py_ssize_t n_instr, n_regs, n_slots, n_acc, n_arrays, n_scalars, n_outs
     cdef readonly object listing          # human-readable instructions (debugging)
     # fused C code of _jit.py: the address of its chunk function per dtype,
@@ -95,10 +111,12 @@ cdef class Program:
 
     def __init__(self, prog, kind, index, slot, n_slots, n_acc, n_arrays, n_scalars,
                  n_outs, listing=None):
-        self.prog = np.ascontiguousarray(prog, dtype=np.intc).reshape(-1)
-        self.kind = np.ascontiguousarray(kind, dtype=np.intc)
-        self.index = np.ascontiguousarray(index, dtype=np.intc)
-        self.slot = np.ascontiguousarray(slot, dtype=np.intc)
+        self.prog = np.array(prog, dtype=np.intc).reshape(-1)
+        self.kind = np.array(kind, dtype=np.intc)
+        self.index = np.array(index, dtype=np.intc)
+        self.slot = np.array(slot, dtype=np.intc)
+        for arr in (self.prog, self.kind, self.index, self.slot):
+            arr.flags.writeable = False
         self.n_instr = self.prog.shape[0] // 5
         self.n_regs = self.kind.shape[0]
         if self.n_regs > MAX_REGS:
@@ -110,6 +128,12 @@ cdef class Program:
         self.n_scalars = n_scalars
         self.n_outs = n_outs
         self.listing = listing
+        self.view.code = <const int*>cnp.PyArray_DATA(self.prog)
+        self.view.kind = <const int*>cnp.PyArray_DATA(self.kind)
+        self.view.index = <const int*>cnp.PyArray_DATA(self.index)
+        self.view.slot = <const int*>cnp.PyArray_DATA(self.slot)
+        self.view.n_instr, self.view.n_regs = self.n_instr, self.n_regs
+        self.view.n_slots, self.view.n_acc = self.n_slots, self.n_acc
 
     cpdef list run(self, tuple arrays, object scalars, tuple outs, Py_ssize_t n,
                    bint is_double):
@@ -215,6 +239,21 @@ def _set_jit(mode=None):
     return JIT_MIN_SIZE
 
 
+cdef int run_view(const ProgramView* p, Py_ssize_t fn, bint is_double, void** aptr,
+                  double* svals, void** optr, double* sums, Py_ssize_t n) noexcept nogil:
+    """execute's run: the chunk function ``fn`` where positive, else the interpreter."""
+    if fn > 0:
+        return run_jit(<jit_chunk_t>fn, aptr, svals, optr, sums, p.n_acc, n,
+                       sizeof(double) if is_double else sizeof(float))
+    if is_double:
+        return CURRENT.program_f64(p.code, p.n_instr, p.n_regs, p.kind, p.index, p.slot,
+                                   p.n_slots, <double**>aptr, svals, <double**>optr, sums,
+                                   p.n_acc, n)
+    return CURRENT.program_f32(p.code, p.n_instr, p.n_regs, p.kind, p.index, p.slot,
+                               p.n_slots, <float**>aptr, svals, <float**>optr, sums,
+                               p.n_acc, n)
+
+
 cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void** optr,
                  double* sums, Py_ssize_t n) except -1:
     """Run prog over n elements: compiled code where _jit.py made some (it
@@ -222,29 +261,15 @@ cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void*
     interpreter; with the GIL released from NOGIL_MIN_SIZE elements."""
     cdef Py_ssize_t fn = prog.jit_f64 if is_double else prog.jit_f32
     cdef int status
-    cdef PyThreadState* state = NULL
     if fn == 0 and 0 <= JIT_MIN_SIZE <= n:
         _jit_module.attach(prog, is_double)
         fn = prog.jit_f64 if is_double else prog.jit_f32
+    cdef ProgramView view = prog.view       # C values only from here on
     if n >= NOGIL_MIN_SIZE:
-        state = PyEval_SaveThread()
-    if fn > 0:
-        status = run_jit(<jit_chunk_t>fn, aptr, svals, optr, sums, prog.n_acc, n,
-                         sizeof(double) if is_double else sizeof(float))
-    elif is_double:
-        status = CURRENT.program_f64(
-            <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
-            <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
-            <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
-            <double**>aptr, svals, <double**>optr, sums, prog.n_acc, n)
+        with nogil:
+            status = run_view(&view, fn, is_double, aptr, svals, optr, sums, n)
     else:
-        status = CURRENT.program_f32(
-            <const int*>cnp.PyArray_DATA(prog.prog), prog.n_instr, prog.n_regs,
-            <const int*>cnp.PyArray_DATA(prog.kind), <const int*>cnp.PyArray_DATA(prog.index),
-            <const int*>cnp.PyArray_DATA(prog.slot), prog.n_slots,
-            <float**>aptr, svals, <float**>optr, sums, prog.n_acc, n)
-    if state != NULL:
-        PyEval_RestoreThread(state)
+        status = run_view(&view, fn, is_double, aptr, svals, optr, sums, n)
     if status != 0:
         raise MemoryError("fastjac: could not allocate scratch registers")
     return 0
