@@ -2,7 +2,7 @@
 
     python benchmarks/compare.py [benchmarks/results/results.json] [--readme]
 
-prints the summary (and with ``--readme`` rewrites README.md between
+prints the summary (and with ``--readme`` rewrites docs/performance.md between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->``, copying one plot to
 ``benchmarks/plots/``); ``run.py`` calls ``write_report`` after a run to
 write ``results.md`` and the ``plot_<family>.png`` files.
@@ -547,7 +547,7 @@ def readme_block(report, plot_rel):
     lines += ["Speed = rival time / fastjac time (above 1: fastjac is faster): geometric mean "
               "over each family's kernels, and the worst kernel; each library by its "
               "cheapest route. Reproduce with `python benchmarks/run.py --readme` (see "
-              "[benchmarks/README.md](benchmarks/README.md); rivals in the `bench` extra).", ""]
+              "[benchmarks/README.md](../benchmarks/README.md); rivals in the `bench` extra).", ""]
     lines += summary_table(report, "float64") + [""]
     lines += ["Targets (float64):", ""] + targets_table(report) + [""]
     lines += bandwidth_lines(report) + [""]
@@ -577,7 +577,7 @@ def readme_block(report, plot_rel):
     return "\n".join(lines)
 
 
-def update_readme(report, out_dir, readme=ROOT / "README.md"):
+def update_readme(report, out_dir, readme=ROOT / "docs" / "performance.md"):
     """Rewrite the block between START and END of ``readme``: the tables of
     ``report``, one plot (copied to benchmarks/plots/), and the hand-written
     findings of ``benchmarks/analysis.md`` (why a target is out of reach)."""
@@ -586,7 +586,7 @@ def update_readme(report, out_dir, readme=ROOT / "README.md"):
     if src.exists():
         (HERE / "plots").mkdir(exist_ok=True)
         shutil.copyfile(src, HERE / "plots" / "elementwise.png")
-        plot_rel = "benchmarks/plots/elementwise.png"
+        plot_rel = "../benchmarks/plots/elementwise.png"      # from docs/
     text = Path(readme).read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} block")

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                 # full: n = 16 .. 10^7, float64 and float32
     python benchmarks/run.py --quick         # a representative subset, under a minute
-    python benchmarks/run.py --readme        # ... and rewrite README.md's bench block
+    python benchmarks/run.py --readme        # ... and rewrite docs/performance.md's bench block
 
 Writes ``results.md``, ``results.json`` and ``plot_<family>.png`` into
 ``--out`` (default ``benchmarks/results/``, git-ignored). Rivals that are
@@ -49,7 +49,7 @@ def parse(argv=None):
                    "(default: all: fastjac,numexpr,numba,jax,torch,autograd)")
     p.add_argument("--out", default=str(HERE / "results"), help="output directory")
     p.add_argument("--readme", action="store_true",
-                   help="rewrite README.md between <!-- bench:start --> and <!-- bench:end -->")
+                   help="rewrite docs/performance.md between <!-- bench:start --> and <!-- bench:end -->")
     p.add_argument("--no-extras", action="store_true",
                    help="skip the bandwidth probe, memory and import-cost measurements")
     p.add_argument("--worker", help=argparse.SUPPRESS)

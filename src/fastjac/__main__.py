@@ -1,6 +1,6 @@
 """``python -m fastjac``: the worked examples of the specification, computed.
 
-Each section of ../shared/docs/matrix-calculus.md on a small vector, in both
+Each section of docs/mathematics.md on a small vector, in both
 layouts, compact, dense and (when SciPy is installed) sparse::
 
     python -m fastjac                 every section

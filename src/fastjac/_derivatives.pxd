@@ -1,7 +1,7 @@
 # Design note
 # -----------
 # One formula, one place: the derivative of every element-wise operation of
-# the specification (../shared/docs/matrix-calculus.md, sections 2 and 3).
+# the mathematics (docs/mathematics.md, sections 2 and 3).
 #
 # Each derivative is named by a *tag*: an empty struct type. The loops in
 # _kernels.pyx are written once, over the fused type ``Derivative`` of all
