@@ -171,8 +171,9 @@ def nbytes_for(n, dtype, reads, writes):
 # -- building a Case from an operator ----------------------------------------------
 
 def op_case(family, name, kind, op, args, *, wrt=0, reduce=False, names,
-            fwd, formula, numpy, numpy_out, reads, quick=False, rtol=None):
-    """A Case for ``fastjac.jacobian`` (or ``sum_gradient`` if ``reduce``).
+            fwd, formula, numpy, numpy_out, reads, quick=False, rtol=None, hessian=False):
+    """A Case for ``fastjac.jacobian`` (or ``sum_gradient`` if ``reduce``,
+    ``sum_hessian``'s diagonal if ``hessian``).
 
     op, args, wrt : the fastjac call ``jacobian(op, *args, wrt=wrt)``; a
         scalar operand is a Python float.
@@ -195,7 +196,8 @@ def op_case(family, name, kind, op, args, *, wrt=0, reduce=False, names,
     wrt_scalar = is_scalar(args[wrt])
     scalar_result = reduce and wrt_scalar
     writes = 0 if scalar_result else 1
-    entry = fastjac.sum_gradient if reduce else fastjac.jacobian
+    entry = fastjac.sum_hessian if hessian else \
+        fastjac.sum_gradient if reduce else fastjac.jacobian
     out = np.empty((), dtype) if scalar_result else np.empty(n, dtype)
 
     # the calls written out (see call_with): jacobian(op, a, b, wrt=.., out=..)
@@ -213,7 +215,7 @@ def op_case(family, name, kind, op, args, *, wrt=0, reduce=False, names,
         fj_kernel = call_with(k, [np.asarray(a, dtype) if is_scalar(a) else a for a in args],
                               out)
 
-    mode = ("grad_scalar" if wrt_scalar else "grad") if reduce else \
+    mode = "hess" if hessian else ("grad_scalar" if wrt_scalar else "grad") if reduce else \
         ("vector" if wrt_scalar else "diag")
     spec = _rivals.Spec(args=args, names=names, wrt=wrt, mode=mode, fwd=fwd,
                         formula=formula, numpy=numpy, numpy_out=numpy_out,

@@ -118,7 +118,7 @@ class Spec:
     args: tuple                 # operands; a scalar operand is a Python float
     names: tuple                # their names in fwd and formula
     wrt: int
-    mode: str                   # "diag", "vector", "grad" or "grad_scalar"
+    mode: str                   # "diag", "vector", "grad", "grad_scalar" or "hess"
     fwd: str                    # forward expression y(names)
     formula: Optional[str]      # derivative (or summed term) as one expression
     numpy: Callable             # hand-written derivative, allocating
@@ -128,6 +128,10 @@ class Spec:
 
 
 def rivals_for(spec):
+    if spec.mode == "hess":         # the second derivatives: formula, JAX, PyTorch
+        return [Rival("numpy", lambda: _numpy(spec)),
+                Rival("numpy_out", lambda: _numpy_out(spec)),
+                Rival("jax", lambda: _jax(spec)), Rival("torch", lambda: _torch(spec))]
     routes = [
         Rival("numpy", lambda: _numpy(spec)),
         Rival("numpy_out", lambda: _numpy_out(spec)),
@@ -320,6 +324,14 @@ def _jax(spec, dense=False):
 
     if dense:
         jf = jax.jit(jax.jacfwd(f, argnums=wrt))
+    elif spec.mode == "hess":
+        # the Hessian of an element-wise sum is diagonal: forward-over-reverse
+        # with a tangent of ones gives that diagonal, the structured route
+        def hess_diag(*a):
+            def total(v):
+                return jnp.sum(f(*a[:wrt], v, *a[wrt + 1:]))
+            return jax.jvp(jax.grad(total), (a[wrt],), (jnp.ones_like(a[wrt]),))[1]
+        jf = jax.jit(hess_diag)
     elif spec.mode in ("diag", "vector"):
         def jvp_ones(*a):
             def g(v):
@@ -357,6 +369,11 @@ def _torch(spec, dense=False, vjp=False):
     if dense:
         jacobian = torch.autograd.functional.jacobian
         return lambda: jacobian(g, primal, vectorize=True)
+    if spec.mode == "hess":
+        from torch.func import grad, jvp
+        tangent = torch.ones_like(primal)
+        grad_of_sum = grad(lambda v: g(v).sum())
+        return lambda: jvp(grad_of_sum, (primal,), (tangent,))[1]
     if vjp:
         # For a diagonal Jacobian, the VJP with ones is the diagonal too, and
         # PyTorch's reverse mode is far cheaper per call than torch.func.jvp.
