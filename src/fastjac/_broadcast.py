@@ -186,6 +186,9 @@ def differentiate(summing, op, code, a, b, wrt, axis, denominator, fmt, out):
     if gradient and fmt != "compact":
         kind = "gradient" if k.ndim else "scalar"
         return _layout.as_matrix(compact, kind, denominator, fmt, op.structurally_zero, out)
+    if fmt == "operator":
+        return _layout.operators().from_structure(structure, compact, denominator,
+                                                  op.structurally_zero)
     if fmt == "dense":
         return _dense(structure, compact, denominator, out)
     if fmt != "compact":
@@ -261,9 +264,7 @@ def _matrix_shape(st, denominator):
 def _check_matrix_out(st, denominator, fmt, dtype, out):
     """The checks of a dense or sparse result that come before any work."""
     if fmt != "dense":
-        if out is not None:
-            raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
-                             f"not {fmt!r}")
+        _layout.check_no_out(fmt, out)
         return
     shape = _matrix_shape(st, denominator)
     if out is not None:

@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
-_FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse")
 
 
 # =============================================================================
@@ -749,11 +748,7 @@ check_out = _layout.check_out
 _check_layout = _layout.check_layout        # (also imported by _neuron.pyx)
 
 
-def _check_format(fmt):
-    if isinstance(fmt, str) and fmt in _FORMATS:
-        return "csr" if fmt == "sparse" else fmt
-    raise ValueError(f"format must be one of {', '.join(repr(f) for f in _FORMATS)}, "
-                     f"got {fmt!r}")
+_check_format = _api.check_format          # (also imported by _neuron.pyx)
 
 
 # =============================================================================
@@ -1220,13 +1215,17 @@ class CompiledExpression:
         layout : {"numerator", "denominator"}
             Applies to "dense" and the sparse formats only; the compact
             result is the same in both layouts (``layout`` is still checked).
-        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
             "compact": the diagonal (element-wise result by an array), the
             vector dy/dz (by a scalar z), the gradient shaped like x (scalar
             result), a NumPy scalar, or, for a Jacobian that is none of those
             (a reduction feeding element-wise work), a :class:`Factor`
             ``diag(d) + U V^T``. Stacked Jacobians are 2-D (functions x
             variables' elements, i.e. numerator layout) in compact format.
+            "operator": a ``scipy.sparse.linalg.LinearOperator`` keeping the
+            structure (diagonal, row, column, or ``LowRankOperator`` for
+            diag + U V^T and for stacked Jacobians), transposed in
+            denominator layout; needs SciPy.
         out : ndarray, optional
             For "compact" or "dense", where to write the result.
         **variables
@@ -1347,7 +1346,9 @@ class CompiledExpression:
                 out[...] = M
                 return value, out
             return value, M
-        from . import _layout
+        if fmt == "operator":
+            _layout.check_no_out(fmt, out)
+            return value, _layout.operators().from_matrix(M, denominator)
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
 
 
