@@ -94,11 +94,12 @@ def cases(n, dtype):
 
     # the broadcast's transpose: J^T u sums X * u over the rows (einsum, one pass)
     u = s[:rows * width].copy()
+    U = u.reshape(rows, width)
     BT = B.T
     out.append(_product_case(
         "J^T @ u broadcast", BT, u, np.empty(width, dtype), 1, 0,
         nbytes_for(rows * width, dtype, 2, 0),
-        lambda: u @ X, None, BT.tosparse))
+        lambda: np.einsum("rc,rc->c", X, U), None, BT.tosparse))
 
     if n <= SOLVE_MAX_N:
         out += _solver_cases(n, dtype, D, B, s, X)

@@ -406,3 +406,22 @@ def test_operator_without_scipy_says_how_to_install_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert "pip install 'fastjac[sparse]'" in out.stdout and "operator" in out.stdout
+
+
+def test_large_products_take_the_threaded_and_einsum_paths():
+    from fastjac import _operator
+    n = _operator.LARGE + 3
+    d, v = positive(n), RNG.standard_normal(n)
+    J = fastjac.jacobian("multiply", np.ones(n), d, format="operator")
+    np.testing.assert_array_equal(J @ v, d * v)              # one rounding: the same bits
+    out = np.empty(n)
+    assert J.matvec(v, out=out) is out
+    np.testing.assert_array_equal(out, d * v)
+    np.testing.assert_array_equal(J @ v.astype(np.float32), d * v.astype(np.float32))
+    col = fastjac.jacobian("multiply", d, 2.0, wrt=1, format="operator")      # n x 1
+    np.testing.assert_array_equal(col @ np.array([3.0]), d * 3.0)
+    np.testing.assert_allclose(col.T @ v, [np.sum(d * v)], rtol=1e-12)
+    row = col.T
+    np.testing.assert_array_equal(row.T @ np.array([0.5]), d * 0.5)
+    np.testing.assert_allclose(row @ np.stack([v, 2 * v], 1), [[np.sum(d * v),
+                                                              2 * np.sum(d * v)]], rtol=1e-12)

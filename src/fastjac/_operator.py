@@ -42,6 +42,44 @@ from .expr_factors import Factor
 __all__ = ["JacobianOperator", "DiagonalOperator", "RowOperator", "ColumnOperator",
            "BroadcastOperator", "LowRankOperator"]
 
+# From this many elements a product of two arrays runs as fastjac's compiled
+# expression a * b (one fused loop on the thread pool, streaming stores):
+# np.multiply runs on one core. Dot products use np.einsum from DOT_EINSUM
+# on: np.dot and np.matmul call OpenBLAS, whose threads took 12 ms for a dot
+# of 10^5 on this 2-core VM when it was loaded (einsum: 62 us).
+LARGE = 1 << 20
+DOT_EINSUM = 4096
+_PRODUCT = []
+
+
+def _product_into(a, b, out):
+    """out = a * b (b an array like a, or a 0-d array) on fastjac's threads."""
+    if not _PRODUCT:
+        from . import expr
+        _PRODUCT.append(expr.compile(expr.var("a") * expr.var("b")))
+    return _PRODUCT[0].value(a=a, b=b, out=out)
+
+
+def _multiply(d, x, out):
+    """d * x for 1-D d and x (or a 0-d x) of the same dtype when large."""
+    if (d.size >= LARGE and x.dtype == d.dtype and x.flags.c_contiguous
+            and (out is None or (out.dtype == d.dtype and out.flags.c_contiguous))):
+        if out is None:
+            out = np.empty(d.size, d.dtype)
+        return _product_into(d, x, out)
+    return np.multiply(d, x, out=out)
+
+
+def _dot(g, x, out):
+    """The (1,) array [g . x] (x 1-D) or the (1, k) row g @ X (x 2-D)."""
+    if g.size < DOT_EINSUM:
+        return np.matmul(g[None, :], x, out=out)
+    if out is None:
+        out = np.empty((1,) + x.shape[1:], np.result_type(g.dtype, x.dtype))
+    np.einsum("i,i...->...", g, x, out=out.reshape(out.shape[1:]))
+    return out
+
+
 _NUMERIC = "biufc"         # dtype kinds a product takes: bool, integers, floats, complex
 _REAL = "fiu"              # those of the hot path (bool and complex take the checked one)
 
@@ -300,7 +338,7 @@ class DiagonalOperator(JacobianOperator):
         return (self.diag,)
 
     def _mv(self, x, out):
-        return np.multiply(self.diag, x, out=out)
+        return _multiply(self.diag, x, out)
 
     def _mm(self, X, out):
         return np.multiply(self.diag[:, None], X, out=out)
@@ -344,16 +382,16 @@ class RowOperator(JacobianOperator):
         return (self.row,)
 
     def _mv(self, x, out):
-        if out is None and x.dtype is self.dtype and x.ndim == 1:
+        if out is None and x.dtype is self.dtype and x.ndim == 1 and x.size < DOT_EINSUM:
             # np.dot into a 1-element array: half the time of np.matmul at n = 16
             out = np.empty(1, self.dtype)
             return np.dot(self._row2d, x, out=out)
-        return np.matmul(self._row2d, x, out=out)
+        return _dot(self.row, x, out)
 
     _mm = _mv
 
     def _rmv(self, u, out):
-        return np.multiply(self.row, u[0], out=out)
+        return _multiply(self.row, u[0:1].reshape(()), out)
 
     def _rmm(self, U, out):
         return np.multiply(self.row[:, None], U, out=out)
@@ -398,13 +436,13 @@ class ColumnOperator(JacobianOperator):
         return (self.column,)
 
     def _mv(self, x, out):
-        return np.multiply(self.column, x[0], out=out)
+        return _multiply(self.column, x[0:1].reshape(()), out)
 
     def _mm(self, X, out):
         return np.multiply(self.column[:, None], X, out=out)
 
     def _rmv(self, u, out):
-        return np.matmul(self._row2d, u, out=out)
+        return _dot(self.column, u, out)
 
     _rmm = _rmv
 
@@ -458,11 +496,15 @@ class LowRankOperator(JacobianOperator):
         return (self.diag, self.U, self.V)
 
     def _apply(self, d, U, V, x, out):
+        # einsum, not matmul: see DOT_EINSUM (OpenBLAS's threads)
+        small = np.einsum("ik,i...->k...", V, x)
         if d is None:
-            return np.matmul(U, V.T @ x, out=out)
+            if out is None:
+                out = np.empty((U.shape[0],) + x.shape[1:], self._result_dtype(x.dtype))
+            return np.einsum("ik,k...->i...", U, small, out=out)
         out = np.multiply(d if x.ndim == 1 else d[:, None], x, out=out)
         if U.shape[1]:
-            out += U @ (V.T @ x)
+            out += np.einsum("ik,k...->i...", U, small)
         return out
 
     def _mv(self, x, out):
