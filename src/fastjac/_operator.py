@@ -154,11 +154,24 @@ class JacobianOperator(LinearOperator):
                 raise ValueError(f"{name}: out shares memory with x; pass a separate array")
         return x, out, matrix
 
+    def _out_ok(self, x, out, shape):
+        """The checks of _prepare for the hot path's out=, without messages."""
+        if type(out) is not np.ndarray or out.shape != shape:
+            return False
+        flags = out.flags
+        # two arrays that own their memory cannot overlap (np.may_share_memory
+        # costs 0.35 us at n = 16)
+        return (flags.c_contiguous and flags.writeable
+                and out.dtype is self._result_dtype(x.dtype) and out is not x
+                and ((out.base is None and x.base is None)
+                     or not np.may_share_memory(out, x)))
+
     def matvec(self, x, out=None):
         """``J @ x`` for x of shape (n,) (result (m,)) or (n, 1) (result (m, 1))."""
-        if (out is None and type(x) is np.ndarray and x.shape == self._in_shape
-                and x.dtype.kind in _REAL):
-            return self._mv(x, None)            # the hot path, a few attribute reads
+        if type(x) is np.ndarray and x.shape == self._in_shape and x.dtype.kind in _REAL:
+            # the hot path, a few attribute reads
+            if out is None or self._out_ok(x, out, self._out_shape):
+                return self._mv(x, out)
         x, out, matrix = self._prepare(x, out, False, False, "matvec")
         return self._mm(x, out) if matrix else self._mv(x, out)
 
@@ -333,11 +346,14 @@ class DiagonalOperator(JacobianOperator):
         d = np.ascontiguousarray(d).reshape(-1)
         super().__init__(d.dtype, (d.size, d.size), structurally_zero)
         self.diag = d
+        self._small = d.size < LARGE
 
     def _storage(self):
         return (self.diag,)
 
     def _mv(self, x, out):
+        if self._small:
+            return np.multiply(self.diag, x, out=out)
         return _multiply(self.diag, x, out)
 
     def _mm(self, X, out):
