@@ -425,3 +425,28 @@ def test_large_products_take_the_threaded_and_einsum_paths():
     np.testing.assert_array_equal(row.T @ np.array([0.5]), d * 0.5)
     np.testing.assert_allclose(row @ np.stack([v, 2 * v], 1), [[np.sum(d * v),
                                                               2 * np.sum(d * v)]], rtol=1e-12)
+
+
+def test_neuron_gradient_and_empty_operands():
+    X, y, w = positive(6, 3), positive(6), positive(3)
+    gw, gb = fastjac.neuron_gradient(X, y, w, 0.1)
+    op, gb2 = fastjac.neuron_gradient(X, y, w, 0.1, format="operator")
+    assert type(op).__name__ == "RowOperator" and gb2 == gb
+    np.testing.assert_array_equal(op.row, gw)
+    for J, shape in [(fastjac.jacobian("exp", np.empty(0), format="operator"), (0, 0)),
+                     (fastjac.sum_gradient("exp", np.empty(0), format="operator"), (1, 0)),
+                     (fastjac.jacobian("multiply", np.ones(3), np.ones((0, 3)),
+                                       format="operator"), (0, 3))]:
+        assert J.shape == shape
+        np.testing.assert_array_equal(J @ np.ones(shape[1]), np.zeros(shape[0]))
+        np.testing.assert_array_equal(J.T @ np.ones(shape[0]), np.zeros(shape[1]))
+        assert J.toarray().shape == shape and J.tosparse("csr").nnz == 0
+
+
+def test_foreign_operator_on_the_left():
+    J = fastjac.jacobian("multiply", np.ones(4), positive(4), format="operator")
+    foreign = aslinearoperator(2 * np.eye(4))
+    v = positive(4)
+    for composed in (foreign @ J, J.__rmatmul__(foreign)):
+        assert not isinstance(composed, fastjac.JacobianOperator)
+        np.testing.assert_allclose(composed @ v, 2 * J.diag * v, rtol=1e-15)

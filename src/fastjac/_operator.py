@@ -255,7 +255,7 @@ class JacobianOperator(LinearOperator):
         if _is_scalar(x):
             raise ValueError("scalar operands are not allowed with @, use '*' instead")
         if isinstance(x, LinearOperator):
-            return LinearOperator._rdot(self, x)
+            return LinearOperator.dot(x, self)          # SciPy's lazy product
         x = x if type(x) is np.ndarray else _as_array(x, "x @ J")
         if x.ndim == 1:
             return self.rmatvec(x)
@@ -301,9 +301,6 @@ class JacobianOperator(LinearOperator):
         if not isinstance(alpha, (numbers.Real, np.floating, np.integer, np.bool_)):
             return LinearOperator.__rmul__(self, alpha)        # complex: SciPy's
         return self._scale(alpha)
-
-    def __pow__(self, p):
-        return LinearOperator.__pow__(self, p)
 
     # -- matrices ---------------------------------------------------------------------
     def toarray(self):
@@ -772,15 +769,16 @@ def _dtype_of(*arrays):
     return np.result_type(*present) if present else np.float64
 
 
-def _check_shapes(a, b, what, ok):
+def _check_shapes(a, b, what, ok, why):
     if not ok:
         raise ValueError(f"{what}: the operators have shapes {a.shape} and {b.shape}, which "
-                         f"do not {'chain (columns of the first != rows of the second)' if what == 'A @ B' else 'match'}")
+                         f"do not {why}")
 
 
 def _compose(a, b):
     """a @ b between fastjac operators, in the most specific structure."""
-    _check_shapes(a, b, "A @ B", a.shape[1] == b.shape[0])
+    _check_shapes(a, b, "A @ B", a.shape[1] == b.shape[0],
+                  "chain (the columns of the first are not the rows of the second)")
     if isinstance(a, BroadcastOperator):
         a = a._simplified()
     if isinstance(b, BroadcastOperator):
@@ -809,7 +807,7 @@ def _compose(a, b):
 
 def _add(a, b):
     """a + b between fastjac operators, in the most specific structure."""
-    _check_shapes(a, b, "A + B", a.shape == b.shape)
+    _check_shapes(a, b, "A + B", a.shape == b.shape, "match")
     zero = a.structurally_zero and b.structurally_zero
     if isinstance(a, BroadcastOperator) or isinstance(b, BroadcastOperator):
         if (isinstance(a, BroadcastOperator) and isinstance(b, BroadcastOperator)
