@@ -518,8 +518,12 @@ class _Builder:
         return self.emit("muladd", d, t, self.reg_of(acc))
 
 
+_TANGENT = "\x00tangent "          # array inputs of a fused jvp: _TANGENT + variable name
+_COTANGENT = "\x00cotangent"       # the array input of a fused vjp
+
+
 def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, scale=False,
-                 extra_scalars=()):
+                 extra_scalars=(), products=None):
     """Compile one stage for one signature.
 
     scalar_vars: names of variables that are scalars in this call.
@@ -528,6 +532,12 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
     scalar step's slope, _plan_scalar_step).
     extra_scalars: sources of scalar inputs to add whether or not the
     program reads them (a scalar step reads them from the pass's inputs).
+    products: None, or "jvp": each variable direction is seeded with its
+    tangent (an array input _TANGENT + name, or a scalar ("tangent", name))
+    instead of ones, and the one result is their sum at the root, J t;
+    or "vjp": each direction's result is the cotangent (an array input
+    _COTANGENT, or a scalar ("cot", 0) after a sum) times its tangent,
+    summed where the variable is a scalar: u^T J, one result per direction.
     Returns (Program, recipe) where recipe says where each result lands.
     """
     B = _Builder()
@@ -544,7 +554,10 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
             else:
                 V[node] = B.array(node.name)
             k = dir_of.get(("var", node.name))
-            if k is not None:
+            if k is not None and products == "jvp":
+                tang[k] = (B.scalar(("tangent", node.name)) if node.name in scalar_vars
+                           else B.array(_TANGENT + node.name))
+            elif k is not None:
                 tang[k] = _ONE
         elif isinstance(node, Const):
             V[node] = B.const(node.value)
@@ -626,6 +639,26 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
     if want_value:
         recipe_value = to_acc(V[root]) if stage.is_sum else to_out(V[root])
     recipe_tangents = []
+    if products == "jvp":
+        total = None
+        for t in T[root]:
+            total = B.t_add(total, t)
+        if total is not None:
+            r = B.reg_of(total)
+            recipe_tangents.append(to_acc(r) if stage.is_sum else to_out(r))
+        else:
+            recipe_tangents.append(None)
+        return _finish(B), recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
+    if products == "vjp":
+        cot = B.scalar(("cot", 0)) if stage.is_sum else B.array(_COTANGENT)
+        for what, key in directions:
+            t = T[root][dir_of[(what, key)]]
+            if t is None:
+                recipe_tangents.append(None)
+                continue
+            r = B.reg_of(B.t_scale(cot, t))
+            recipe_tangents.append(to_acc(r) if key in scalar_vars else to_out(r))
+        return _finish(B), recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
     for k, (what, key) in enumerate(directions):
         t = T[root][k]
         scalar_dir = what == "red" or key in scalar_vars
@@ -848,6 +881,7 @@ class CompiledExpression:
         self._default_wrt = wrt[0] if len(wrt) == 1 else None
         self._fast_kernels = {}
         self._plans = {}
+        self._product_plans = {}        # fused jvp / vjp programs, by signature
 
     def __repr__(self):
         outs = ", ".join(str(o) for o in self._outputs)
@@ -990,19 +1024,7 @@ class CompiledExpression:
         results = []
         last = len(plans) - 1
         for sp in plans:
-            shape = None
-            shape_owner = None
-            for name in sp.arrays:
-                s = values[name].shape
-                if shape is None:
-                    shape, shape_owner = s, name
-                elif s != shape:
-                    raise ValueError(
-                        f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
-                        f"variables of an element-wise expression must have the same "
-                        f"shape, or be scalars")
-            if shape is None:
-                shape = ()
+            shape = _common_shape(sp.arrays, values)
             n = math.prod(shape)
             y_shape = () if sp.stage.is_sum else shape
             outs = [None] * sp.program.n_outs
@@ -1337,11 +1359,13 @@ class CompiledExpression:
 
         Notes
         -----
-        One fused pass computes the value and every compact Jacobian (the
-        diagonal, column or row of each stage, as :meth:`jacobian` does);
-        the products are then taken on those structures in O(n) with
-        NumPy -- a second pass over the data, and an n-element derivative
-        per variable held meanwhile.
+        An expression without an inner reduction (no sum or dot feeding
+        element-wise work) runs one fused pass: the tangents are inputs of
+        the program, seeded where the variables are read, and no Jacobian
+        is stored (the same interpreter, and compiled C loop from 65 536
+        elements, as :meth:`jacobian`). With an inner reduction, one pass
+        computes the value and the structured Jacobians (as :meth:`jacobian`
+        does) and the products are then taken on them in O(n) with NumPy.
 
         Examples
         --------
@@ -1352,8 +1376,12 @@ class CompiledExpression:
         ...       x=np.array([3.0, 4.0]))
         (array([3., 8.]), array([3., 4.]))
         """
-        names, seeds, dtype, values, plans, i, results = self._products(
-            wrt, tangent, variables, "tangent")
+        names, seeds, dtype, values = self._product_args(wrt, tangent, variables)
+        fused = self._fused("jvp", names, seeds, None, values, dtype)
+        if fused is not None:
+            return fused[0], fused[1][0]
+        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
+        i = out_idx[0]
         memo = {}
         total = None
         y_shape = results[i][2]
@@ -1381,8 +1409,14 @@ class CompiledExpression:
         >>> f.vjp(["w", "z"], np.ones(2), w=np.array([1.0, 2.0]), z=3.0)
         (array([3., 6.]), (array([3., 3.]), np.float64(3.0)))
         """
-        names, _, dtype, values, plans, i, results = self._products(
-            wrt, None, variables, "cotangent")
+        names, _, dtype, values = self._product_args(wrt, None, variables)
+        stacked = not isinstance(wrt, str)
+        fused = self._fused("vjp", names, None, cotangent, values, dtype)
+        if fused is not None:
+            value, grads = fused
+            return value, (tuple(grads) if stacked else grads[0])
+        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
+        i = out_idx[0]
         y_shape = results[i][2]
         u = _product_operand(cotangent, y_shape, dtype, "cotangent", "the expression's value")
         memo = {}
@@ -1391,11 +1425,65 @@ class CompiledExpression:
             f = self._factor(plans, results, i, name, values, dtype, memo)
             g = np.asarray(f.T._times(u.reshape(-1), "vjp"), dtype)
             grads.append(_present(g.reshape(values[name].shape)))
-        stacked = not isinstance(wrt, str)
         return _present(results[i][0]), (tuple(grads) if stacked else grads[0])
 
-    def _products(self, wrt, tangent, variables, what):
-        """The checks and the pass of jvp (tangent given) and vjp."""
+    def _fused(self, mode, names, seeds, cotangent, values, dtype):
+        """(value, [results]) of jvp or vjp from one fused pass (the tangents
+        or the cotangent are inputs of the program), or None for an
+        expression with an inner reduction (those go through factors)."""
+        if self._has_inner:
+            return None
+        scalar_set = frozenset(n for n in self.variables if values[n].ndim == 0)
+        key = (mode, scalar_set, names)
+        plan = self._product_plans.get(key)
+        if plan is None:
+            stage = _Stage(self._outputs[0])
+            plan = (stage,) + _build_stage(stage, scalar_set, [("var", n) for n in names],
+                                           True, {}, products=mode)
+            self._product_plans[key] = plan
+        stage, prog, value_rec, recs, arrays, scalars = plan
+        shape = _common_shape([a for a in arrays if not a.startswith("\x00")], values)
+        y_shape = () if stage.is_sum else shape
+        u = None
+        if mode == "vjp":
+            u = _product_operand(cotangent, y_shape, dtype, "cotangent",
+                                 "the expression's value")
+        inputs = []
+        for a in arrays:
+            if a == _COTANGENT:
+                inputs.append(np.ascontiguousarray(u))
+            elif a.startswith(_TANGENT):
+                inputs.append(np.ascontiguousarray(seeds[names.index(a[len(_TANGENT):])]))
+            else:
+                inputs.append(values[a])
+        numbers = []
+        for kind, source in scalars:
+            if kind == "const":
+                numbers.append(source)
+            elif kind == "var":
+                numbers.append(float(values[source]))
+            elif kind == "tangent":
+                numbers.append(float(seeds[names.index(source)]))
+            else:                                   # ("cot", 0)
+                numbers.append(float(u))
+        outs = [None] * prog.n_outs
+        if value_rec[0] == "out":
+            outs[value_rec[1]] = np.empty(y_shape, dtype)
+        shapes = [y_shape] if mode == "jvp" else [values[n].shape for n in names]
+        for rec, t_shape in zip(recs, shapes):
+            if rec is not None and rec[0] == "out":
+                outs[rec[1]] = np.empty(t_shape, dtype)
+        sums = prog.run(tuple(inputs), numbers, tuple(outs), math.prod(shape),
+                        dtype == np.float64)
+
+        def fetch(rec, t_shape):
+            if rec is None:                         # structurally zero
+                return _present(np.zeros(t_shape, dtype))
+            return _present(outs[rec[1]]) if rec[0] == "out" else dtype.type(sums[rec[1]])
+        return fetch(value_rec, y_shape), [fetch(r, t) for r, t in zip(recs, shapes)]
+
+    def _product_args(self, wrt, tangent, variables):
+        """The checks of jvp (tangent given) and vjp: (names, tangents, dtype, values)."""
         if not self._single:
             raise ValueError("jvp and vjp take a single expression; compile each output "
                              "of a list on its own")
@@ -1415,8 +1503,7 @@ class CompiledExpression:
                 tangent = [tangent]
             seeds = [_product_operand(t, values[n].shape, dtype, f"the tangent of {n!r}",
                                       f"variable {n!r}") for n, t in zip(names, tangent)]
-        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
-        return names, seeds, dtype, values, plans, out_idx[0], results
+        return tuple(names), seeds, dtype, values
 
     def _stacked(self, names, values, dtype, denominator, fmt, out, value_out, want_value,
                  one_variable=False):
@@ -1453,6 +1540,21 @@ class CompiledExpression:
             _layout.check_no_out(fmt, out)
             return value, _layout.operators().from_matrix(M, denominator)
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
+
+
+def _common_shape(names, values):
+    """The one shape of the array variables ``names`` (() if none), else ValueError."""
+    shape = shape_owner = None
+    for name in names:
+        s = values[name].shape
+        if shape is None:
+            shape, shape_owner = s, name
+        elif s != shape:
+            raise ValueError(
+                f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
+                f"variables of an element-wise expression must have the same "
+                f"shape, or be scalars")
+    return () if shape is None else shape
 
 
 def _product_operand(v, shape, dtype, what, of):
