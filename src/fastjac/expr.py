@@ -1433,39 +1433,25 @@ class CompiledExpression:
         expression with an inner reduction (those go through factors)."""
         if self._has_inner:
             return None
-        scalar_set = frozenset(n for n in self.variables if values[n].ndim == 0)
-        key = (mode, scalar_set, names)
+        key = (mode, names) + tuple(values[n].ndim == 0 for n in self.variables)
         plan = self._product_plans.get(key)
         if plan is None:
-            stage = _Stage(self._outputs[0])
-            plan = (stage,) + _build_stage(stage, scalar_set, [("var", n) for n in names],
-                                           True, {}, products=mode)
-            self._product_plans[key] = plan
-        stage, prog, value_rec, recs, arrays, scalars = plan
-        shape = _common_shape([a for a in arrays if not a.startswith("\x00")], values)
+            plan = self._product_plans[key] = self._product_plan(mode, names, values)
+        stage, prog, value_rec, recs, variables, array_src, scalar_src = plan
+        shape = _common_shape(variables, values)
         y_shape = () if stage.is_sum else shape
         u = None
         if mode == "vjp":
-            u = _product_operand(cotangent, y_shape, dtype, "cotangent",
-                                 "the expression's value")
-        inputs = []
-        for a in arrays:
-            if a == _COTANGENT:
-                inputs.append(np.ascontiguousarray(u))
-            elif a.startswith(_TANGENT):
-                inputs.append(np.ascontiguousarray(seeds[names.index(a[len(_TANGENT):])]))
-            else:
-                inputs.append(values[a])
-        numbers = []
-        for kind, source in scalars:
-            if kind == "const":
-                numbers.append(source)
-            elif kind == "var":
-                numbers.append(float(values[source]))
-            elif kind == "tangent":
-                numbers.append(float(seeds[names.index(source)]))
-            else:                                   # ("cot", 0)
-                numbers.append(float(u))
+            u = np.ascontiguousarray(_product_operand(cotangent, y_shape, dtype, "cotangent",
+                                                      "the expression's value"))
+        seeds = [] if seeds is None else [np.ascontiguousarray(t) for t in seeds]
+        # where each input comes from: a variable (by name), tangent i, or the cotangent
+        inputs = [values[src] if type(src) is str else (u if src < 0 else seeds[src])
+                  for src in array_src]
+        numbers = [values[src].item() if type(src) is str else
+                   (src[0] if type(src) is tuple else (u.item() if src < 0 else
+                                                       seeds[src].item()))
+                   for src in scalar_src]
         outs = [None] * prog.n_outs
         if value_rec[0] == "out":
             outs[value_rec[1]] = np.empty(y_shape, dtype)
@@ -1481,6 +1467,23 @@ class CompiledExpression:
                 return _present(np.zeros(t_shape, dtype))
             return _present(outs[rec[1]]) if rec[0] == "out" else dtype.type(sums[rec[1]])
         return fetch(value_rec, y_shape), [fetch(r, t) for r, t in zip(recs, shapes)]
+
+    def _product_plan(self, mode, names, values):
+        """The fused program of jvp or vjp for this signature, and the
+        sources of its inputs: a variable's name, i for tangent i, -1 for
+        the cotangent, (value,) for a constant."""
+        scalar_set = frozenset(n for n in self.variables if values[n].ndim == 0)
+        stage = _Stage(self._outputs[0])
+        prog, value_rec, recs, arrays, scalars = _build_stage(
+            stage, scalar_set, [("var", n) for n in names], True, {}, products=mode)
+        array_src = [-1 if a == _COTANGENT else
+                     names.index(a[len(_TANGENT):]) if a.startswith(_TANGENT) else a
+                     for a in arrays]
+        scalar_src = [(source,) if kind == "const" else source if kind == "var" else
+                      names.index(source) if kind == "tangent" else -1
+                      for kind, source in scalars]
+        variables = [a for a in arrays if not a.startswith("\x00")]
+        return stage, prog, value_rec, recs, variables, array_src, scalar_src
 
     def _product_args(self, wrt, tangent, variables):
         """The checks of jvp (tangent given) and vjp: (names, tangents, dtype, values)."""
