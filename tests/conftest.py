@@ -41,6 +41,8 @@ _OUTCOMES = Counter()
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "hostile: a hostile-input case (counted in the reliability summary)")
+    config.addinivalue_line(
+        "markers", "cluster: starts a dask.distributed LocalCluster (bounded, < 60 s in all)")
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ def test_discover_finds_every_family():
 def test_cases_are_well_formed(dtype):
     for family, module in _harness.discover():
         cases = module.cases(16, np.dtype(dtype))
+        if family == "dask" and not cases:
+            continue                    # Dask is optional: no cases without it
         assert cases, family
         assert any(c.quick for c in cases), f"{family} has no --quick case"
         names = [c.name for c in cases]

@@ -134,3 +134,13 @@ def test_products_by_a_structurally_zero_derivative_are_zero():
     assert np.ndim(gz) == 0 and gz == 0.0
     _, jv = f.jvp("z", 1.0, w=w, z=1.0)
     np.testing.assert_array_equal(jv, 0.0)
+
+
+def test_dask_arrays_are_refused_not_computed():
+    da = pytest.importorskip("dask.array")
+    f = fj.compile(w_ * x_)
+    w = da.ones(4, chunks=2)
+    with pytest.raises(NotImplementedError, match="Dask"):
+        f.jvp("w", np.ones(4), w=w, x=np.ones(4))
+    with pytest.raises(NotImplementedError, match="Dask"):
+        f.vjp("w", np.ones(4), w=w, x=np.ones(4))

@@ -450,3 +450,25 @@ def test_foreign_operator_on_the_left():
     for composed in (foreign @ J, J.__rmatmul__(foreign)):
         assert not isinstance(composed, fastjac.JacobianOperator)
         np.testing.assert_allclose(composed @ v, 2 * J.diag * v, rtol=1e-15)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sum_hessian_operators(layout):
+    """The diagonal Hessian and the mixed block of broadcast operands as
+    operators, against the matrices format="dense" gives."""
+    if not hasattr(fastjac, "sum_hessian"):
+        pytest.skip("no sum_hessian in this build")
+    a, b = positive(3, 1), positive(1, 4)
+    for wrt, cls in [(0, "DiagonalOperator"), (1, "DiagonalOperator"),
+                     ((0, 1), "BroadcastOperator"), ((1, 0), "BroadcastOperator")]:
+        H = fastjac.sum_hessian("divide", a, b, wrt=wrt, layout=layout, format="operator")
+        D = fastjac.sum_hessian("divide", a, b, wrt=wrt, layout=layout, format="dense")
+        assert type(H).__name__ == cls and H.shape == D.shape
+        np.testing.assert_allclose(H.toarray(), D, rtol=1e-13)
+        v, u = RNG.standard_normal(D.shape[1]), RNG.standard_normal(D.shape[0])
+        np.testing.assert_allclose(H @ v, D @ v, rtol=1e-12)
+        np.testing.assert_allclose(H.T @ u, D.T @ u, rtol=1e-12)
+        np.testing.assert_allclose(H.tosparse("coo").toarray(), D, rtol=1e-13)
+    x = positive(5)
+    H = fastjac.sum_hessian("exp", x, format="operator", layout=layout)
+    np.testing.assert_allclose(H.diag, np.exp(x), rtol=1e-13)

@@ -8,13 +8,14 @@ dense n x n matrix unless you ask for one.
 Public API
 ----------
 jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
-sum_gradient(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
+sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format="compact", out=None)
+sum_hessian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None)
 kernel(op, wrt=0)      -> a Kernel for hot loops: k(a, out) or k(a, b, out)
 BINARY_OPS, UNARY_OPS, FORMATS, LAYOUTS
 set_num_threads(n), get_num_threads()
 show_config()
 """
-from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient
+from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient, sum_hessian
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
 from ._pool import MAX_THREADS, get_num_threads, set_num_threads
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 _simd.select()      # the best loops this CPU runs, or $FASTJAC_SIMD
 
 __all__ = [
-    "jacobian", "sum_gradient", "kernel", "Kernel",
+    "jacobian", "sum_gradient", "sum_hessian", "kernel", "Kernel",
     "BINARY_OPS", "UNARY_OPS", "FORMATS", "LAYOUTS", "show_config", "__version__",
     "set_num_threads", "get_num_threads", "MAX_THREADS",
 ]

@@ -13,7 +13,7 @@ FORMATS: tuple[str, ...]
 LAYOUTS: tuple[str, ...]
 
 def check_format(format: object) -> str: ...
-
+def is_dask_array(x: object) -> bool: ...
 def jacobian(
     op: _Op,
     a: npt.ArrayLike,
@@ -35,6 +35,16 @@ def sum_gradient(
     format: _Format = "compact",
     out: Optional[np.ndarray] = None,
 ) -> Any: ...
+def sum_hessian(
+    op: Optional[_Op],
+    a: npt.ArrayLike,
+    b: Optional[npt.ArrayLike] = None,
+    *,
+    wrt: Union[int, tuple[int, int]] = 0,
+    layout: _Layout = "numerator",
+    format: _Format = "compact",
+    out: Optional[np.ndarray] = None,
+) -> Any: ...
 
 @disjoint_base
 class Op:
@@ -48,6 +58,12 @@ class Op:
     def code_b(self) -> int: ...
     @property
     def structurally_zero(self) -> bool: ...
+    @property
+    def code_aa(self) -> int: ...
+    @property
+    def code_bb(self) -> int: ...
+    @property
+    def code_ab(self) -> int: ...
 
 @disjoint_base
 class Kernel:

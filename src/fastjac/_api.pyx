@@ -26,10 +26,12 @@ cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
 
+import sys
+
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
-from . import _broadcast, _kernels, _layout, _ops
+from . import _broadcast, _hessian, _kernels, _layout, _ops
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
@@ -54,6 +56,8 @@ cdef class Op:
     cdef readonly int arity
     cdef readonly int code_a, code_b
     cdef readonly bint structurally_zero
+    # second derivatives (sum_hessian): d2/da2, d2/db2, d2/da db
+    cdef readonly int code_aa, code_bb, code_ab
 
     def __repr__(self):
         return f"<fastjac op {self.name!r}>"
@@ -70,12 +74,14 @@ def _register_ops():
         op.name, op.arity = name, 2
         op.code_a, op.code_b = codes[da], codes[db]
         op.structurally_zero = name in _ops.STRUCTURALLY_ZERO
+        op.code_aa, op.code_bb, op.code_ab = (codes[d] for d in _ops.BINARY_SECOND[name])
         OPS[name] = op
     for name, d in _ops.UNARY.items():
         op = Op()
         op.name, op.arity = name, 1
         op.code_a = op.code_b = codes[d]
         op.structurally_zero = False
+        op.code_aa = op.code_bb = op.code_ab = codes[_ops.UNARY_SECOND[name]]
         OPS[name] = op
     for alias, name in _ops.ALIASES.items():
         OPS[alias] = OPS[name]
@@ -421,18 +427,45 @@ cdef cnp.ndarray operand_array(Operands ops, int which):
     return number_as_array(ops.singles[which], ops.typenum)
 
 
+cdef int check_arity(Op spec, object b) except -1:
+    if spec.arity == 2 and b is None:
+        raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
+    if spec.arity == 1 and b is not None:
+        raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
+    return 0
+
+
+cdef inline bint maybe_foreign(object x):
+    """False for what the NumPy path takes without a second look (ndarrays,
+    Python numbers, None): two pointer compares on every call."""
+    return not (cnp.PyArray_Check(x) or x is None or is_python_number(x))
+
+
+cpdef bint is_dask_array(object x):
+    """x is a dask.array.Array. Never imports Dask: a Dask array exists
+    only once its module is loaded."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(x, module.Array)
+
+
+cdef inline bint any_dask(object a, object b):
+    """The test that picks another engine: a Dask operand gets a lazy Dask
+    array back (_dask.py, imported only then)."""
+    return (maybe_foreign(a) and is_dask_array(a)) or (maybe_foreign(b) and is_dask_array(b))
+
+
 cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
                           object layout, object format, object out, object axis=None):
     """The body of ``jacobian`` (summing=False) and ``sum_gradient`` (True)."""
     cdef int w = check_wrt(wrt, spec)
     cdef bint denominator = check_layout(layout)
     fmt = check_format(format)
-    if spec.arity == 2 and b is None:
-        raise ValueError(f"op {spec.name!r} is a binary operator: pass a second operand b")
-    if spec.arity == 1 and b is not None:
-        raise ValueError(f"op {spec.name!r} is a unary function: b must be None")
-    cdef Operands ops = coerce(a, b, spec.arity == 1)
+    check_arity(spec, b)
     cdef int code = spec.code_a if w == 0 else spec.code_b
+    if any_dask(a, b):
+        from . import _dask
+        return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
+    cdef Operands ops = coerce(a, b, spec.arity == 1)
     if ops.broadcast or axis is not None:
         return _broadcast.differentiate(
             summing, spec, code, operand_array(ops, 0),
@@ -607,6 +640,143 @@ def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format=
     array([4., 4.])
     """
     return differentiate(True, resolve_op(op, True), a, b, wrt, layout, format, out, axis)
+
+
+cdef tuple check_hessian_wrt(object wrt, Op op):
+    """(i, j): the block d2 y / d(operand i) d(operand j) that ``wrt`` names."""
+    if isinstance(wrt, tuple):
+        if len(wrt) == 2:
+            try:
+                return check_wrt(wrt[0], op), check_wrt(wrt[1], op)
+            except ValueError:
+                pass
+        allowed = ("0, 1, or a pair of them such as (0, 1) for the mixed block"
+                   if op.arity == 2 else "0 (a unary function has one operand)")
+        raise ValueError(f"wrt must be {allowed}, got {wrt!r}")
+    cdef int w = check_wrt(wrt, op)
+    return w, w
+
+
+def sum_hessian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=None):
+    """Hessian of ``y = sum(op(a, b))`` with respect to one operand, or the mixed block.
+
+    Each element of ``op(a, b)`` depends on one element of each operand, so
+    the Hessian with respect to an array operand is diagonal and fastjac
+    returns its diagonal: one pass, with the kernels of :func:`jacobian`.
+
+    Parameters
+    ----------
+    op : str, numpy.ufunc or None
+        As for :func:`jacobian`; ``None`` (or "identity") means y = sum(a),
+        whose Hessian is zero.
+    a, b : array_like or scalar
+        The operands, any two shapes that broadcast together (shape S).
+    wrt : {0, 1, (0, 1), (1, 0)}, default 0
+        0 or 1: the Hessian with respect to operand k = ``a`` or ``b``, a
+        |k| x |k| diagonal matrix; compact, its diagonal shaped like k (the
+        second partials summed over the axes along which k is broadcast),
+        or a NumPy scalar when k is a scalar. ``(0, 1)``: the mixed block
+        H[i, j] = d2 y / da_i db_j, |a| x |b| (n-d operands flattened in C
+        order); each element s of S is exactly one entry (the element of a
+        and the element of b it reads), so the compact block is the array
+        of mixed partials over S (shaped like the array operand for a scalar
+        one; the diagonal for equal shapes). ``(1, 0)`` is its transpose.
+        ``(0, 0)`` and ``(1, 1)`` are the same as 0 and 1.
+    layout : {"numerator", "denominator"}, default "numerator"
+        A Hessian block is d/dj of (d y/di): in numerator layout rows follow
+        the first operand of ``wrt``; denominator layout is the transpose.
+        The diagonal blocks are symmetric; a compact result is the same in
+        both layouts.
+    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
+        As for :func:`jacobian`: dense and sparse matrices are built from
+        the compact result; the sparse ones store exactly its entries (none
+        for a Hessian that is zero by structure: linear and piecewise
+        operators). "operator" is a ``DiagonalOperator`` for a diagonal
+        block, a ``BroadcastOperator`` for the mixed block of broadcast
+        operands.
+    out : ndarray, optional
+        With format "compact" or "dense": the array to write into.
+
+    Returns
+    -------
+    ndarray, NumPy scalar or scipy.sparse array
+
+    Raises
+    ------
+    ValueError, TypeError, MemoryError
+        As :func:`jacobian`; a ``wrt`` pair for a unary function is a
+        ValueError.
+
+    Notes
+    -----
+    Second derivatives at kinks: relu, abs, maximum, minimum (and the
+    comparisons greater, less) are piecewise linear, so their second
+    derivatives are 0 wherever they exist; fastjac returns 0 everywhere,
+    kinks and NaN arguments included, and stores it as a structural zero.
+    For ``power``: d2/da2 is 0 where b is 0 or 1, d2/da db is 0 at a = 0
+    for b > 1, d2/db2 is 0 at a = 0 for b >= 0 (the limits, matching the
+    first derivatives' conventions); elsewhere plain IEEE arithmetic.
+
+    Examples
+    --------
+    >>> import numpy as np, fastjac
+    >>> x = np.array([0.0, 1.0])
+    >>> fastjac.sum_hessian("exp", x)                     # diagonal of diag(exp(x))
+    array([1.        , 2.71828183])
+    >>> fastjac.sum_hessian("multiply", x, 3.0, wrt=(0, 1))   # d2 sum(x z)/dx dz
+    array([1., 1.])
+    >>> fastjac.sum_hessian("divide", 1.0, x + 1.0, wrt=1, format="dense")
+    array([[2.  , 0.  ],
+           [0.  , 0.25]])
+    """
+    cdef Op spec = resolve_op(op, True)
+    cdef tuple block = check_hessian_wrt(wrt, spec)
+    cdef int first = block[0], second = block[1]
+    cdef bint denominator = check_layout(layout)
+    fmt = check_format(format)
+    check_arity(spec, b)
+    cdef int code
+    if any_dask(a, b):
+        # the diagonal is summed like sum_gradient's compact result, the
+        # mixed block is element-wise like jacobian's (see _hessian.py)
+        from . import _dask
+        if first == second:
+            code = spec.code_aa if first == 0 else spec.code_bb
+            return _dask.differentiate(True, spec, code, a, b, first, None, denominator, fmt,
+                                       out, second=True)
+        return _dask.differentiate(False, spec, spec.code_ab, a, b, (0, 1), None, denominator,
+                                   fmt, out, second=True)
+    cdef Operands ops = coerce(a, b, spec.arity == 1)
+    compact_out = out if fmt == "compact" else None
+    if first == second:
+        code = spec.code_aa if first == 0 else spec.code_bb
+        if ops.broadcast:
+            compact = _broadcast.differentiate(
+                True, spec, code, operand_array(ops, 0), operand_array(ops, 1), first,
+                None, denominator, "compact", compact_out)
+        else:
+            compact = run_kernel(code, True, ops, first, compact_out)
+        if fmt == "compact":
+            return compact
+        return _layout.as_matrix(compact, "scalar" if np.ndim(compact) == 0 else "diagonal",
+                                 denominator, fmt, code == ZERO, out)
+    code = spec.code_ab
+    # d2/db da is the transpose of d2/da db: the other layout of the same block
+    transposed = denominator != (first == 1)
+    if ops.broadcast:
+        return _hessian.mixed_block(spec, code, operand_array(ops, 0), operand_array(ops, 1),
+                                    transposed, fmt, out)
+    compact = run_kernel(code, False, ops, 0, compact_out)
+    if fmt == "compact":
+        return compact
+    if ops.a_ndim == 0 and ops.b_ndim == 0:
+        kind = "scalar"
+    elif ops.a_ndim != 0 and ops.b_ndim != 0:
+        kind = "diagonal"
+    else:                       # one row (a scalar) or one column (b scalar)
+        kind = "gradient" if ops.a_ndim == 0 else "by_scalar"
+        compact = compact.reshape(-1)
+    return _layout.as_matrix(compact, kind, transposed, fmt, code == ZERO, out)
 
 
 # -- low-level kernels for hot loops --------------------------------------------

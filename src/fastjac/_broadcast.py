@@ -114,6 +114,12 @@ class Structure:
         return (summed_first, _size(shape[i] for i in summed), _size(shape[i] for i in rest),
                 tuple(shape[i] for i in rest))
 
+    def roles(self):
+        """(rows, cols): per compact axis, whether it indexes J's rows (an
+        axis of y) and whether it indexes its columns (an axis of k)."""
+        return ([i not in self.reduced for i in self.axes],
+                [self.k_aligned[i] != 1 for i in self.axes])
+
     def indices(self):
         """(rows, cols): each compact element's place in the numerator matrix,
         int64 arrays of the compact shape."""

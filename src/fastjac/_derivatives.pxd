@@ -45,7 +45,7 @@
 from cython cimport floating
 from libc.float cimport DBL_MAX, DBL_MIN, FLT_MAX, FLT_MIN
 from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
-                        powf, sin, sinf, sqrt, sqrtf, NAN, INFINITY)
+                        powf, sin, sinf, sqrt, sqrtf, tanh, tanhf, NAN, INFINITY)
 
 cdef extern from "_vecmath.h" nogil:
     double fj_exp(double x)
@@ -122,6 +122,32 @@ cdef struct ReluD:
 cdef struct AbsD:
     char _
 
+# Second derivatives (sum_hessian), where no first derivative has the same
+# formula: d2(a*a)/da2 = 2, ...; the others reuse a tag above (exp'' = exp,
+# sin'' = cos' = -sin, d2(a*b)/dadb = 1, and Zero).
+cdef struct Two:
+    char _
+cdef struct DivideDab:
+    char _
+cdef struct DivideDbb:
+    char _
+cdef struct PowerDaa:
+    char _
+cdef struct PowerDab:
+    char _
+cdef struct PowerDbb:
+    char _
+cdef struct SqrtDD:
+    char _
+cdef struct LogDD:
+    char _
+cdef struct CosDD:
+    char _
+cdef struct TanhDD:
+    char _
+cdef struct SigmoidDD:
+    char _
+
 # One code per tag, so that Python can name a derivative
 # by an integer and the kernels turn it back into a compile-time tag.
 cdef enum DerivativeCode:
@@ -152,6 +178,17 @@ cdef enum DerivativeCode:
     SIGMOID_D
     RELU_D
     ABS_D
+    TWO
+    DIVIDE_DAB
+    DIVIDE_DBB
+    POWER_DAA
+    POWER_DAB
+    POWER_DBB
+    SQRT_DD
+    LOG_DD
+    COS_DD
+    TANH_DD
+    SIGMOID_DD
     N_DERIVATIVE_CODES
 
 ctypedef fused Derivative:
@@ -182,6 +219,17 @@ ctypedef fused Derivative:
     SigmoidD
     ReluD
     AbsD
+    Two
+    DivideDab
+    DivideDbb
+    PowerDaa
+    PowerDab
+    PowerDbb
+    SqrtDD
+    LogDD
+    CosDD
+    TanhDD
+    SigmoidDD
 
 
 # Precision-preserving math wrappers: float32 calls the *f variant, so a
@@ -337,6 +385,66 @@ cdef inline floating power_log_libm(floating a, floating b) noexcept nogil:
         return pow(a, b) * log(a)
 
 
+
+# -- second derivatives (sum_hessian) -------------------------------------------
+# Each is a product of pieces that are accurate on their own (a few ulp in
+# all), on libm where no vectorised piece exists; float32 powers and
+# logarithms are computed in double and rounded once.
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline double pow_shifted(double a, double b, double shift) noexcept nogil:
+    """a**(b - shift), with b - shift carried exactly as s + e (TwoSum) and
+    e folded in as a first-order correction (as power_slope_libm does)."""
+    cdef double s = b - shift
+    cdef double bb = s - b
+    cdef double e = (b - (s - bb)) + (-shift - bb)
+    cdef double p = pow(a, s)
+    if e != 0 and a > 0 and fabs(b) < INFINITY and p != 0 and fabs(p) < INFINITY:
+        p += p * (e * log(a))
+    return p
+
+
+cdef inline floating power_daa(floating a, floating b) noexcept nogil:
+    """d2(a**b)/da2 = b (b - 1) a**(b - 2); 0 where b is 0 or 1 (a**b is
+    constant or linear in a there, as the first derivative's convention)."""
+    if b == 0 or b == 1:
+        return 0
+    if floating is float:
+        return <float>(<double>b * (<double>b - 1) * pow(<double>a, <double>b - 2))
+    else:
+        return b * (b - 1) * pow_shifted(a, b, 2)
+
+
+cdef inline floating power_dab(floating a, floating b) noexcept nogil:
+    """d2(a**b)/da db = a**(b - 1) (1 + b ln a); 0 at a == 0 for b > 1 (the
+    limit; the formula would give 0 * inf)."""
+    if a == 0 and b > 1:
+        return 0
+    if floating is float:
+        return <float>(pow(<double>a, <double>b - 1) * (1 + <double>b * log(<double>a)))
+    else:
+        return pow_shifted(a, b, 1) * (1 + b * log(a))
+
+
+cdef inline floating power_dbb(floating a, floating b) noexcept nogil:
+    """d2(a**b)/db2 = a**b (ln a)**2; 0 at a == 0 for b >= 0, where the first
+    derivative is 0 by convention."""
+    cdef double ln_a
+    if a == 0 and b >= 0:
+        return 0
+    ln_a = log(<double>a)
+    if floating is float:
+        return <float>(pow(<double>a, <double>b) * ln_a * ln_a)
+    else:
+        return pow(a, b) * ln_a * ln_a
+
+
 cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcept nogil:
     # -- section 2: binary operators ---------------------------------------
     if Derivative is AddDa or Derivative is AddDb or Derivative is SubtractDa:
@@ -415,6 +523,35 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         # and one select, not an if-chain: gcc vectorises the chain into five
         # compares and three blends (1 000 elements: 204 ns against 155 ns).
         return a if a != a else <floating>(a > 0) - <floating>(a < 0)
+    # -- second derivatives (sum_hessian); exp'' is ExpD, sin'' is CosD -----
+    elif Derivative is Two:
+        return 2
+    elif Derivative is DivideDab:
+        # d2(a/b)/da db = -1/b**2, as (1/b)**2: no overflow of b*b before
+        # the division, and correctly 0 or inf where the result is.
+        return -((1 / b) * (1 / b))
+    elif Derivative is DivideDbb:
+        # 2a/b**3, one division at a time for the same reason
+        return 2 * (((a / b) / b) / b)
+    elif Derivative is PowerDaa:
+        return power_daa(a, b)
+    elif Derivative is PowerDab:
+        return power_dab(a, b)
+    elif Derivative is PowerDbb:
+        return power_dbb(a, b)
+    elif Derivative is SqrtDD:
+        return (<floating>0.5 / f_sqrt(a)) * (<floating>-0.5 / a)
+    elif Derivative is LogDD:
+        return -((1 / a) * (1 / a))
+    elif Derivative is CosDD:
+        return -f_cos(a)
+    elif Derivative is TanhDD:
+        # -2 tanh(a) tanh'(a); tanh' as above, tanh from libm (its own
+        # small-argument care): no cancellation anywhere
+        return -8 * f_tanh(a) * logistic_slope(2 * a)
+    elif Derivative is SigmoidDD:
+        # s'(1 - 2s) with 1 - 2s(a) = -tanh(a/2), free of cancellation
+        return -logistic_slope(a) * f_tanh(a / 2)
 
 
 # -- compile-time properties of a tag ------------------------------------------
@@ -425,14 +562,18 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
     return (Derivative is PowerDa or Derivative is PowerDb
             or (Derivative is SqrtD and not FJ_FAST_RSQRT)
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
-            or Derivative is TanhD or Derivative is SigmoidD)
+            or Derivative is TanhD or Derivative is SigmoidD
+            or Derivative is DivideDbb or Derivative is SqrtDD or Derivative is CosDD
+            or Derivative is TanhDD or Derivative is SigmoidDD
+            or Derivative is PowerDaa or Derivative is PowerDab or Derivative is PowerDbb)
 
 
 cdef inline bint very_costly(Derivative* tag) noexcept nogil:
     """True for a**b's derivatives (a double-double logarithm and an
     exponential per element, about 5 ns on one core): worth two threads
     from about 500 elements."""
-    return Derivative is PowerDa or Derivative is PowerDb
+    return (Derivative is PowerDa or Derivative is PowerDb or Derivative is PowerDaa
+            or Derivative is PowerDab or Derivative is PowerDbb)
 
 
 cdef inline bint has_exceptions(Derivative* tag) noexcept nogil:

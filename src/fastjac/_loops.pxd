@@ -445,6 +445,39 @@ cdef inline double dispatch(int code, bint summing,
     elif code == ABS_D:
         return run(<AbsD*>NULL, code, summing, a, a_step, b, b_step, out, n,
                    min_cheap, min_costly, streamed)
+    elif code == TWO:
+        return run(<Two*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == DIVIDE_DAB:
+        return run(<DivideDab*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == DIVIDE_DBB:
+        return run(<DivideDbb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == POWER_DAA:
+        return run(<PowerDaa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == POWER_DAB:
+        return run(<PowerDab*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == POWER_DBB:
+        return run(<PowerDbb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == SQRT_DD:
+        return run(<SqrtDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOG_DD:
+        return run(<LogDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == COS_DD:
+        return run(<CosDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == TANH_DD:
+        return run(<TanhDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == SIGMOID_DD:
+        return run(<SigmoidDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
 
 

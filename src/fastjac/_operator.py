@@ -17,7 +17,8 @@ Diagonal       n x n diag(d)                      d (n)
 Row            1 x n, the gradient of a scalar    g (n)
 Column         m x 1, d y / d z for a scalar z    c (m)
 Broadcast      one entry per compact element      the compact values
-               (``_broadcast.Structure``)         (and the Structure)
+               (``_broadcast.Structure``, or      (and the Structure)
+               ``_hessian.MixedBlock``)
 LowRank        diag(d) + U V^T                    d (or None), U, V
 ============== ================================== =====================
 
@@ -578,8 +579,7 @@ class BroadcastOperator(JacobianOperator):
         super().__init__(values.dtype, shape, structurally_zero)
         self.values, self.st, self.denominator = values, st, bool(denominator)
         self._t = None
-        rows = [i not in st.reduced for i in st.axes]           # numerator rows of J
-        cols = [st.k_aligned[i] != 1 for i in st.axes]
+        rows, cols = st.roles()             # per compact axis: indexes J's rows, columns
         if denominator:
             rows, cols = cols, rows
         lengths = values.shape
@@ -718,9 +718,9 @@ def from_compact(compact, kind, denominator, structurally_zero):
 
 
 def from_structure(st, compact, denominator, structurally_zero):
-    """The operator of a broadcast call (``_broadcast.differentiate``)."""
-    rows = [i not in st.reduced for i in st.axes]
-    cols = [st.k_aligned[i] != 1 for i in st.axes]
+    """The operator of a broadcast call (``_broadcast.differentiate``), or
+    of sum_hessian's mixed block (``_hessian.MixedBlock``)."""
+    rows, cols = st.roles()
     if all(rows) and all(cols):             # every compact element on the diagonal
         return DiagonalOperator(compact, structurally_zero)
     return BroadcastOperator(st, compact, denominator, structurally_zero)._simplified()

@@ -36,6 +36,37 @@ UNARY = {
     "abs": "abs",
 }
 
+# Second derivatives, for sum_hessian: a binary operator's
+# (d2/da2, d2/db2, d2/da db), a unary function's d2/da2. "zero" is exact for
+# the linear operators, and the convention for the piecewise ones (relu,
+# abs, maximum, minimum, greater, less): 0 everywhere, kinks included, and
+# stored as a structural zero (see HESSIAN_STRUCTURALLY_ZERO).
+BINARY_SECOND = {
+    "add": ("zero", "zero", "zero"),
+    "subtract": ("zero", "zero", "zero"),
+    "multiply": ("zero", "zero", "one"),
+    "divide": ("zero", "divide_dbb", "divide_dab"),
+    "maximum": ("zero", "zero", "zero"),
+    "minimum": ("zero", "zero", "zero"),
+    "greater": ("zero", "zero", "zero"),
+    "less": ("zero", "zero", "zero"),
+    "power": ("power_daa", "power_dbb", "power_dab"),
+}
+UNARY_SECOND = {
+    "identity": "zero",
+    "negative": "zero",
+    "square": "two",
+    "sqrt": "sqrt_dd",
+    "exp": "exp",             # exp'' = exp
+    "log": "log_dd",
+    "sin": "cos",             # sin'' = cos' = -sin
+    "cos": "cos_dd",
+    "tanh": "tanh_dd",
+    "sigmoid": "sigmoid_dd",
+    "relu": "zero",
+    "abs": "zero",
+}
+
 # Piecewise-constant operators: their Jacobian is structurally zero, so a
 # sparse result stores no entries at all.
 STRUCTURALLY_ZERO = frozenset({"greater", "less"})

@@ -70,6 +70,21 @@ typedef void (*fj_chunk_fn)(void* job, Py_ssize_t chunk, int worker);
 #define FJ_OWNER_SPIN_NS 20000     /* 20 us before the caller sleeps in fj_finish */
 #define FJ_HOT_NS 100000           /* small jobs this close together are a hot loop */
 
+/* A thread that sets this (fj_set_thread_serial) runs its own jobs alone:
+ * the Dask tasks of _dask.py, which already run one per core, do so. It is
+ * per thread, so the pool's size and other threads' calls are untouched. */
+#if defined(_MSC_VER)
+static __declspec(thread) int fj_thread_serial = 0;
+#else
+static __thread int fj_thread_serial = 0;
+#endif
+
+static int fj_set_thread_serial(int serial) {
+    int previous = fj_thread_serial;
+    fj_thread_serial = serial;
+    return previous;
+}
+
 static void fj_run_serially(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks) {
     Py_ssize_t c;
     for (c = 0; c < n_chunks; c++)
@@ -332,7 +347,7 @@ static void fj_parallel_for(fj_chunk_fn fn, void* job, Py_ssize_t n_chunks, int 
     uint32_t gen;
     /* threads and closed are read again once the pool is ours; this first
      * look only avoids the compare-and-swap when there is no pool to use */
-    if (n_chunks <= 1 || max_workers <= 1 || fj_pool_threads() <= 1
+    if (n_chunks <= 1 || max_workers <= 1 || fj_pool_threads() <= 1 || fj_thread_serial
             || __atomic_load_n(&fj_pool.closed, __ATOMIC_RELAXED)
             || n_chunks > FJ_MAX_CHUNKS
             || !__atomic_compare_exchange_n(&fj_pool.busy, &expected, 1, 0,

@@ -20,6 +20,7 @@ cdef extern from "_pool.h" nogil:
     int fj_pool_threads()
     int fj_pool_resize(int threads)
     void fj_pool_close()
+    int fj_set_thread_serial(int serial)
     enum: FJ_MAX_THREADS
 
 
@@ -88,6 +89,16 @@ def set_num_threads(threads):
     with nogil:
         fj_pool_resize(wanted)
     return previous
+
+
+def _serial_in_this_thread(serial):
+    """With a true ``serial``, kernel calls made by the calling thread run
+    on that thread alone (the pool's other threads are left to other
+    callers); False restores the pool. Returns the previous setting.
+
+    Per thread, unlike set_num_threads: _dask.py sets it inside each Dask
+    task, whose scheduler already runs one task per core."""
+    return bool(fj_set_thread_serial(1 if serial else 0))
 
 
 def _close():

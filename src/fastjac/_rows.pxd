@@ -58,8 +58,9 @@ cdef inline void add_tag(Derivative* tag, bint k_is_a, const floating* k, const 
 
 cdef inline bint add_partials(int code, bint k_is_a, const floating* k, const floating* x,
                               double* lanes, Py_ssize_t n) noexcept nogil:
-    """lanes[t] += d(k_t, x_t) for the derivatives of the binary operators;
-    False, and nothing done, for any other code."""
+    """lanes[t] += d(k_t, x_t) for the derivatives of the binary operators
+    (and their second derivatives); False, and nothing done, for any other
+    code."""
     if code == ADD_DA:
         add_tag(<AddDa*>NULL, k_is_a, k, x, lanes, n)
     elif code == ADD_DB:
@@ -90,6 +91,13 @@ cdef inline bint add_partials(int code, bint k_is_a, const floating* k, const fl
         add_tag(<PowerDb*>NULL, k_is_a, k, x, lanes, n)
     elif code == ZERO:
         add_tag(<Zero*>NULL, k_is_a, k, x, lanes, n)
+    # second derivatives with respect to one operand (sum_hessian)
+    elif code == DIVIDE_DBB:
+        add_tag(<DivideDbb*>NULL, k_is_a, k, x, lanes, n)
+    elif code == POWER_DAA:
+        add_tag(<PowerDaa*>NULL, k_is_a, k, x, lanes, n)
+    elif code == POWER_DBB:
+        add_tag(<PowerDbb*>NULL, k_is_a, k, x, lanes, n)
     else:
         return False
     return True

@@ -32,6 +32,7 @@ wrong diagonal, and never an n x n matrix unless format="dense" asks.
 """
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -900,7 +901,8 @@ class CompiledExpression:
                              f"are: {known}")
 
     # -- call-time checks ---------------------------------------------------------
-    def _values(self, kwargs):
+    def _check_names(self, kwargs):
+        """Every variable given once, no other name (also for _dask.py)."""
         for name in kwargs:
             if name not in self.variables:
                 self._check_name(name)
@@ -908,6 +910,9 @@ class CompiledExpression:
         if missing:
             raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(repr(m) for m in missing)}")
+
+    def _values(self, kwargs):
+        self._check_names(kwargs)
         return coerce_named(kwargs)
 
     def _wrt_list(self, wrt):
@@ -1215,6 +1220,10 @@ class CompiledExpression:
     def value(self, *, out=None, **variables):
         """The value of the expression(s): an array, a NumPy scalar (after a
         sum), or a tuple of them for a list of expressions."""
+        if _dask_in(variables):
+            from . import _dask
+            return _dask.expression(self, None, "numerator", "compact", out, None, True, False,
+                                    variables)
         values_dtype, values = self._values(variables)
         plans, out_idx, results = self._run(values, values_dtype, (), True, value_out=out)
         vals = tuple(_present(results[i][0]) for i in out_idx)
@@ -1306,6 +1315,10 @@ class CompiledExpression:
         r = self._fast(wrt, layout, format, out, value_out, _want_value, variables)
         if r is not None:
             return r
+        if _dask_in(variables):     # Dask arrays in: lazy Dask arrays out (_dask.py)
+            from . import _dask
+            return _dask.expression(self, wrt, layout, format, out, value_out, _want_value,
+                                    True, variables)
         denominator = _check_layout(layout)
         fmt = _check_format(format)
         names, stacked = self._wrt_list(wrt)
@@ -1495,6 +1508,10 @@ class CompiledExpression:
         names, stacked = self._wrt_list(wrt)
         if len(set(names)) != len(names):
             raise ValueError(f"wrt names a variable twice: {list(names)}")
+        if _dask_in(variables):
+            raise NotImplementedError(
+                "jvp and vjp take NumPy arrays; with Dask arrays, ask jacobian() for the "
+                "compact Jacobian (a lazy Dask array) and multiply it by the tangent")
         dtype, values = self._values(variables)
         seeds = None
         if tangent is not None:
@@ -1569,6 +1586,14 @@ def _product_operand(v, shape, dtype, what, of):
         raise ValueError(f"{what} has shape {arr.shape} but {of} has shape {tuple(shape)}; "
                          f"they must match")
     return arr.astype(dtype, copy=False)
+
+
+def _dask_in(variables):
+    """Some variable is a Dask array (never imports Dask: without
+    dask.array loaded there is none)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and any(isinstance(v, module.Array)
+                                      for v in variables.values())
 
 
 def _out_target(out, shape, dtype, what):
