@@ -73,6 +73,8 @@ ROUTES = {
     "torch_vjp": "PyTorch on CPU: torch.autograd.grad with ones grad_outputs (a VJP: the diagonal too)",
     "torch_dense": "PyTorch on CPU: torch.autograd.functional.jacobian, dense (small n)",
     "autograd": "autograd: elementwise_grad (make_jvp for a scalar operand, grad for sums)",
+    "scipy": "SciPy: the same product or solve with the CSR matrix of the Jacobian "
+             "(the operator family)",
 }
 # Rivals that fill a preallocated array are compared with fastjac's out=
 # call; rivals that allocate their result with fastjac's allocating call.
@@ -614,7 +616,8 @@ def geomean(values):
 # workers distort the next library's timings (a parallel numba call at
 # n = 16 measured 16 ms instead of 1.5 µs after the others had run).
 GROUPS = {
-    "fastjac": ("fastjac", "fastjac_alloc", "fastjac_kernel", "stream", "numpy", "numpy_out"),
+    "fastjac": ("fastjac", "fastjac_alloc", "fastjac_kernel", "stream", "numpy", "numpy_out",
+                "scipy"),
     "numexpr": ("numexpr",),
     "numba": ("numba", "numba_par"),
     "jax": ("jax", "jax_dense"),

@@ -517,3 +517,33 @@ def test_short_row_sums_same_bits_on_one_and_two_threads(dtype, op):
     assert results[0].tobytes() == results[1].tobytes()
     np.testing.assert_allclose(results[0], partials(op, s, X, 0).sum(1),
                                rtol=1e-9 if dtype == np.float64 else 1e-5)
+
+
+# -- the derivative checker on broadcast Jacobians (fastjac.testing) -------------------
+
+@pytest.mark.parametrize("op", ["multiply", "divide", "power"])
+@pytest.mark.parametrize("wrt", [0, 1])
+@pytest.mark.parametrize("shapes", FD_CASES)
+@pytest.mark.parametrize("axis", [None, 0, -1])
+def test_checker_accepts_every_format_of_the_sums(op, wrt, shapes, axis):
+    pytest.importorskip("scipy")
+    from fastjac.testing import check_jacobian
+    rng = np.random.default_rng(11)
+    a, b = operands(op, shapes[0], shapes[1], rng, np.float64)
+    k = (a, b)[wrt]
+
+    def y_of(kk):
+        args = [a, b]
+        args[wrt] = kk
+        return np.sum(FORWARD[op](*args), axis=axis)
+    for fmt in ("operator", "csr"):
+        for layout in ("numerator", "denominator"):
+            def jac(kk, fmt=fmt, layout=layout):
+                args = [a, b]
+                args[wrt] = kk
+                return fastjac.sum_gradient(op, *args, wrt=wrt, axis=axis, format=fmt,
+                                            layout=layout)
+            if fmt == "csr" and axis is None and k.ndim == 2:
+                continue        # section 1's q x p form of a gradient by a matrix
+            check_jacobian(y_of, jac, k, layout=layout)
+            check_jacobian(y_of, jac, k, layout=layout, mode="full")

@@ -13,7 +13,9 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
-@pytest.mark.parametrize("function", [fastjac.jacobian, fastjac.sum_gradient, fastjac.kernel])
+@pytest.mark.parametrize("function", [fastjac.jacobian, fastjac.sum_gradient, fastjac.kernel,
+                                      fastjac.testing.check_jacobian,
+                                      fastjac.testing.check_gradient])
 def test_docstring_examples(function):
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -855,3 +855,26 @@ def test_scalar_step_compiled_matches_interpreter(step, dtype):
     tol = 1e-11 if dtype == np.float64 else 1e-4        # float32: w x - 1 cancels
     np.testing.assert_allclose(results["never"][1], expected, rtol=tol,
                                atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_checker_on_every_case(case):
+    """fastjac.testing.check_jacobian: the operator (and compact) Jacobian of
+    every case against finite differences, in random directions."""
+    pytest.importorskip("scipy")
+    from fastjac.testing import check_jacobian
+    _, expr, fun, spec = case
+    values = make_values(spec)
+    f = fj.compile(expr)
+    for name in f.variables:
+        def at(v, name=name):
+            return {**values, name: v if np.ndim(values[name]) else v.reshape(())}
+        for layout in ("numerator", "denominator"):
+            check_jacobian(lambda v: fun(**at(v)),
+                           lambda v: f.jacobian(name, layout=layout, format="operator",
+                                                **at(v)),
+                           values[name], layout=layout)
+        compact = f.jacobian(name, **values)
+        if not isinstance(compact, fj.Factor):
+            check_jacobian(lambda v: fun(**at(v)), lambda v: f.jacobian(name, **at(v)),
+                           values[name])

@@ -6,12 +6,13 @@ from typing_extensions import disjoint_base
 
 # Shared with the other stubs (expr.pyi, _neuron.pyi, expr_factors.pyi).
 _Layout = Literal["numerator", "denominator"]
-_Format = Literal["compact", "dense", "csr", "csc", "coo", "dia", "sparse"]
+_Format = Literal["compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"]
 _Op = Union[str, np.ufunc]
 
 FORMATS: tuple[str, ...]
 LAYOUTS: tuple[str, ...]
 
+def check_format(format: object) -> str: ...
 def is_dask_array(x: object) -> bool: ...
 def jacobian(
     op: _Op,

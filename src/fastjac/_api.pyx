@@ -45,8 +45,9 @@ cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 # The derivative code that is 0 everywhere (greater, less).
 cdef int ZERO = _kernels.DERIVATIVE_CODES["zero"]
 
-FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse")
+FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator")
 LAYOUTS = ("numerator", "denominator")
+_FORMAT_LIST = ", ".join([repr(f) for f in FORMATS])
 
 
 cdef class Op:
@@ -122,14 +123,15 @@ cdef bint check_layout(object layout) except -1:
     raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
 
 
-cdef object check_format(object format):
+cpdef object check_format(object format):
+    """The format, with "sparse" meaning "csr", else ValueError listing
+    FORMATS: the one check of jacobian, sum_gradient and expressions."""
     if isinstance(format, str):     # not ==: an array would compare element-wise
         if format == "compact":
             return "compact"
         if format in FORMATS:
             return "csr" if format == "sparse" else format
-    raise ValueError(
-        f"format must be one of {', '.join(repr(f) for f in FORMATS)}, got {format!r}")
+    raise ValueError(f"format must be one of {_FORMAT_LIST}, got {format!r}")
 
 
 # -- operands -----------------------------------------------------------------
@@ -510,7 +512,7 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         exact transpose. It applies to "dense" and the sparse formats only:
         a compact result is the same in both layouts (layout has no effect
         on it, though its value is still checked).
-    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
         "compact" (default) returns the smallest exact answer, shaped like
         the result y: the diagonal when ``wrt`` names an array, the vector
         dy/dz when it names a scalar z, a NumPy scalar when both are scalars.
@@ -522,13 +524,18 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         operands it is |S| x |k| in numerator layout). The sparse
         formats return ``scipy.sparse`` arrays of the same shape ("sparse" is
         "csr"), built in O(n) without a dense matrix; needs SciPy.
+        "operator" returns a ``scipy.sparse.linalg.LinearOperator`` that
+        keeps the structure (``fastjac.DiagonalOperator``, ``RowOperator``,
+        ``ColumnOperator`` or ``BroadcastOperator``): the map of the
+        flattened operands, |y| x |k| in numerator layout, its transpose in
+        denominator layout; products in O(n); needs SciPy.
     out : ndarray, optional
         With format "compact" or "dense": the array to write into; its shape
         and dtype must be exactly those of the result.
 
     Returns
     -------
-    ndarray, NumPy scalar or scipy.sparse array
+    ndarray, NumPy scalar, scipy.sparse array or fastjac.JacobianOperator
         float32 when the operands are float32 (and Python numbers), float64
         otherwise.
 
@@ -596,17 +603,20 @@ def sum_gradient(op, a, b=None, *, wrt=0, axis=None, layout="numerator", format=
         the shapes of "dense" and the sparse formats: layout has no effect
         on the compact gradient, shaped like the operand in both layouts
         (its value is still checked).
-    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
         "compact" (default) returns the gradient shaped like the operand
         (whatever the layout), or a NumPy scalar for a scalar operand, e.g.
-        d sum(x * z)/dz = sum(x). Other formats as for :func:`jacobian`.
+        d sum(x * z)/dz = sum(x). Other formats as for :func:`jacobian`;
+        the "operator" of a gradient is a 1 x |k| ``RowOperator`` in
+        numerator layout (an |k| x 1 ``ColumnOperator`` in denominator
+        layout), whatever k's number of dimensions.
     out : ndarray, optional
         With format "compact" or "dense": the array to write into (a 0-d
         array for a scalar result).
 
     Returns
     -------
-    ndarray, NumPy scalar or scipy.sparse array
+    ndarray, NumPy scalar, scipy.sparse array or fastjac.JacobianOperator
 
     Raises
     ------
@@ -677,11 +687,13 @@ def sum_hessian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", o
         the first operand of ``wrt``; denominator layout is the transpose.
         The diagonal blocks are symmetric; a compact result is the same in
         both layouts.
-    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
         As for :func:`jacobian`: dense and sparse matrices are built from
         the compact result; the sparse ones store exactly its entries (none
         for a Hessian that is zero by structure: linear and piecewise
-        operators).
+        operators). "operator" is a ``DiagonalOperator`` for a diagonal
+        block, a ``BroadcastOperator`` for the mixed block of broadcast
+        operands.
     out : ndarray, optional
         With format "compact" or "dense": the array to write into.
 

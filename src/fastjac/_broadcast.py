@@ -114,6 +114,12 @@ class Structure:
         return (summed_first, _size(shape[i] for i in summed), _size(shape[i] for i in rest),
                 tuple(shape[i] for i in rest))
 
+    def roles(self):
+        """(rows, cols): per compact axis, whether it indexes J's rows (an
+        axis of y) and whether it indexes its columns (an axis of k)."""
+        return ([i not in self.reduced for i in self.axes],
+                [self.k_aligned[i] != 1 for i in self.axes])
+
     def indices(self):
         """(rows, cols): each compact element's place in the numerator matrix,
         int64 arrays of the compact shape."""
@@ -186,6 +192,9 @@ def differentiate(summing, op, code, a, b, wrt, axis, denominator, fmt, out):
     if gradient and fmt != "compact":
         kind = "gradient" if k.ndim else "scalar"
         return _layout.as_matrix(compact, kind, denominator, fmt, op.structurally_zero, out)
+    if fmt == "operator":
+        return _layout.operators().from_structure(structure, compact, denominator,
+                                                  op.structurally_zero)
     if fmt == "dense":
         return _dense(structure, compact, denominator, out)
     if fmt != "compact":
@@ -261,9 +270,7 @@ def _matrix_shape(st, denominator):
 def _check_matrix_out(st, denominator, fmt, dtype, out):
     """The checks of a dense or sparse result that come before any work."""
     if fmt != "dense":
-        if out is not None:
-            raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
-                             f"not {fmt!r}")
+        _layout.check_no_out(fmt, out)
         return
     shape = _matrix_shape(st, denominator)
     if out is not None:

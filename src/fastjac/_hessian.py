@@ -11,7 +11,7 @@ builders, given this module's ``MixedBlock`` in place of a Structure.
 """
 import numpy as np
 
-from . import _broadcast
+from . import _broadcast, _layout
 from ._kernels import DERIVATIVE_CODES
 
 _ZERO = DERIVATIVE_CODES["zero"]
@@ -28,6 +28,11 @@ class MixedBlock:
         self.b_aligned = (1,) * (ndim - len(b_shape)) + tuple(b_shape)
         self.n_rows = _broadcast._size(a_shape)
         self.n_cols = _broadcast._size(b_shape)
+
+    def roles(self):
+        """(rows, cols): per axis of S, whether it indexes the block's rows
+        (a's axes) and whether it indexes its columns (b's)."""
+        return ([n != 1 for n in self.a_aligned], [n != 1 for n in self.b_aligned])
 
     def indices(self):
         """(rows, cols): each element's row (its element of a, C order) and
@@ -69,6 +74,8 @@ def mixed_block(op, code, a, b, transposed, fmt, out):
     _broadcast._check_matrix_out(block, transposed, fmt, a.dtype, out)
     compact = _broadcast.differentiate(False, op, code, a, b, 0, None, False, "compact", None)
     compact = np.asarray(compact)
+    if fmt == "operator":
+        return _layout.operators().from_structure(block, compact, transposed, code == _ZERO)
     if fmt == "dense":
         return _broadcast._dense(block, compact, transposed, out)
     return _broadcast._sparse(block, compact, transposed, fmt, code == _ZERO)

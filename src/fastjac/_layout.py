@@ -21,7 +21,8 @@ values in O(n): index arrays come from ``arange``, never from a dense
 matrix. Every entry of the structure is stored (a diagonal stores n entries
 even where a value is 0), except for the structurally-zero Jacobians of the
 comparisons, which store none. SciPy is imported here, lazily, only when a
-sparse format is asked for.
+sparse format is asked for. ``format="operator"`` hands the compact result
+to _operator.py (which imports SciPy), again only when it is asked for.
 """
 import os
 
@@ -35,14 +36,34 @@ def as_matrix(compact, kind, denominator, fmt, structurally_zero, out=None):
     compact = np.asarray(compact)
     if fmt == "dense":
         return _dense(compact, kind, denominator, out)
-    if out is not None:
-        raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
-                         f"not {fmt!r}")
+    check_no_out(fmt, out)
+    if fmt == "operator":
+        return operators().from_compact(compact, kind, denominator, structurally_zero)
     sparse = _scipy_sparse(fmt)
     if kind == "diagonal":
         return _sparse_diagonal(sparse, compact.ravel(), fmt, structurally_zero)
     full = _full_matrix(compact, kind, denominator)
     return _sparse_full(sparse, full, fmt, structurally_zero)
+
+
+def check_no_out(fmt, out):
+    """out= is for the array formats only."""
+    if out is not None:
+        raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
+                         f"not {fmt!r}")
+
+
+def operators():
+    """The _operator module (it imports SciPy: imported here, when needed)."""
+    try:
+        import scipy.sparse.linalg  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "format='operator' returns a scipy.sparse.linalg.LinearOperator and needs "
+            "SciPy, which is not installed: pip install 'fastjac[sparse]' "
+            "(or pip install scipy)") from exc
+    from . import _operator
+    return _operator
 
 
 def _full_matrix(compact, kind, denominator):

@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
-_FORMATS = ("compact", "dense", "csr", "csc", "coo", "dia", "sparse")
 
 
 # =============================================================================
@@ -520,8 +519,12 @@ class _Builder:
         return self.emit("muladd", d, t, self.reg_of(acc))
 
 
+_TANGENT = "\x00tangent "          # array inputs of a fused jvp: _TANGENT + variable name
+_COTANGENT = "\x00cotangent"       # the array input of a fused vjp
+
+
 def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, scale=False,
-                 extra_scalars=()):
+                 extra_scalars=(), products=None):
     """Compile one stage for one signature.
 
     scalar_vars: names of variables that are scalars in this call.
@@ -530,6 +533,12 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
     scalar step's slope, _plan_scalar_step).
     extra_scalars: sources of scalar inputs to add whether or not the
     program reads them (a scalar step reads them from the pass's inputs).
+    products: None, or "jvp": each variable direction is seeded with its
+    tangent (an array input _TANGENT + name, or a scalar ("tangent", name))
+    instead of ones, and the one result is their sum at the root, J t;
+    or "vjp": each direction's result is the cotangent (an array input
+    _COTANGENT, or a scalar ("cot", 0) after a sum) times its tangent,
+    summed where the variable is a scalar: u^T J, one result per direction.
     Returns (Program, recipe) where recipe says where each result lands.
     """
     B = _Builder()
@@ -546,7 +555,10 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
             else:
                 V[node] = B.array(node.name)
             k = dir_of.get(("var", node.name))
-            if k is not None:
+            if k is not None and products == "jvp":
+                tang[k] = (B.scalar(("tangent", node.name)) if node.name in scalar_vars
+                           else B.array(_TANGENT + node.name))
+            elif k is not None:
                 tang[k] = _ONE
         elif isinstance(node, Const):
             V[node] = B.const(node.value)
@@ -628,6 +640,26 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
     if want_value:
         recipe_value = to_acc(V[root]) if stage.is_sum else to_out(V[root])
     recipe_tangents = []
+    if products == "jvp":
+        total = None
+        for t in T[root]:
+            total = B.t_add(total, t)
+        if total is not None:
+            r = B.reg_of(total)
+            recipe_tangents.append(to_acc(r) if stage.is_sum else to_out(r))
+        else:
+            recipe_tangents.append(None)
+        return _finish(B), recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
+    if products == "vjp":
+        cot = B.scalar(("cot", 0)) if stage.is_sum else B.array(_COTANGENT)
+        for what, key in directions:
+            t = T[root][dir_of[(what, key)]]
+            if t is None:
+                recipe_tangents.append(None)
+                continue
+            r = B.reg_of(B.t_scale(cot, t))
+            recipe_tangents.append(to_acc(r) if key in scalar_vars else to_out(r))
+        return _finish(B), recipe_value, recipe_tangents, list(B.arrays), list(B.scalars)
     for k, (what, key) in enumerate(directions):
         t = T[root][k]
         scalar_dir = what == "red" or key in scalar_vars
@@ -750,11 +782,7 @@ check_out = _layout.check_out
 _check_layout = _layout.check_layout        # (also imported by _neuron.pyx)
 
 
-def _check_format(fmt):
-    if isinstance(fmt, str) and fmt in _FORMATS:
-        return "csr" if fmt == "sparse" else fmt
-    raise ValueError(f"format must be one of {', '.join(repr(f) for f in _FORMATS)}, "
-                     f"got {fmt!r}")
+_check_format = _api.check_format          # (also imported by _neuron.pyx)
 
 
 # =============================================================================
@@ -854,6 +882,7 @@ class CompiledExpression:
         self._default_wrt = wrt[0] if len(wrt) == 1 else None
         self._fast_kernels = {}
         self._plans = {}
+        self._product_plans = {}        # fused jvp / vjp programs, by signature
 
     def __repr__(self):
         outs = ", ".join(str(o) for o in self._outputs)
@@ -1000,19 +1029,7 @@ class CompiledExpression:
         results = []
         last = len(plans) - 1
         for sp in plans:
-            shape = None
-            shape_owner = None
-            for name in sp.arrays:
-                s = values[name].shape
-                if shape is None:
-                    shape, shape_owner = s, name
-                elif s != shape:
-                    raise ValueError(
-                        f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
-                        f"variables of an element-wise expression must have the same "
-                        f"shape, or be scalars")
-            if shape is None:
-                shape = ()
+            shape = _common_shape(sp.arrays, values)
             n = math.prod(shape)
             y_shape = () if sp.stage.is_sum else shape
             outs = [None] * sp.program.n_outs
@@ -1229,13 +1246,17 @@ class CompiledExpression:
         layout : {"numerator", "denominator"}
             Applies to "dense" and the sparse formats only; the compact
             result is the same in both layouts (``layout`` is still checked).
-        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse"}
+        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
             "compact": the diagonal (element-wise result by an array), the
             vector dy/dz (by a scalar z), the gradient shaped like x (scalar
             result), a NumPy scalar, or, for a Jacobian that is none of those
             (a reduction feeding element-wise work), a :class:`Factor`
             ``diag(d) + U V^T``. Stacked Jacobians are 2-D (functions x
             variables' elements, i.e. numerator layout) in compact format.
+            "operator": a ``scipy.sparse.linalg.LinearOperator`` keeping the
+            structure (diagonal, row, column, or ``LowRankOperator`` for
+            diag + U V^T and for stacked Jacobians), transposed in
+            denominator layout; needs SciPy.
         out : ndarray, optional
             For "compact" or "dense", where to write the result.
         **variables
@@ -1329,6 +1350,181 @@ class CompiledExpression:
         value = _present(results[out_idx[0]][0])
         return value, _deliver(factor, denominator, fmt, out)
 
+    # -- products with the Jacobian ------------------------------------------------------
+    def jvp(self, wrt, tangent, **variables):
+        """``(value, J @ tangent)``: the Jacobian-vector product.
+
+        Parameters
+        ----------
+        wrt : str or list of str
+            The variable (or variables) the tangent moves.
+        tangent : array_like, or a list of them for a list ``wrt``
+            Shaped like its variable (a number for a scalar variable); with
+            several variables the products add up: J_1 t_1 + J_2 t_2 + ...
+        **variables
+            The value of every variable of the expression.
+
+        Returns
+        -------
+        (value, product)
+            The value of the expression and J @ tangent, shaped like it (a
+            NumPy scalar after a sum), in the expression's dtype.
+
+        Notes
+        -----
+        An expression without an inner reduction (no sum or dot feeding
+        element-wise work) runs one fused pass: the tangents are inputs of
+        the program, seeded where the variables are read, and no Jacobian
+        is stored (the same interpreter, and compiled C loop from 65 536
+        elements, as :meth:`jacobian`). With an inner reduction, one pass
+        computes the value and the structured Jacobians (as :meth:`jacobian`
+        does) and the products are then taken on them in O(n) with NumPy.
+
+        Examples
+        --------
+        >>> import numpy as np, fastjac
+        >>> w, x = fastjac.var("w"), fastjac.var("x")
+        >>> f = fastjac.compile(w * x)
+        >>> f.jvp(["w", "x"], [np.ones(2), np.zeros(2)], w=np.array([1.0, 2.0]),
+        ...       x=np.array([3.0, 4.0]))
+        (array([3., 8.]), array([3., 4.]))
+        """
+        names, seeds, dtype, values = self._product_args(wrt, tangent, variables)
+        fused = self._fused("jvp", names, seeds, None, values, dtype)
+        if fused is not None:
+            return fused[0], fused[1][0]
+        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
+        i = out_idx[0]
+        memo = {}
+        total = None
+        y_shape = results[i][2]
+        for name, t in zip(names, seeds):
+            f = self._factor(plans, results, i, name, values, dtype, memo)
+            r = f._times(t.reshape(-1), "jvp")
+            total = r if total is None else total + r
+        product = np.asarray(total, dtype).reshape(y_shape)
+        return _present(results[i][0]), _present(product)
+
+    def vjp(self, wrt, cotangent, **variables):
+        """``(value, cotangent^T J)``: the vector-Jacobian product.
+
+        ``cotangent`` is shaped like the expression's value (a number after
+        a sum). The result is shaped like the variable -- for a scalar
+        variable, the sum over the elements it was expanded to -- or, for a
+        list ``wrt``, a tuple of one such result per variable. The other
+        parameters and the cost are those of :meth:`jvp`.
+
+        Examples
+        --------
+        >>> import numpy as np, fastjac
+        >>> w, z = fastjac.var("w"), fastjac.var("z")
+        >>> f = fastjac.compile(w * z)
+        >>> f.vjp(["w", "z"], np.ones(2), w=np.array([1.0, 2.0]), z=3.0)
+        (array([3., 6.]), (array([3., 3.]), np.float64(3.0)))
+        """
+        names, _, dtype, values = self._product_args(wrt, None, variables)
+        stacked = not isinstance(wrt, str)
+        fused = self._fused("vjp", names, None, cotangent, values, dtype)
+        if fused is not None:
+            value, grads = fused
+            return value, (tuple(grads) if stacked else grads[0])
+        plans, out_idx, results = self._run(values, dtype, tuple(names), True)
+        i = out_idx[0]
+        y_shape = results[i][2]
+        u = _product_operand(cotangent, y_shape, dtype, "cotangent", "the expression's value")
+        memo = {}
+        grads = []
+        for name in names:
+            f = self._factor(plans, results, i, name, values, dtype, memo)
+            g = np.asarray(f.T._times(u.reshape(-1), "vjp"), dtype)
+            grads.append(_present(g.reshape(values[name].shape)))
+        return _present(results[i][0]), (tuple(grads) if stacked else grads[0])
+
+    def _fused(self, mode, names, seeds, cotangent, values, dtype):
+        """(value, [results]) of jvp or vjp from one fused pass (the tangents
+        or the cotangent are inputs of the program), or None for an
+        expression with an inner reduction (those go through factors)."""
+        if self._has_inner:
+            return None
+        key = (mode, names) + tuple(values[n].ndim == 0 for n in self.variables)
+        plan = self._product_plans.get(key)
+        if plan is None:
+            plan = self._product_plans[key] = self._product_plan(mode, names, values)
+        stage, prog, value_rec, recs, variables, array_src, scalar_src = plan
+        shape = _common_shape(variables, values)
+        y_shape = () if stage.is_sum else shape
+        u = None
+        if mode == "vjp":
+            u = np.ascontiguousarray(_product_operand(cotangent, y_shape, dtype, "cotangent",
+                                                      "the expression's value"))
+        seeds = [] if seeds is None else [np.ascontiguousarray(t) for t in seeds]
+        # where each input comes from: a variable (by name), tangent i, or the cotangent
+        inputs = [values[src] if type(src) is str else (u if src < 0 else seeds[src])
+                  for src in array_src]
+        numbers = [values[src].item() if type(src) is str else
+                   (src[0] if type(src) is tuple else (u.item() if src < 0 else
+                                                       seeds[src].item()))
+                   for src in scalar_src]
+        outs = [None] * prog.n_outs
+        if value_rec[0] == "out":
+            outs[value_rec[1]] = np.empty(y_shape, dtype)
+        shapes = [y_shape] if mode == "jvp" else [values[n].shape for n in names]
+        for rec, t_shape in zip(recs, shapes):
+            if rec is not None and rec[0] == "out":
+                outs[rec[1]] = np.empty(t_shape, dtype)
+        sums = prog.run(tuple(inputs), numbers, tuple(outs), math.prod(shape),
+                        dtype == np.float64)
+
+        def fetch(rec, t_shape):
+            if rec is None:                         # structurally zero
+                return _present(np.zeros(t_shape, dtype))
+            return _present(outs[rec[1]]) if rec[0] == "out" else dtype.type(sums[rec[1]])
+        return fetch(value_rec, y_shape), [fetch(r, t) for r, t in zip(recs, shapes)]
+
+    def _product_plan(self, mode, names, values):
+        """The fused program of jvp or vjp for this signature, and the
+        sources of its inputs: a variable's name, i for tangent i, -1 for
+        the cotangent, (value,) for a constant."""
+        scalar_set = frozenset(n for n in self.variables if values[n].ndim == 0)
+        stage = _Stage(self._outputs[0])
+        prog, value_rec, recs, arrays, scalars = _build_stage(
+            stage, scalar_set, [("var", n) for n in names], True, {}, products=mode)
+        array_src = [-1 if a == _COTANGENT else
+                     names.index(a[len(_TANGENT):]) if a.startswith(_TANGENT) else a
+                     for a in arrays]
+        scalar_src = [(source,) if kind == "const" else source if kind == "var" else
+                      names.index(source) if kind == "tangent" else -1
+                      for kind, source in scalars]
+        variables = [a for a in arrays if not a.startswith("\x00")]
+        return stage, prog, value_rec, recs, variables, array_src, scalar_src
+
+    def _product_args(self, wrt, tangent, variables):
+        """The checks of jvp (tangent given) and vjp: (names, tangents, dtype, values)."""
+        if not self._single:
+            raise ValueError("jvp and vjp take a single expression; compile each output "
+                             "of a list on its own")
+        if wrt is None or not isinstance(wrt, (str, list, tuple)):
+            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
+        names, stacked = self._wrt_list(wrt)
+        if len(set(names)) != len(names):
+            raise ValueError(f"wrt names a variable twice: {list(names)}")
+        if _dask_in(variables):
+            raise NotImplementedError(
+                "jvp and vjp take NumPy arrays; with Dask arrays, ask jacobian() for the "
+                "compact Jacobian (a lazy Dask array) and multiply it by the tangent")
+        dtype, values = self._values(variables)
+        seeds = None
+        if tangent is not None:
+            if stacked:
+                if not isinstance(tangent, (list, tuple)) or len(tangent) != len(names):
+                    raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
+                                     f"per variable of wrt={list(names)}")
+            else:
+                tangent = [tangent]
+            seeds = [_product_operand(t, values[n].shape, dtype, f"the tangent of {n!r}",
+                                      f"variable {n!r}") for n, t in zip(names, tangent)]
+        return tuple(names), seeds, dtype, values
+
     def _stacked(self, names, values, dtype, denominator, fmt, out, value_out, want_value,
                  one_variable=False):
         """The functions x elements matrix of the outputs' gradients; with
@@ -1360,8 +1556,36 @@ class CompiledExpression:
                 out[...] = M
                 return value, out
             return value, M
-        from . import _layout
+        if fmt == "operator":
+            _layout.check_no_out(fmt, out)
+            return value, _layout.operators().from_matrix(M, denominator)
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
+
+
+def _common_shape(names, values):
+    """The one shape of the array variables ``names`` (() if none), else ValueError."""
+    shape = shape_owner = None
+    for name in names:
+        s = values[name].shape
+        if shape is None:
+            shape, shape_owner = s, name
+        elif s != shape:
+            raise ValueError(
+                f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
+                f"variables of an element-wise expression must have the same "
+                f"shape, or be scalars")
+    return () if shape is None else shape
+
+
+def _product_operand(v, shape, dtype, what, of):
+    """A tangent or cotangent as an array of ``shape`` in ``dtype``."""
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} has dtype {arr.dtype}; it must be real numbers")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{what} has shape {arr.shape} but {of} has shape {tuple(shape)}; "
+                         f"they must match")
+    return arr.astype(dtype, copy=False)
 
 
 def _dask_in(variables):

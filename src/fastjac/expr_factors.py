@@ -287,9 +287,13 @@ class Factor:
         return M
 
     def to_matrix(self, denominator, fmt, out=None):
-        """Format ``fmt`` ("dense" or sparse) in either layout, via _layout.as_matrix."""
+        """Format ``fmt`` ("dense", sparse or "operator") in either layout,
+        via _layout.as_matrix (an operator keeps diag + U V^T as it is)."""
         kind = self.kind
         zero = self.structurally_zero
+        if fmt == "operator":
+            _layout.check_no_out(fmt, out)
+            return _layout.operators().from_factor(self, denominator)
         if kind == "diagonal":
             return _layout.as_matrix(self.d.reshape(self.y_shape), "diagonal", denominator,
                                      fmt, zero, out)
