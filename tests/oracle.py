@@ -33,7 +33,7 @@ __all__ = [
 BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
               "greater", "less", "power")
 UNARY_OPS = ("identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos",
-             "tanh", "sigmoid", "relu", "abs")
+             "tanh", "sigmoid", "relu", "abs", "softplus")
 
 # NumPy ufuncs the README says are accepted as spellings of an op.
 UFUNC_ALIASES = {
@@ -47,6 +47,13 @@ UFUNC_ALIASES = {
 
 def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _logistic(x):
+    """sigmoid(x) without overflow: 1/(1 + e) for x >= 0, e/(1 + e) below,
+    e = exp(-|x|) (keeps its relative accuracy where it is tiny)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 FORWARD = {
@@ -71,6 +78,7 @@ FORWARD = {
     "sigmoid": _sigmoid,
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
+    "softplus": lambda x: np.logaddexp(0.0, x),
 }
 
 
@@ -156,6 +164,7 @@ DERIVATIVE = {
     "sigmoid": (_sigmoid_d,),
     "relu": (_relu_d,),
     "abs": (_abs_d,),
+    "softplus": (_logistic,),
 }
 
 

@@ -32,6 +32,7 @@ UNARY = {
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
+    "softplus": lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0.0),
 }
 
 # Closed forms of the spec's derivative columns: (d/dw, d/dx) and f'.
@@ -60,6 +61,7 @@ UNARY_DERIVATIVES = {
     "sigmoid": lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2,
     "relu": lambda x: (x > 0).astype(float),
     "abs": np.sign,
+    "softplus": lambda x: 1.0 / (1.0 + np.exp(-x)),
 }
 
 

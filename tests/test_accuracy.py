@@ -57,6 +57,7 @@ UNARY_ORACLES = {
     "sigmoid": _sigmoid_slope,
     "sqrt": lambda x: 1 / (2 * mpmath.sqrt(x)),
     "log": lambda x: 1 / x,
+    "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
 }
 
 
@@ -99,7 +100,7 @@ def _inputs(name, dtype):
                   logs, -logs,
                   np.logspace(5, 30 if f32 else 300, 100),   # the libm path
                   -np.logspace(5, 30, 50)]
-    elif name in ("tanh", "sigmoid"):
+    elif name in ("tanh", "sigmoid", "softplus"):
         lim = (45.0 if name == "tanh" else 90.0) if f32 else (360.0 if name == "tanh" else 720.0)
         parts += [rng.uniform(-40, 40, 800), rng.uniform(-lim, lim, 400), logs, -logs]
     elif name in ("sqrt", "log"):
@@ -245,6 +246,8 @@ SPECIALS = {
     "cos": [(INF, NAN), (-INF, NAN), (NAN, NAN), (0.0, -0.0), (-0.0, 0.0), (1e30, None)],
     "tanh": [(INF, 0.0), (-INF, 0.0), (NAN, NAN), (0.0, 1.0), (1e300, 0.0)],
     "sigmoid": [(INF, 0.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.25), (-1e300, 0.0)],
+    "softplus": [(INF, 1.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.5), (-0.0, 0.5),
+                 (-1e300, 0.0), (1e300, 1.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
 }
@@ -304,6 +307,47 @@ def test_levels_agree_on_exp_family():
     for level in LEVELS[1:]:
         for name, values in results[level].items():
             np.testing.assert_allclose(values, base[name], rtol=4 * np.finfo(float).eps, atol=0)
+
+
+# -- values of the expression functions (fastjac.compile(...).value) ---------------
+# The expression layer computes these values itself (_expr_loops.pxd), on
+# the loops of the level in use; their derivatives are the kernels' above.
+
+VALUE_ORACLES = {
+    "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
+}
+# x: what NumPy gives (the reference for NaN, infinities and signed zeros)
+VALUE_SPECIALS = {
+    "softplus": lambda x: np.logaddexp(0, x),
+}
+
+
+def _value_case(name, dtype):
+    key = ("value", name, dtype)
+    if key not in _CACHE:
+        rng = _rng(abs(hash(key[:2])) % 2**32)
+        f32 = dtype == np.float32
+        lim = 100.0 if f32 else 750.0
+        logs = np.logspace(-40 if f32 else -310, 1.5, 300)
+        x = np.concatenate([rng.uniform(-1, 1, 300), rng.uniform(-40, 40, 600),
+                            rng.uniform(-lim, lim, 300), logs, -logs]).astype(dtype)
+        x = x[np.isfinite(x)]
+        _CACHE[key] = x, _exact(VALUE_ORACLES[name], x)
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(VALUE_ORACLES))
+def test_expression_values_ulp(simd, name, dtype):
+    x, exact = _value_case(name, dtype)
+    f = fastjac.compile(getattr(fastjac, name)(fastjac.var("x")))
+    got = f.value(x=x)
+    assert got.dtype == dtype
+    _check(f"{name} (value)", got, exact, x, dtype)
+    specials = np.array([0.0, -0.0, INF, -INF, NAN, 1e30, -1e30, 5e-324], dtype)
+    with np.errstate(all="ignore"):
+        want = VALUE_SPECIALS[name](specials)
+    np.testing.assert_array_equal(f.value(x=specials), want)
 
 
 # -- the streamed path (results beyond the caches, non-temporal stores) ------------

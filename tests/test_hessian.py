@@ -66,6 +66,7 @@ UNARY = {
     "sigmoid": lambda a: _sig(a) * (1 - _sig(a)) * (1 - 2 * _sig(a)),
     "relu": _zero,
     "abs": _zero,
+    "softplus": lambda a: _sig(a) * (1 - _sig(a)),
 }
 SMOOTH_POSITIVE = {"sqrt", "log", "power"}      # operands drawn from (0.5, 2)
 PIECEWISE = {"maximum", "minimum", "greater", "less", "relu", "abs"}
@@ -113,7 +114,8 @@ def test_unary_diagonal(name, dtype):
     np.testing.assert_allclose(got, UNARY[name](a.astype(np.float64)), **_tol(dtype))
 
 
-@pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid",
+                                  "softplus"])
 def test_unary_accuracy_against_mpmath(name):
     """Within 4 ulp of the exact value, over a wide range (mpmath, 40 digits)."""
     exact = {
@@ -124,6 +126,7 @@ def test_unary_accuracy_against_mpmath(name):
         "cos": lambda x: -mpmath.cos(x),
         "tanh": lambda x: -2 * mpmath.tanh(x) / mpmath.cosh(x) ** 2,
         "sigmoid": lambda x: -mpmath.exp(-x) * (1 - mpmath.exp(-x)) / (1 + mpmath.exp(-x)) ** 3,
+        "softplus": lambda x: mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
     }[name]
     rng = np.random.default_rng(1)
     if name in ("sqrt", "log"):
@@ -374,7 +377,7 @@ def test_special_values_propagate():
     assert fastjac.sum_hessian("divide", 1.0, np.array([1e-200]), wrt=1)[0] == np.inf
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos", "softplus"])
 def test_large_arrays_on_threads(name):
     """Sizes that run in chunks on the pool's threads give the oracle's numbers."""
     x = np.random.default_rng(7).uniform(-3, 3, 300_001)

@@ -187,6 +187,11 @@ def test_transcendental_programs_stay_interpreted(jit_mode):
     value, deriv = run(fj.compile(fj.exp(w_) * x_), "w", w, x)
     assert _jit.status()["compiled"] == before          # nothing compiled
     np.testing.assert_allclose(deriv, np.exp(w) * x, rtol=1e-14)
+    # the functions built on _vecmath.h's exp: vectorised on the interpreter
+    value, deriv = run(fj.compile(fj.softplus(w_) * x_), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, np.logaddexp(0, w) * x, rtol=1e-14)
+    np.testing.assert_allclose(deriv, x / (1 + np.exp(-w)), rtol=1e-14)
 
 
 def test_auto_mode_compiles_only_for_large_arrays(jit_mode):

@@ -148,6 +148,10 @@ cdef struct TanhDD:
 cdef struct SigmoidDD:
     char _
 
+# softplus' = sigmoid; softplus'' is sigmoid' (SigmoidD)
+cdef struct SoftplusD:
+    char _
+
 # One code per tag, so that Python can name a derivative
 # by an integer and the kernels turn it back into a compile-time tag.
 cdef enum DerivativeCode:
@@ -189,6 +193,7 @@ cdef enum DerivativeCode:
     COS_DD
     TANH_DD
     SIGMOID_DD
+    SOFTPLUS_D
     N_DERIVATIVE_CODES
 
 ctypedef fused Derivative:
@@ -230,6 +235,7 @@ ctypedef fused Derivative:
     CosDD
     TanhDD
     SigmoidDD
+    SoftplusD
 
 
 # Precision-preserving math wrappers: float32 calls the *f variant, so a
@@ -325,6 +331,16 @@ cdef inline floating logistic_slope(floating x) noexcept nogil:
     cdef floating e = f_exp(-f_abs(x))
     cdef floating d = 1 + e
     return e / (d * d)
+
+
+cdef inline floating logistic(floating x) noexcept nogil:
+    """sigmoid(x) = 1 / (1 + exp(-x)), as 1 / (1 + e) for x >= 0 and
+    e / (1 + e) below, e = exp(-|x|): never the exponential of a large
+    positive number, so no overflow and no cancellation; a select, not a
+    branch, so a loop of it vectorises. NaN gives NaN, +-inf gives 1 and 0."""
+    cdef floating e = f_exp(-f_abs(x))
+    cdef floating s = 1 / (1 + e)
+    return s if x >= 0 else e * s
 
 
 cdef inline floating power_slope(floating a, floating b) noexcept nogil:
@@ -512,6 +528,11 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         return 4 * logistic_slope(2 * a)
     elif Derivative is SigmoidD:
         return logistic_slope(a)
+    elif Derivative is SoftplusD:
+        # sigmoid(a); float32 in double, rounded once (< 1 ulp)
+        if floating is float:
+            return <float>logistic(<double>a)
+        return logistic(a)
     elif Derivative is ReluD:
         if a > 0:
             return 1
@@ -564,7 +585,7 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD
             or Derivative is DivideDbb or Derivative is SqrtDD or Derivative is CosDD
-            or Derivative is TanhDD or Derivative is SigmoidDD
+            or Derivative is TanhDD or Derivative is SigmoidDD or Derivative is SoftplusD
             or Derivative is PowerDaa or Derivative is PowerDab or Derivative is PowerDbb)
 
 

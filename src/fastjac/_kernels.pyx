@@ -82,6 +82,7 @@ DERIVATIVE_CODES = {
     "negative": NEGATIVE_D, "square": SQUARE_D, "sqrt": SQRT_D,
     "exp": EXP_D, "log": LOG_D, "sin": SIN_D, "cos": COS_D,
     "tanh": TANH_D, "sigmoid": SIGMOID_D, "relu": RELU_D, "abs": ABS_D,
+    "softplus": SOFTPLUS_D,
     # second derivatives (sum_hessian) without a first-derivative twin
     "two": TWO, "divide_dab": DIVIDE_DAB, "divide_dbb": DIVIDE_DBB,
     "power_daa": POWER_DAA, "power_dab": POWER_DAB, "power_dbb": POWER_DBB,

@@ -478,6 +478,9 @@ cdef inline double dispatch(int code, bint summing,
     elif code == SIGMOID_DD:
         return run(<SigmoidDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
                    min_cheap, min_costly, streamed)
+    elif code == SOFTPLUS_D:
+        return run(<SoftplusD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
 
 

@@ -34,6 +34,7 @@ UNARY = {
     "sigmoid": "sigmoid",
     "relu": "relu",
     "abs": "abs",
+    "softplus": "softplus",     # log(1 + e**a); its derivative is sigmoid(a)
 }
 
 # Second derivatives, for sum_hessian: a binary operator's
@@ -65,6 +66,7 @@ UNARY_SECOND = {
     "sigmoid": "sigmoid_dd",
     "relu": "zero",
     "abs": "zero",
+    "softplus": "sigmoid",    # softplus'' = sigmoid'
 }
 
 # Piecewise-constant operators: their Jacobian is structurally zero, so a

@@ -48,7 +48,7 @@ __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu",
+    "sigmoid", "relu", "softplus",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -218,13 +218,13 @@ def var(name):
     return Var(name)
 
 
-def _unary_function(op):
+def _unary_function(op, doc=None):
     def f(x):
         return Unary(op, _wrap(x, "x"))
     f.__name__ = op
     f.__qualname__ = op
-    f.__doc__ = (f"Element-wise ``{op}`` of an expression (derivative as in "
-                 f"``fastjac.jacobian({op!r}, ...)``).")
+    f.__doc__ = doc or (f"Element-wise ``{op}`` of an expression (derivative as in "
+                        f"``fastjac.jacobian({op!r}, ...)``).")
     return f
 
 
@@ -240,6 +240,26 @@ tanh = _unary_function("tanh")
 sigmoid = _unary_function("sigmoid")
 relu = _unary_function("relu")
 abs = _unary_function("abs")
+softplus = _unary_function("softplus", """Element-wise softplus, log(1 + exp(x)).
+
+Computed as max(x, 0) + log(1 + exp(-|x|)): no overflow for large x and
+no cancellation anywhere (within a few ulp). Its derivative is sigmoid(x).
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.softplus(x)).value(x=[0.0, 1000.0])
+array([6.93147181e-01, 1.00000000e+03])
+""")
 
 
 def add(a, b):
