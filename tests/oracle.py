@@ -33,7 +33,8 @@ __all__ = [
 BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
               "greater", "less", "power")
 UNARY_OPS = ("identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos",
-             "tanh", "sigmoid", "relu", "abs", "softplus")
+             "tanh", "sigmoid", "relu", "abs", "softplus",
+             "log_sigmoid")
 
 # NumPy ufuncs the README says are accepted as spellings of an op.
 UFUNC_ALIASES = {
@@ -79,6 +80,7 @@ FORWARD = {
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
     "softplus": lambda x: np.logaddexp(0.0, x),
+    "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
 }
 
 
@@ -165,6 +167,7 @@ DERIVATIVE = {
     "relu": (_relu_d,),
     "abs": (_abs_d,),
     "softplus": (_logistic,),
+    "log_sigmoid": (lambda x: _logistic(-x),),
 }
 
 

@@ -33,6 +33,7 @@ UNARY = {
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
     "softplus": lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0.0),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-np.abs(x))) + np.minimum(x, 0.0),
 }
 
 # Closed forms of the spec's derivative columns: (d/dw, d/dx) and f'.
@@ -62,6 +63,7 @@ UNARY_DERIVATIVES = {
     "relu": lambda x: (x > 0).astype(float),
     "abs": np.sign,
     "softplus": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "log_sigmoid": lambda x: 1.0 / (1.0 + np.exp(x)),
 }
 
 

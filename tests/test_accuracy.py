@@ -58,6 +58,7 @@ UNARY_ORACLES = {
     "sqrt": lambda x: 1 / (2 * mpmath.sqrt(x)),
     "log": lambda x: 1 / x,
     "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
+    "log_sigmoid": lambda x: 1 / (1 + mpmath.exp(x)),
 }
 
 
@@ -100,7 +101,7 @@ def _inputs(name, dtype):
                   logs, -logs,
                   np.logspace(5, 30 if f32 else 300, 100),   # the libm path
                   -np.logspace(5, 30, 50)]
-    elif name in ("tanh", "sigmoid", "softplus"):
+    elif name in ("tanh", "sigmoid", "softplus", "log_sigmoid"):
         lim = (45.0 if name == "tanh" else 90.0) if f32 else (360.0 if name == "tanh" else 720.0)
         parts += [rng.uniform(-40, 40, 800), rng.uniform(-lim, lim, 400), logs, -logs]
     elif name in ("sqrt", "log"):
@@ -248,6 +249,8 @@ SPECIALS = {
     "sigmoid": [(INF, 0.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.25), (-1e300, 0.0)],
     "softplus": [(INF, 1.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.5), (-0.0, 0.5),
                  (-1e300, 0.0), (1e300, 1.0)],
+    "log_sigmoid": [(INF, 0.0), (-INF, 1.0), (NAN, NAN), (0.0, 0.5), (-0.0, 0.5),
+                    (-1e300, 1.0), (1e300, 0.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
 }
@@ -315,10 +318,12 @@ def test_levels_agree_on_exp_family():
 
 VALUE_ORACLES = {
     "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
+    "log_sigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
 }
 # x: what NumPy gives (the reference for NaN, infinities and signed zeros)
 VALUE_SPECIALS = {
     "softplus": lambda x: np.logaddexp(0, x),
+    "log_sigmoid": lambda x: -np.logaddexp(0, -x),
 }
 
 

@@ -67,6 +67,7 @@ UNARY = {
     "relu": _zero,
     "abs": _zero,
     "softplus": lambda a: _sig(a) * (1 - _sig(a)),
+    "log_sigmoid": lambda a: -_sig(a) * (1 - _sig(a)),
 }
 SMOOTH_POSITIVE = {"sqrt", "log", "power"}      # operands drawn from (0.5, 2)
 PIECEWISE = {"maximum", "minimum", "greater", "less", "relu", "abs"}
@@ -115,7 +116,7 @@ def test_unary_diagonal(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid",
-                                  "softplus"])
+                                  "softplus", "log_sigmoid"])
 def test_unary_accuracy_against_mpmath(name):
     """Within 4 ulp of the exact value, over a wide range (mpmath, 40 digits)."""
     exact = {
@@ -127,6 +128,7 @@ def test_unary_accuracy_against_mpmath(name):
         "tanh": lambda x: -2 * mpmath.tanh(x) / mpmath.cosh(x) ** 2,
         "sigmoid": lambda x: -mpmath.exp(-x) * (1 - mpmath.exp(-x)) / (1 + mpmath.exp(-x)) ** 3,
         "softplus": lambda x: mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
+        "log_sigmoid": lambda x: -mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
     }[name]
     rng = np.random.default_rng(1)
     if name in ("sqrt", "log"):
@@ -377,7 +379,8 @@ def test_special_values_propagate():
     assert fastjac.sum_hessian("divide", 1.0, np.array([1e-200]), wrt=1)[0] == np.inf
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos", "softplus"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos", "softplus",
+                                  "log_sigmoid"])
 def test_large_arrays_on_threads(name):
     """Sizes that run in chunks on the pool's threads give the oracle's numbers."""
     x = np.random.default_rng(7).uniform(-3, 3, 300_001)

@@ -192,6 +192,10 @@ def test_transcendental_programs_stay_interpreted(jit_mode):
     assert _jit.status()["compiled"] == before
     np.testing.assert_allclose(value, np.logaddexp(0, w) * x, rtol=1e-14)
     np.testing.assert_allclose(deriv, x / (1 + np.exp(-w)), rtol=1e-14)
+    value, deriv = run(fj.compile(fj.log_sigmoid(w_) * x_), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, -np.logaddexp(0, -w) * x, rtol=1e-14)
+    np.testing.assert_allclose(deriv, x / (1 + np.exp(w)), rtol=1e-14)
 
 
 def test_auto_mode_compiles_only_for_large_arrays(jit_mode):

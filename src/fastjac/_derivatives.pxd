@@ -151,6 +151,11 @@ cdef struct SigmoidDD:
 # softplus' = sigmoid; softplus'' is sigmoid' (SigmoidD)
 cdef struct SoftplusD:
     char _
+# log_sigmoid' = sigmoid(-a), log_sigmoid'' = -sigmoid'(a)
+cdef struct LogSigmoidD:
+    char _
+cdef struct LogSigmoidDD:
+    char _
 
 # One code per tag, so that Python can name a derivative
 # by an integer and the kernels turn it back into a compile-time tag.
@@ -194,6 +199,8 @@ cdef enum DerivativeCode:
     TANH_DD
     SIGMOID_DD
     SOFTPLUS_D
+    LOG_SIGMOID_D
+    LOG_SIGMOID_DD
     N_DERIVATIVE_CODES
 
 ctypedef fused Derivative:
@@ -236,6 +243,8 @@ ctypedef fused Derivative:
     TanhDD
     SigmoidDD
     SoftplusD
+    LogSigmoidD
+    LogSigmoidDD
 
 
 # Precision-preserving math wrappers: float32 calls the *f variant, so a
@@ -533,6 +542,11 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         if floating is float:
             return <float>logistic(<double>a)
         return logistic(a)
+    elif Derivative is LogSigmoidD:
+        # sigmoid(-a), as softplus' of -a
+        if floating is float:
+            return <float>logistic(-<double>a)
+        return logistic(-a)
     elif Derivative is ReluD:
         if a > 0:
             return 1
@@ -573,6 +587,8 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is SigmoidDD:
         # s'(1 - 2s) with 1 - 2s(a) = -tanh(a/2), free of cancellation
         return -logistic_slope(a) * f_tanh(a / 2)
+    elif Derivative is LogSigmoidDD:
+        return -logistic_slope(a)
 
 
 # -- compile-time properties of a tag ------------------------------------------
@@ -586,6 +602,7 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
             or Derivative is TanhD or Derivative is SigmoidD
             or Derivative is DivideDbb or Derivative is SqrtDD or Derivative is CosDD
             or Derivative is TanhDD or Derivative is SigmoidDD or Derivative is SoftplusD
+            or Derivative is LogSigmoidD or Derivative is LogSigmoidDD
             or Derivative is PowerDaa or Derivative is PowerDab or Derivative is PowerDbb)
 
 

@@ -110,6 +110,7 @@ cdef enum Opcode:
     OP_SUM           # acc[d] += sum(a)
     OP_TANH_VD       # d = tanh(a) and b = tanh'(a), from one exponential
     OP_SOFTPLUS
+    OP_LOG_SIGMOID
 
 # register kinds
 cdef enum:
@@ -216,6 +217,11 @@ cdef inline floating f_softplus(floating x) noexcept nogil:
     return <floating>(m + log1p_exp(fabs(xd), 0))
 
 
+cdef inline floating f_log_sigmoid(floating x) noexcept nogil:
+    # log(sigmoid(x)) = -softplus(-x): the same care, the same bits negated
+    return -f_softplus(-x)
+
+
 cdef inline void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
     """sin or cos of a block: vectorised (_vecmath.h), with the rare
     arguments beyond its range (|x| >= 2**17) redone on libm afterwards."""
@@ -312,6 +318,9 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
         elif op == OP_SOFTPLUS:
             for i in range(m):
                 d[i] = f_softplus(a[i])
+        elif op == OP_LOG_SIGMOID:
+            for i in range(m):
+                d[i] = f_log_sigmoid(a[i])
         elif op == OP_RELU:
             for i in range(m):
                 d[i] = 0 if a[i] <= 0 else a[i]      # NaN stays NaN

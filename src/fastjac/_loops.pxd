@@ -481,6 +481,12 @@ cdef inline double dispatch(int code, bint summing,
     elif code == SOFTPLUS_D:
         return run(<SoftplusD*>NULL, code, summing, a, a_step, b, b_step, out, n,
                    min_cheap, min_costly, streamed)
+    elif code == LOG_SIGMOID_D:
+        return run(<LogSigmoidD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOG_SIGMOID_DD:
+        return run(<LogSigmoidDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
 
 

@@ -35,6 +35,7 @@ UNARY = {
     "relu": "relu",
     "abs": "abs",
     "softplus": "softplus",     # log(1 + e**a); its derivative is sigmoid(a)
+    "log_sigmoid": "log_sigmoid",   # -softplus(-a); its derivative is sigmoid(-a)
 }
 
 # Second derivatives, for sum_hessian: a binary operator's
@@ -67,6 +68,7 @@ UNARY_SECOND = {
     "relu": "zero",
     "abs": "zero",
     "softplus": "sigmoid",    # softplus'' = sigmoid'
+    "log_sigmoid": "log_sigmoid_dd",
 }
 
 # Piecewise-constant operators: their Jacobian is structurally zero, so a

@@ -48,7 +48,7 @@ __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "softplus",
+    "sigmoid", "relu", "softplus", "log_sigmoid",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -259,6 +259,26 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.softplus(x)).value(x=[0.0, 1000.0])
 array([6.93147181e-01, 1.00000000e+03])
+""")
+log_sigmoid = _unary_function("log_sigmoid", """Element-wise log(sigmoid(x)) = -log(1 + exp(-x)).
+
+Computed as -softplus(-x): no overflow for large negative x and no
+cancellation anywhere (within a few ulp). Its derivative is sigmoid(-x).
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.log_sigmoid(x)).value(x=[0.0, -1000.0])
+array([-6.93147181e-01, -1.00000000e+03])
 """)
 
 
