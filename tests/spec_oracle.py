@@ -17,6 +17,7 @@ BINARY = {
     "greater": lambda w, x: (w > x).astype(float),
     "less": lambda w, x: (w < x).astype(float),
     "power": lambda w, x: w ** x,
+    "logaddexp": lambda w, x: np.log(np.exp(w) + np.exp(x)),
 }
 
 UNARY = {
@@ -47,6 +48,8 @@ BINARY_DERIVATIVES = {
     "greater": (lambda w, x: 0 * (w * x), lambda w, x: 0 * (w * x)),
     "less": (lambda w, x: 0 * (w * x), lambda w, x: 0 * (w * x)),
     "power": (lambda w, x: x * w ** (x - 1), lambda w, x: w**x * np.log(w)),
+    "logaddexp": (lambda w, x: np.exp(w) / (np.exp(w) + np.exp(x)),
+                  lambda w, x: np.exp(x) / (np.exp(w) + np.exp(x))),
 }
 
 UNARY_DERIVATIVES = {

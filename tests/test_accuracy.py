@@ -198,6 +198,77 @@ def test_power_derivatives_ulp(simd, dtype):
     _check("power_db", fastjac.jacobian("power", a, b, wrt=1), db, a, dtype)
 
 
+def _logaddexp_case(dtype):
+    """Pairs over wide ranges, a - b often not a float (operands of unlike
+    size), far tails, ties; the exact d/da = sigmoid(a - b) and d/db."""
+    key = ("logaddexp", dtype)
+    if key not in _CACHE:
+        rng = _rng(21 if dtype == np.float64 else 22)
+        lim = 100.0 if dtype == np.float32 else 745.0
+        a = np.concatenate([rng.uniform(-1, 1, 200), rng.uniform(-40, 40, 400),
+                            rng.uniform(-lim, lim, 200), 10.0 ** rng.uniform(-30, 2, 200),
+                            rng.uniform(-5, 5, 100)])
+        b = np.concatenate([rng.uniform(-1, 1, 200), rng.uniform(-40, 40, 400),
+                            rng.uniform(-lim, lim, 200), -(10.0 ** rng.uniform(-3, 2.5, 200)),
+                            rng.uniform(-5, 5, 100)])
+        b[-100:] = a[-100:]                                         # ties
+        a, b = a.astype(dtype), b.astype(dtype)
+        ma = [mpmath.mpf(float(u)) for u in a]
+        mb = [mpmath.mpf(float(v)) for v in b]
+        da = [1 / (1 + mpmath.exp(v - u)) for u, v in zip(ma, mb)]
+        db = [1 / (1 + mpmath.exp(u - v)) for u, v in zip(ma, mb)]
+        value = [m + mpmath.log1p(mpmath.exp(-abs(u - v)))
+                 for u, v, m in zip(ma, mb, (max(u, v) for u, v in zip(ma, mb)))]
+        _CACHE[key] = a, b, da, db, value
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_derivatives_ulp(simd, dtype):
+    a, b, da, db, _ = _logaddexp_case(dtype)
+    ta, tb = np.tile(a, REPEAT), np.tile(b, REPEAT)       # the threaded path too
+    got_a = fastjac.jacobian("logaddexp", ta, tb, wrt=0)
+    got_b = fastjac.jacobian("logaddexp", ta, tb, wrt=1)
+    for r in range(REPEAT):
+        part = slice(r * len(a), (r + 1) * len(a))
+        _check("logaddexp_da", got_a[part], da, a, dtype)
+        _check("logaddexp_db", got_b[part], db, a, dtype)
+    # a scalar operand (scalar expansion) takes the same formula
+    _check("logaddexp_da", fastjac.jacobian("logaddexp", a, b[7], wrt=0),
+           [1 / (1 + mpmath.exp(mpmath.mpf(float(b[7])) - mpmath.mpf(float(u)))) for u in a],
+           a, dtype)
+    # ties (infinities included): 0.5 each; NaN propagates; as the limits elsewhere
+    u = np.array([1.5, INF, -INF, NAN, 1.0, INF, -INF, 1e30], dtype)
+    v = np.array([1.5, INF, -INF, 1.0, NAN, 1.0, 1.0, -1e30], dtype)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(fastjac.jacobian("logaddexp", u, v, wrt=0),
+                                      [0.5, 0.5, 0.5, NAN, NAN, 1.0, 0.0, 1.0])
+        np.testing.assert_array_equal(fastjac.jacobian("logaddexp", u, v, wrt=1),
+                                      [0.5, 0.5, 0.5, NAN, NAN, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_values_ulp(simd, dtype):
+    """The expression value, against mpmath: within 4 ulp of the result, or
+    where it cancels (max(a, b) < 0 and the result near 0, as in any formula
+    of the form max + log1p(...), NumPy's included) of max(a, b)."""
+    a, b, _, _, value = _logaddexp_case(dtype)
+    f = fastjac.compile(fastjac.logaddexp(fastjac.var("a"), fastjac.var("b")))
+    got = f.value(a=a, b=b)
+    assert got.dtype == dtype
+    errors = _ulp_errors(got, value, dtype)
+    exact = np.array([float(v) for v in value])
+    scale = np.maximum(np.abs(exact), np.abs(np.maximum(a, b).astype(np.float64)))
+    ratio = np.spacing(np.abs(exact).astype(dtype)) / np.spacing(scale.astype(dtype))
+    errors = errors * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= MAX_ULP, (a[worst], b[worst], got[worst], value[worst])
+    u = np.array([1.5, INF, -INF, NAN, 1.0, INF, -INF, 1e30, -1e30, 0.0], dtype)
+    v = np.array([1.5, INF, -INF, 1.0, NAN, 1.0, 1.0, -1e30, -1e30, -0.0], dtype)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(f.value(a=u, b=v), np.logaddexp(u, v))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_divide_db_ulp(simd, dtype):
     """d(a/b)/db = -a/b**2 is computed as -a/(b*b) where b*b is a normal

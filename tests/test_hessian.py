@@ -52,6 +52,8 @@ BINARY = {
     "greater": (_zero, _zero, _zero),
     "less": (_zero, _zero, _zero),
     "power": (_power_aa, _power_bb, _power_ab),
+    "logaddexp": (lambda a, b: _sig(a - b) * _sig(b - a), lambda a, b: _sig(a - b) * _sig(b - a),
+                  lambda a, b: -_sig(a - b) * _sig(b - a)),
 }
 UNARY = {
     "identity": _zero,
@@ -147,6 +149,34 @@ def test_unary_accuracy_against_mpmath(name):
         ulp = np.spacing(np.abs(want).astype(dtype))
         err = np.abs(got.astype(np.float64) - want.astype(np.float64)) / ulp
         assert err.max() <= 4, (name, dtype, xd[np.argmax(err)], err.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_accuracy_against_mpmath(dtype):
+    """sigmoid'(a - b) within 4 ulp, also where a - b is not a float (its
+    rounding would cost |a - b| / 2 ulps) and far in the tails."""
+    rng = np.random.default_rng(3)
+    lim = 80 if dtype == np.float32 else 700
+    a = np.concatenate([rng.uniform(-30, 30, 150), rng.uniform(-lim, lim, 50),
+                        10.0 ** rng.uniform(-8, 2, 50), [0.0, 1.0, -2.0]])
+    b = np.concatenate([rng.uniform(-30, 30, 150), rng.uniform(-lim, lim, 50),
+                        -(10.0 ** rng.uniform(-3, 2, 50)) - 0.1, [0.0, 1.0, -2.0]])
+    a, b = a.astype(dtype), b.astype(dtype)
+    with mpmath.workdps(40):
+        def slope(u, v):
+            e = mpmath.exp(-abs(mpmath.mpf(float(u)) - mpmath.mpf(float(v))))
+            return e / (1 + e) ** 2
+        want = np.array([float(slope(u, v)) for u, v in zip(a, b)]).astype(dtype)
+    for wrt, sign in ((0, 1), (1, 1), ((0, 1), -1)):
+        got = fastjac.sum_hessian("logaddexp", a, b, wrt=wrt)
+        err = np.abs(got.astype(np.float64) - sign * want.astype(np.float64))
+        err /= np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+        assert err.max() <= 4, (wrt, a[np.argmax(err)], b[np.argmax(err)], err.max())
+    # ties, infinities included: sigmoid'(0) = 1/4; NaN propagates
+    t = np.array([2.0, np.inf, -np.inf, np.nan, np.inf], dtype)
+    u = np.array([2.0, np.inf, -np.inf, 1.0, 1.0], dtype)
+    np.testing.assert_array_equal(fastjac.sum_hessian("logaddexp", t, u), [0.25, 0.25, 0.25,
+                                                                           np.nan, 0.0])
 
 
 def test_power_accuracy_against_mpmath():

@@ -196,6 +196,10 @@ def test_transcendental_programs_stay_interpreted(jit_mode):
     assert _jit.status()["compiled"] == before
     np.testing.assert_allclose(value, -np.logaddexp(0, -w) * x, rtol=1e-14)
     np.testing.assert_allclose(deriv, x / (1 + np.exp(w)), rtol=1e-14)
+    value, deriv = run(fj.compile(fj.logaddexp(w_, x_)), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, np.logaddexp(w, x), rtol=1e-15)
+    np.testing.assert_allclose(deriv, 1 / (1 + np.exp(x - w)), rtol=1e-15)
 
 
 def test_auto_mode_compiles_only_for_large_arrays(jit_mode):

@@ -50,7 +50,8 @@ from libc.math cimport copysign, fabs
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
-                            fj_log, fj_trig_fast, logistic, v_cos, v_sin, SQRT_D)
+                            fj_log, fj_trig_fast, logistic, two_difference, v_cos, v_sin,
+                            SQRT_D)
 from ._kernels cimport derivative_into, in_chunks
 from ._pool cimport parallel_for, pool_threads
 
@@ -111,6 +112,7 @@ cdef enum Opcode:
     OP_TANH_VD       # d = tanh(a) and b = tanh'(a), from one exponential
     OP_SOFTPLUS
     OP_LOG_SIGMOID
+    OP_LOGADDEXP
 
 # register kinds
 cdef enum:
@@ -220,6 +222,17 @@ cdef inline floating f_softplus(floating x) noexcept nogil:
 cdef inline floating f_log_sigmoid(floating x) noexcept nogil:
     # log(sigmoid(x)) = -softplus(-x): the same care, the same bits negated
     return -f_softplus(-x)
+
+
+cdef inline floating f_logaddexp(floating a, floating b) noexcept nogil:
+    # log(e**a + e**b) = max(a, b) + log(1 + e**-|a - b|), with a - b carried
+    # exactly (TwoSum) into the logarithm; as np.logaddexp at the edges: a
+    # tie gives a + log 2 (equal infinities: that infinity), NaN gives NaN.
+    # In double, float32 rounded once.
+    cdef double t
+    cdef double d = two_difference(a, b, &t)
+    cdef double m = a if a > b else b
+    return <floating>(m + log1p_exp(fabs(d), t if d >= 0 else -t))
 
 
 cdef inline void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
@@ -368,6 +381,9 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
             elif op == OP_POW:
                 for i in range(m):
                     d[i] = f_pow(a[i], b[i])
+            elif op == OP_LOGADDEXP:
+                for i in range(m):
+                    d[i] = f_logaddexp(a[i], b[i])
 
 
 cdef inline void stream_out(floating* dst, const floating* src, Py_ssize_t m) noexcept nogil:

@@ -48,7 +48,7 @@ __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "softplus", "log_sigmoid",
+    "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -325,6 +325,31 @@ def less(a, b):
 def power(a, b):
     """Element-wise a ** b."""
     return _binary("power", a, b)
+
+
+def logaddexp(a, b):
+    """Element-wise log(exp(a) + exp(b)), as ``numpy.logaddexp``.
+
+    Computed as max(a, b) + log(1 + exp(-|a - b|)): no overflow, no
+    underflow to log(0). Its derivatives are sigmoid(a - b) and
+    sigmoid(b - a) (0.5 each at a tie).
+
+    Parameters
+    ----------
+    a, b : Expr or float
+
+    Returns
+    -------
+    Expr
+
+    Examples
+    --------
+    >>> import fastjac
+    >>> a = fastjac.var("a")
+    >>> fastjac.compile(fastjac.logaddexp(a, 1000.0)).value(a=[1000.0, 0.0])
+    array([1000.69314718, 1000.        ])
+    """
+    return _binary("logaddexp", a, b)
 
 
 def sum(x):
