@@ -31,9 +31,10 @@ __all__ = [
 ]
 
 BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
-              "greater", "less", "power")
+              "greater", "less", "power", "logaddexp")
 UNARY_OPS = ("identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos",
-             "tanh", "sigmoid", "relu", "abs")
+             "tanh", "sigmoid", "relu", "abs", "softplus",
+             "log_sigmoid")
 
 # NumPy ufuncs the README says are accepted as spellings of an op.
 UFUNC_ALIASES = {
@@ -42,11 +43,19 @@ UFUNC_ALIASES = {
     "greater": np.greater, "less": np.less, "power": np.power,
     "negative": np.negative, "square": np.square, "sqrt": np.sqrt, "exp": np.exp,
     "log": np.log, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "abs": np.absolute,
+    "logaddexp": np.logaddexp,
 }
 
 
 def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _logistic(x):
+    """sigmoid(x) without overflow: 1/(1 + e) for x >= 0, e/(1 + e) below,
+    e = exp(-|x|) (keeps its relative accuracy where it is tiny)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 FORWARD = {
@@ -59,6 +68,7 @@ FORWARD = {
     "greater": lambda w, x: np.greater(w, x).astype(np.float64),
     "less": lambda w, x: np.less(w, x).astype(np.float64),
     "power": np.power,
+    "logaddexp": np.logaddexp,
     "identity": lambda x: x * 1.0,
     "negative": lambda x: -x,
     "square": lambda x: x * x,
@@ -71,6 +81,8 @@ FORWARD = {
     "sigmoid": _sigmoid,
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
 }
 
 
@@ -106,6 +118,13 @@ def _power_dx(w, x):
     with np.errstate(all="ignore"):
         d = np.power(w, x) * np.log(w)
     return np.where((w == 0) & (x >= 0), 0.0, d)
+
+
+def _logaddexp_d(u, v):
+    """d log(e**u + e**v)/du = sigmoid(u - v); 0.5 at a tie (equal
+    infinities too), NaN if either is NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.where(u == v, 0.5, _logistic(u - v))
 
 
 def _relu_d(x):
@@ -144,6 +163,7 @@ DERIVATIVE = {
     "less": (lambda w, x: np.zeros(np.broadcast(w, x).shape),
              lambda w, x: np.zeros(np.broadcast(w, x).shape)),
     "power": (_power_dw, _power_dx),
+    "logaddexp": (lambda w, x: _logaddexp_d(w, x), lambda w, x: _logaddexp_d(x, w)),
     "identity": (lambda x: np.ones(np.shape(x)),),
     "negative": (lambda x: -np.ones(np.shape(x)),),
     "square": (lambda x: 2.0 * x,),
@@ -156,6 +176,8 @@ DERIVATIVE = {
     "sigmoid": (_sigmoid_d,),
     "relu": (_relu_d,),
     "abs": (_abs_d,),
+    "softplus": (_logistic,),
+    "log_sigmoid": (lambda x: _logistic(-x),),
 }
 
 
@@ -315,11 +337,18 @@ def expected_dtype(*operands):
 # Relative error amplification of the formulas when their inputs are exact in
 # the working precision: every closed form is a handful of correctly-rounded
 # or libm (<= 1 ulp or so) operations, except power, whose exponent (x - 1)
-# is rounded before it meets log(w): a relative error of eps * |(x-1) ln w|.
+# is rounded before it meets log(w): a relative error of eps * |(x-1) ln w|,
+# and logaddexp, whose closed form rounds w - x before sigmoid, where the
+# relative error grows like eps * |w - x|.
 ULPS = 16
 
 
 def _condition(op, w, x, wrt):
+    if op == "logaddexp":
+        w, x = as_float64(w), as_float64(x)
+        with np.errstate(all="ignore"):
+            c = 1.0 + np.abs(w - x)
+        return np.where(np.isfinite(c), c, 1.0)
     if op != "power":
         return 1.0
     w, x = as_float64(w), as_float64(x)

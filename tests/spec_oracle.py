@@ -17,6 +17,7 @@ BINARY = {
     "greater": lambda w, x: (w > x).astype(float),
     "less": lambda w, x: (w < x).astype(float),
     "power": lambda w, x: w ** x,
+    "logaddexp": lambda w, x: np.log(np.exp(w) + np.exp(x)),
 }
 
 UNARY = {
@@ -32,6 +33,8 @@ UNARY = {
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs,
+    "softplus": lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0.0),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-np.abs(x))) + np.minimum(x, 0.0),
 }
 
 # Closed forms of the spec's derivative columns: (d/dw, d/dx) and f'.
@@ -45,6 +48,8 @@ BINARY_DERIVATIVES = {
     "greater": (lambda w, x: 0 * (w * x), lambda w, x: 0 * (w * x)),
     "less": (lambda w, x: 0 * (w * x), lambda w, x: 0 * (w * x)),
     "power": (lambda w, x: x * w ** (x - 1), lambda w, x: w**x * np.log(w)),
+    "logaddexp": (lambda w, x: np.exp(w) / (np.exp(w) + np.exp(x)),
+                  lambda w, x: np.exp(x) / (np.exp(w) + np.exp(x))),
 }
 
 UNARY_DERIVATIVES = {
@@ -60,6 +65,8 @@ UNARY_DERIVATIVES = {
     "sigmoid": lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2,
     "relu": lambda x: (x > 0).astype(float),
     "abs": np.sign,
+    "softplus": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "log_sigmoid": lambda x: 1.0 / (1.0 + np.exp(x)),
 }
 
 

@@ -57,6 +57,8 @@ UNARY_ORACLES = {
     "sigmoid": _sigmoid_slope,
     "sqrt": lambda x: 1 / (2 * mpmath.sqrt(x)),
     "log": lambda x: 1 / x,
+    "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
+    "log_sigmoid": lambda x: 1 / (1 + mpmath.exp(x)),
 }
 
 
@@ -99,7 +101,7 @@ def _inputs(name, dtype):
                   logs, -logs,
                   np.logspace(5, 30 if f32 else 300, 100),   # the libm path
                   -np.logspace(5, 30, 50)]
-    elif name in ("tanh", "sigmoid"):
+    elif name in ("tanh", "sigmoid", "softplus", "log_sigmoid"):
         lim = (45.0 if name == "tanh" else 90.0) if f32 else (360.0 if name == "tanh" else 720.0)
         parts += [rng.uniform(-40, 40, 800), rng.uniform(-lim, lim, 400), logs, -logs]
     elif name in ("sqrt", "log"):
@@ -196,6 +198,77 @@ def test_power_derivatives_ulp(simd, dtype):
     _check("power_db", fastjac.jacobian("power", a, b, wrt=1), db, a, dtype)
 
 
+def _logaddexp_case(dtype):
+    """Pairs over wide ranges, a - b often not a float (operands of unlike
+    size), far tails, ties; the exact d/da = sigmoid(a - b) and d/db."""
+    key = ("logaddexp", dtype)
+    if key not in _CACHE:
+        rng = _rng(21 if dtype == np.float64 else 22)
+        lim = 100.0 if dtype == np.float32 else 745.0
+        a = np.concatenate([rng.uniform(-1, 1, 200), rng.uniform(-40, 40, 400),
+                            rng.uniform(-lim, lim, 200), 10.0 ** rng.uniform(-30, 2, 200),
+                            rng.uniform(-5, 5, 100)])
+        b = np.concatenate([rng.uniform(-1, 1, 200), rng.uniform(-40, 40, 400),
+                            rng.uniform(-lim, lim, 200), -(10.0 ** rng.uniform(-3, 2.5, 200)),
+                            rng.uniform(-5, 5, 100)])
+        b[-100:] = a[-100:]                                         # ties
+        a, b = a.astype(dtype), b.astype(dtype)
+        ma = [mpmath.mpf(float(u)) for u in a]
+        mb = [mpmath.mpf(float(v)) for v in b]
+        da = [1 / (1 + mpmath.exp(v - u)) for u, v in zip(ma, mb)]
+        db = [1 / (1 + mpmath.exp(u - v)) for u, v in zip(ma, mb)]
+        value = [m + mpmath.log1p(mpmath.exp(-abs(u - v)))
+                 for u, v, m in zip(ma, mb, (max(u, v) for u, v in zip(ma, mb)))]
+        _CACHE[key] = a, b, da, db, value
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_derivatives_ulp(simd, dtype):
+    a, b, da, db, _ = _logaddexp_case(dtype)
+    ta, tb = np.tile(a, REPEAT), np.tile(b, REPEAT)       # the threaded path too
+    got_a = fastjac.jacobian("logaddexp", ta, tb, wrt=0)
+    got_b = fastjac.jacobian("logaddexp", ta, tb, wrt=1)
+    for r in range(REPEAT):
+        part = slice(r * len(a), (r + 1) * len(a))
+        _check("logaddexp_da", got_a[part], da, a, dtype)
+        _check("logaddexp_db", got_b[part], db, a, dtype)
+    # a scalar operand (scalar expansion) takes the same formula
+    _check("logaddexp_da", fastjac.jacobian("logaddexp", a, b[7], wrt=0),
+           [1 / (1 + mpmath.exp(mpmath.mpf(float(b[7])) - mpmath.mpf(float(u)))) for u in a],
+           a, dtype)
+    # ties (infinities included): 0.5 each; NaN propagates; as the limits elsewhere
+    u = np.array([1.5, INF, -INF, NAN, 1.0, INF, -INF, 1e30], dtype)
+    v = np.array([1.5, INF, -INF, 1.0, NAN, 1.0, 1.0, -1e30], dtype)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(fastjac.jacobian("logaddexp", u, v, wrt=0),
+                                      [0.5, 0.5, 0.5, NAN, NAN, 1.0, 0.0, 1.0])
+        np.testing.assert_array_equal(fastjac.jacobian("logaddexp", u, v, wrt=1),
+                                      [0.5, 0.5, 0.5, NAN, NAN, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_values_ulp(simd, dtype):
+    """The expression value, against mpmath: within 4 ulp of the result, or
+    where it cancels (max(a, b) < 0 and the result near 0, as in any formula
+    of the form max + log1p(...), NumPy's included) of max(a, b)."""
+    a, b, _, _, value = _logaddexp_case(dtype)
+    f = fastjac.compile(fastjac.logaddexp(fastjac.var("a"), fastjac.var("b")))
+    got = f.value(a=a, b=b)
+    assert got.dtype == dtype
+    errors = _ulp_errors(got, value, dtype)
+    exact = np.array([float(v) for v in value])
+    scale = np.maximum(np.abs(exact), np.abs(np.maximum(a, b).astype(np.float64)))
+    ratio = np.spacing(np.abs(exact).astype(dtype)) / np.spacing(scale.astype(dtype))
+    errors = errors * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= MAX_ULP, (a[worst], b[worst], got[worst], value[worst])
+    u = np.array([1.5, INF, -INF, NAN, 1.0, INF, -INF, 1e30, -1e30, 0.0], dtype)
+    v = np.array([1.5, INF, -INF, 1.0, NAN, 1.0, 1.0, -1e30, -1e30, -0.0], dtype)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(f.value(a=u, b=v), np.logaddexp(u, v))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_divide_db_ulp(simd, dtype):
     """d(a/b)/db = -a/b**2 is computed as -a/(b*b) where b*b is a normal
@@ -245,6 +318,10 @@ SPECIALS = {
     "cos": [(INF, NAN), (-INF, NAN), (NAN, NAN), (0.0, -0.0), (-0.0, 0.0), (1e30, None)],
     "tanh": [(INF, 0.0), (-INF, 0.0), (NAN, NAN), (0.0, 1.0), (1e300, 0.0)],
     "sigmoid": [(INF, 0.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.25), (-1e300, 0.0)],
+    "softplus": [(INF, 1.0), (-INF, 0.0), (NAN, NAN), (0.0, 0.5), (-0.0, 0.5),
+                 (-1e300, 0.0), (1e300, 1.0)],
+    "log_sigmoid": [(INF, 0.0), (-INF, 1.0), (NAN, NAN), (0.0, 0.5), (-0.0, 0.5),
+                    (-1e300, 1.0), (1e300, 0.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
 }
@@ -304,6 +381,49 @@ def test_levels_agree_on_exp_family():
     for level in LEVELS[1:]:
         for name, values in results[level].items():
             np.testing.assert_allclose(values, base[name], rtol=4 * np.finfo(float).eps, atol=0)
+
+
+# -- values of the expression functions (fastjac.compile(...).value) ---------------
+# The expression layer computes these values itself (_expr_loops.pxd), on
+# the loops of the level in use; their derivatives are the kernels' above.
+
+VALUE_ORACLES = {
+    "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
+    "log_sigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
+}
+# x: what NumPy gives (the reference for NaN, infinities and signed zeros)
+VALUE_SPECIALS = {
+    "softplus": lambda x: np.logaddexp(0, x),
+    "log_sigmoid": lambda x: -np.logaddexp(0, -x),
+}
+
+
+def _value_case(name, dtype):
+    key = ("value", name, dtype)
+    if key not in _CACHE:
+        rng = _rng(abs(hash(key[:2])) % 2**32)
+        f32 = dtype == np.float32
+        lim = 100.0 if f32 else 750.0
+        logs = np.logspace(-40 if f32 else -310, 1.5, 300)
+        x = np.concatenate([rng.uniform(-1, 1, 300), rng.uniform(-40, 40, 600),
+                            rng.uniform(-lim, lim, 300), logs, -logs]).astype(dtype)
+        x = x[np.isfinite(x)]
+        _CACHE[key] = x, _exact(VALUE_ORACLES[name], x)
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(VALUE_ORACLES))
+def test_expression_values_ulp(simd, name, dtype):
+    x, exact = _value_case(name, dtype)
+    f = fastjac.compile(getattr(fastjac, name)(fastjac.var("x")))
+    got = f.value(x=x)
+    assert got.dtype == dtype
+    _check(f"{name} (value)", got, exact, x, dtype)
+    specials = np.array([0.0, -0.0, INF, -INF, NAN, 1e30, -1e30, 5e-324], dtype)
+    with np.errstate(all="ignore"):
+        want = VALUE_SPECIALS[name](specials)
+    np.testing.assert_array_equal(f.value(x=specials), want)
 
 
 # -- the streamed path (results beyond the caches, non-temporal stores) ------------

@@ -52,6 +52,8 @@ BINARY = {
     "greater": (_zero, _zero, _zero),
     "less": (_zero, _zero, _zero),
     "power": (_power_aa, _power_bb, _power_ab),
+    "logaddexp": (lambda a, b: _sig(a - b) * _sig(b - a), lambda a, b: _sig(a - b) * _sig(b - a),
+                  lambda a, b: -_sig(a - b) * _sig(b - a)),
 }
 UNARY = {
     "identity": _zero,
@@ -66,6 +68,8 @@ UNARY = {
     "sigmoid": lambda a: _sig(a) * (1 - _sig(a)) * (1 - 2 * _sig(a)),
     "relu": _zero,
     "abs": _zero,
+    "softplus": lambda a: _sig(a) * (1 - _sig(a)),
+    "log_sigmoid": lambda a: -_sig(a) * (1 - _sig(a)),
 }
 SMOOTH_POSITIVE = {"sqrt", "log", "power"}      # operands drawn from (0.5, 2)
 PIECEWISE = {"maximum", "minimum", "greater", "less", "relu", "abs"}
@@ -113,7 +117,8 @@ def test_unary_diagonal(name, dtype):
     np.testing.assert_allclose(got, UNARY[name](a.astype(np.float64)), **_tol(dtype))
 
 
-@pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid",
+                                  "softplus", "log_sigmoid"])
 def test_unary_accuracy_against_mpmath(name):
     """Within 4 ulp of the exact value, over a wide range (mpmath, 40 digits)."""
     exact = {
@@ -124,6 +129,8 @@ def test_unary_accuracy_against_mpmath(name):
         "cos": lambda x: -mpmath.cos(x),
         "tanh": lambda x: -2 * mpmath.tanh(x) / mpmath.cosh(x) ** 2,
         "sigmoid": lambda x: -mpmath.exp(-x) * (1 - mpmath.exp(-x)) / (1 + mpmath.exp(-x)) ** 3,
+        "softplus": lambda x: mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
+        "log_sigmoid": lambda x: -mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
     }[name]
     rng = np.random.default_rng(1)
     if name in ("sqrt", "log"):
@@ -142,6 +149,34 @@ def test_unary_accuracy_against_mpmath(name):
         ulp = np.spacing(np.abs(want).astype(dtype))
         err = np.abs(got.astype(np.float64) - want.astype(np.float64)) / ulp
         assert err.max() <= 4, (name, dtype, xd[np.argmax(err)], err.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logaddexp_accuracy_against_mpmath(dtype):
+    """sigmoid'(a - b) within 4 ulp, also where a - b is not a float (its
+    rounding would cost |a - b| / 2 ulps) and far in the tails."""
+    rng = np.random.default_rng(3)
+    lim = 80 if dtype == np.float32 else 700
+    a = np.concatenate([rng.uniform(-30, 30, 150), rng.uniform(-lim, lim, 50),
+                        10.0 ** rng.uniform(-8, 2, 50), [0.0, 1.0, -2.0]])
+    b = np.concatenate([rng.uniform(-30, 30, 150), rng.uniform(-lim, lim, 50),
+                        -(10.0 ** rng.uniform(-3, 2, 50)) - 0.1, [0.0, 1.0, -2.0]])
+    a, b = a.astype(dtype), b.astype(dtype)
+    with mpmath.workdps(40):
+        def slope(u, v):
+            e = mpmath.exp(-abs(mpmath.mpf(float(u)) - mpmath.mpf(float(v))))
+            return e / (1 + e) ** 2
+        want = np.array([float(slope(u, v)) for u, v in zip(a, b)]).astype(dtype)
+    for wrt, sign in ((0, 1), (1, 1), ((0, 1), -1)):
+        got = fastjac.sum_hessian("logaddexp", a, b, wrt=wrt)
+        err = np.abs(got.astype(np.float64) - sign * want.astype(np.float64))
+        err /= np.spacing(np.abs(want).astype(dtype)).astype(np.float64)
+        assert err.max() <= 4, (wrt, a[np.argmax(err)], b[np.argmax(err)], err.max())
+    # ties, infinities included: sigmoid'(0) = 1/4; NaN propagates
+    t = np.array([2.0, np.inf, -np.inf, np.nan, np.inf], dtype)
+    u = np.array([2.0, np.inf, -np.inf, 1.0, 1.0], dtype)
+    np.testing.assert_array_equal(fastjac.sum_hessian("logaddexp", t, u), [0.25, 0.25, 0.25,
+                                                                           np.nan, 0.0])
 
 
 def test_power_accuracy_against_mpmath():
@@ -374,7 +409,8 @@ def test_special_values_propagate():
     assert fastjac.sum_hessian("divide", 1.0, np.array([1e-200]), wrt=1)[0] == np.inf
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "square", "cos", "softplus",
+                                  "log_sigmoid"])
 def test_large_arrays_on_threads(name):
     """Sizes that run in chunks on the pool's threads give the oracle's numbers."""
     x = np.random.default_rng(7).uniform(-3, 3, 300_001)

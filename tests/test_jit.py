@@ -187,6 +187,19 @@ def test_transcendental_programs_stay_interpreted(jit_mode):
     value, deriv = run(fj.compile(fj.exp(w_) * x_), "w", w, x)
     assert _jit.status()["compiled"] == before          # nothing compiled
     np.testing.assert_allclose(deriv, np.exp(w) * x, rtol=1e-14)
+    # the functions built on _vecmath.h's exp: vectorised on the interpreter
+    value, deriv = run(fj.compile(fj.softplus(w_) * x_), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, np.logaddexp(0, w) * x, rtol=1e-14)
+    np.testing.assert_allclose(deriv, x / (1 + np.exp(-w)), rtol=1e-14)
+    value, deriv = run(fj.compile(fj.log_sigmoid(w_) * x_), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, -np.logaddexp(0, -w) * x, rtol=1e-14)
+    np.testing.assert_allclose(deriv, x / (1 + np.exp(w)), rtol=1e-14)
+    value, deriv = run(fj.compile(fj.logaddexp(w_, x_)), "w", w, x)
+    assert _jit.status()["compiled"] == before
+    np.testing.assert_allclose(value, np.logaddexp(w, x), rtol=1e-15)
+    np.testing.assert_allclose(deriv, 1 / (1 + np.exp(x - w)), rtol=1e-15)
 
 
 def test_auto_mode_compiles_only_for_large_arrays(jit_mode):

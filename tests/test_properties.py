@@ -252,6 +252,12 @@ def check_out_compact(fn, op, a, b, wrt, compact):
 ALL_OPS = oracle.BINARY_OPS + oracle.UNARY_OPS
 
 
+def test_oracle_covers_every_operator():
+    # an operator missing from the oracle's lists would go untested here
+    assert set(oracle.BINARY_OPS) == set(fastjac.BINARY_OPS)
+    assert set(oracle.UNARY_OPS) == set(fastjac.UNARY_OPS)
+
+
 @pytest.mark.parametrize("op", ALL_OPS)
 @given(data=st.data())
 def test_jacobian_matches_oracle_in_every_format(reliability_count, op, data):

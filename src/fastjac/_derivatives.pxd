@@ -148,6 +148,25 @@ cdef struct TanhDD:
 cdef struct SigmoidDD:
     char _
 
+# softplus' = sigmoid; softplus'' is sigmoid' (SigmoidD)
+cdef struct SoftplusD:
+    char _
+# log_sigmoid' = sigmoid(-a), log_sigmoid'' = -sigmoid'(a)
+cdef struct LogSigmoidD:
+    char _
+cdef struct LogSigmoidDD:
+    char _
+# logaddexp: d/da = sigmoid(a - b), d/db = sigmoid(b - a); d2/da2 = d2/db2 =
+# sigmoid'(a - b) (Daa), d2/da db = -sigmoid'(a - b) (Dab)
+cdef struct LogaddexpDa:
+    char _
+cdef struct LogaddexpDb:
+    char _
+cdef struct LogaddexpDaa:
+    char _
+cdef struct LogaddexpDab:
+    char _
+
 # One code per tag, so that Python can name a derivative
 # by an integer and the kernels turn it back into a compile-time tag.
 cdef enum DerivativeCode:
@@ -189,6 +208,13 @@ cdef enum DerivativeCode:
     COS_DD
     TANH_DD
     SIGMOID_DD
+    SOFTPLUS_D
+    LOG_SIGMOID_D
+    LOG_SIGMOID_DD
+    LOGADDEXP_DA
+    LOGADDEXP_DB
+    LOGADDEXP_DAA
+    LOGADDEXP_DAB
     N_DERIVATIVE_CODES
 
 ctypedef fused Derivative:
@@ -230,6 +256,13 @@ ctypedef fused Derivative:
     CosDD
     TanhDD
     SigmoidDD
+    SoftplusD
+    LogSigmoidD
+    LogSigmoidDD
+    LogaddexpDa
+    LogaddexpDb
+    LogaddexpDaa
+    LogaddexpDab
 
 
 # Precision-preserving math wrappers: float32 calls the *f variant, so a
@@ -325,6 +358,62 @@ cdef inline floating logistic_slope(floating x) noexcept nogil:
     cdef floating e = f_exp(-f_abs(x))
     cdef floating d = 1 + e
     return e / (d * d)
+
+
+cdef inline floating logistic(floating x) noexcept nogil:
+    """sigmoid(x) = 1 / (1 + exp(-x)), as 1 / (1 + e) for x >= 0 and
+    e / (1 + e) below, e = exp(-|x|): never the exponential of a large
+    positive number, so no overflow and no cancellation; a select, not a
+    branch, so a loop of it vectorises. NaN gives NaN, +-inf gives 1 and 0."""
+    cdef floating e = f_exp(-f_abs(x))
+    cdef floating s = 1 / (1 + e)
+    return s if x >= 0 else e * s
+
+
+cdef inline double two_difference(double a, double b, double* tail) noexcept nogil:
+    """a - b as d + tail[0] exactly (Knuth's TwoSum), returning d; d = 0 at
+    a tie (equal infinities included: the limit along a = b), tail 0 where d
+    is not finite."""
+    cdef double d = a - b
+    cdef double bb = d - a
+    cdef double t = (a - (d - bb)) + (-b - bb)
+    tail[0] = t if fabs(d) < INFINITY else 0
+    return 0 if a == b else d
+
+
+cdef inline double logistic_tail(double d, double t) noexcept nogil:
+    """sigmoid(d + t) for a tail |t| <= ulp(d), as sigmoid(d) + sigmoid'(d) t:
+    where sigmoid(d) is small, its relative error is |d| times that of d, so
+    the rounding of a difference d = a - b would cost |d| / 2 ulps."""
+    cdef double e = fj_exp(-fabs(d))
+    cdef double q = 1 / (1 + e)
+    cdef double s = q if d >= 0 else e * q
+    return s + (e * q) * (q * t)
+
+
+cdef inline double logistic_slope_tail(double d, double t) noexcept nogil:
+    """sigmoid'(d + t), as p (1 + (1 - 2 sigmoid(d)) t) with p = sigmoid'(d)
+    = e / (1 + e)**2 and |1 - 2 sigmoid(d)| = (1 - e) / (1 + e), e = exp(-|d|)."""
+    cdef double e = fj_exp(-fabs(d))
+    cdef double u = 1 + e
+    cdef double p = e / (u * u)
+    cdef double r = (1 - e) / u
+    return p - p * (r * t if d >= 0 else -(r * t))
+
+
+cdef inline floating logaddexp_slope(floating a, floating b) noexcept nogil:
+    """d logaddexp(a, b)/da = sigmoid(a - b): 0.5 at a tie, NaN if a or b is
+    NaN; in double, with a - b exact (two_difference), rounded once."""
+    cdef double t
+    cdef double d = two_difference(a, b, &t)
+    return <floating>logistic_tail(d, t)
+
+
+cdef inline floating logaddexp_curvature(floating a, floating b) noexcept nogil:
+    """d2 logaddexp(a, b)/da2 = sigmoid'(a - b), the same way."""
+    cdef double t
+    cdef double d = two_difference(a, b, &t)
+    return <floating>logistic_slope_tail(d, t)
 
 
 cdef inline floating power_slope(floating a, floating b) noexcept nogil:
@@ -484,6 +573,10 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         if FJ_FAST_POW:
             return power_log(a, b)
         return power_log_libm(a, b)
+    elif Derivative is LogaddexpDa:
+        return logaddexp_slope(a, b)
+    elif Derivative is LogaddexpDb:
+        return logaddexp_slope(b, a)
     elif Derivative is Zero:
         return 0
     # -- section 3: unary functions (argument a) ---------------------------
@@ -512,6 +605,16 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         return 4 * logistic_slope(2 * a)
     elif Derivative is SigmoidD:
         return logistic_slope(a)
+    elif Derivative is SoftplusD:
+        # sigmoid(a); float32 in double, rounded once (< 1 ulp)
+        if floating is float:
+            return <float>logistic(<double>a)
+        return logistic(a)
+    elif Derivative is LogSigmoidD:
+        # sigmoid(-a), as softplus' of -a
+        if floating is float:
+            return <float>logistic(-<double>a)
+        return logistic(-a)
     elif Derivative is ReluD:
         if a > 0:
             return 1
@@ -552,6 +655,12 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is SigmoidDD:
         # s'(1 - 2s) with 1 - 2s(a) = -tanh(a/2), free of cancellation
         return -logistic_slope(a) * f_tanh(a / 2)
+    elif Derivative is LogSigmoidDD:
+        return -logistic_slope(a)
+    elif Derivative is LogaddexpDaa:
+        return logaddexp_curvature(a, b)
+    elif Derivative is LogaddexpDab:
+        return -logaddexp_curvature(a, b)
 
 
 # -- compile-time properties of a tag ------------------------------------------
@@ -564,7 +673,10 @@ cdef inline bint costly(Derivative* tag) noexcept nogil:
             or Derivative is ExpD or Derivative is SinD or Derivative is CosD
             or Derivative is TanhD or Derivative is SigmoidD
             or Derivative is DivideDbb or Derivative is SqrtDD or Derivative is CosDD
-            or Derivative is TanhDD or Derivative is SigmoidDD
+            or Derivative is TanhDD or Derivative is SigmoidDD or Derivative is SoftplusD
+            or Derivative is LogSigmoidD or Derivative is LogSigmoidDD
+            or Derivative is LogaddexpDa or Derivative is LogaddexpDb
+            or Derivative is LogaddexpDaa or Derivative is LogaddexpDab
             or Derivative is PowerDaa or Derivative is PowerDab or Derivative is PowerDbb)
 
 

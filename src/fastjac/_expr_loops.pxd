@@ -50,7 +50,8 @@ from libc.math cimport copysign, fabs
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
-                            fj_trig_fast, v_cos, v_sin, SQRT_D)
+                            fj_log, fj_trig_fast, logistic, two_difference, v_cos, v_sin,
+                            SQRT_D)
 from ._kernels cimport derivative_into, in_chunks
 from ._pool cimport parallel_for, pool_threads
 
@@ -109,6 +110,9 @@ cdef enum Opcode:
     OP_DERIV         # d = derivative(code c, a, b), formulas of _derivatives.pxd
     OP_SUM           # acc[d] += sum(a)
     OP_TANH_VD       # d = tanh(a) and b = tanh'(a), from one exponential
+    OP_SOFTPLUS
+    OP_LOG_SIGMOID
+    OP_LOGADDEXP
 
 # register kinds
 cdef enum:
@@ -186,12 +190,49 @@ cdef inline void tanh_vd(floating x, floating* v, floating* dv) noexcept nogil:
 
 
 cdef inline floating f_sigmoid(floating x) noexcept nogil:
-    # 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|): never exp of
-    # a large positive number, so no overflow and no cancellation; a select,
-    # not a branch, so the loop vectorises (f_exp is _vecmath.h's).
-    cdef floating e = f_exp(-f_abs(x))
-    cdef floating s = 1 / (1 + e)
-    return s if x >= 0 else e * s
+    # the formula of the derivative of softplus (_derivatives.pxd), in the
+    # float type itself (f_exp is _vecmath.h's)
+    return logistic(x)
+
+
+cdef inline double log1p_exp(double d, double tail) noexcept nogil:
+    """log(1 + exp(-(d + tail))) for d >= 0 (or NaN) and a tail |tail| <=
+    ulp(d) (the rounding error of a difference d; 0 when there is none).
+
+    Vectorised: e = exp(-d) <= 1 and u = 1 + e rounded, so 1 + e = u + c
+    exactly with c = e - (u - 1); then log(1 + e) = log(u) + c / u to well
+    below an ulp (_vecmath.h's fj_log, < 1 ulp, where libm's log1p is a
+    call per element), and the tail moves the result by -tail e / (1 + e).
+    """
+    cdef double e = fj_exp(-d)
+    cdef double u = 1 + e
+    cdef double c = e - (u - 1)
+    return fj_log(u) + (c - e * tail) / u
+
+
+cdef inline floating f_softplus(floating x) noexcept nogil:
+    # log(1 + e**x) = max(x, 0) + log(1 + e**-|x|): no overflow for large x,
+    # no cancellation (both terms >= 0); in double, float32 rounded once.
+    # NaN gives NaN, inf gives inf, -inf gives 0.
+    cdef double xd = x
+    cdef double m = xd if xd > 0 else 0
+    return <floating>(m + log1p_exp(fabs(xd), 0))
+
+
+cdef inline floating f_log_sigmoid(floating x) noexcept nogil:
+    # log(sigmoid(x)) = -softplus(-x): the same care, the same bits negated
+    return -f_softplus(-x)
+
+
+cdef inline floating f_logaddexp(floating a, floating b) noexcept nogil:
+    # log(e**a + e**b) = max(a, b) + log(1 + e**-|a - b|), with a - b carried
+    # exactly (TwoSum) into the logarithm; as np.logaddexp at the edges: a
+    # tie gives a + log 2 (equal infinities: that infinity), NaN gives NaN.
+    # In double, float32 rounded once.
+    cdef double t
+    cdef double d = two_difference(a, b, &t)
+    cdef double m = a if a > b else b
+    return <floating>(m + log1p_exp(fabs(d), t if d >= 0 else -t))
 
 
 cdef inline void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
@@ -287,6 +328,12 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
         elif op == OP_SIGMOID:
             for i in range(m):
                 d[i] = f_sigmoid(a[i])
+        elif op == OP_SOFTPLUS:
+            for i in range(m):
+                d[i] = f_softplus(a[i])
+        elif op == OP_LOG_SIGMOID:
+            for i in range(m):
+                d[i] = f_log_sigmoid(a[i])
         elif op == OP_RELU:
             for i in range(m):
                 d[i] = 0 if a[i] <= 0 else a[i]      # NaN stays NaN
@@ -334,6 +381,9 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
             elif op == OP_POW:
                 for i in range(m):
                     d[i] = f_pow(a[i], b[i])
+            elif op == OP_LOGADDEXP:
+                for i in range(m):
+                    d[i] = f_logaddexp(a[i], b[i])
 
 
 cdef inline void stream_out(floating* dst, const floating* src, Py_ssize_t m) noexcept nogil:

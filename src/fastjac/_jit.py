@@ -24,10 +24,13 @@ other multiply and add are fused. The instruction set is the interpreter's
 
 Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
 log and the derivatives of those are compiled; a program with a vectorised
-transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid, power)
-stays on the interpreter, whose cost there is the function, not the loads
-and stores. Without a working C compiler nothing changes either: the first
-failure is remembered (``status()`` says why) and the interpreter runs.
+transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid,
+softplus, power) stays on the interpreter, whose cost there is the function,
+not the loads and stores -- and whose bits a separately compiled copy of
+those functions would not reproduce: the interpreter's modules let the
+compiler contract their multiply-adds into FMAs, this C is compiled with
+-ffp-contract=off. Without a working C compiler nothing changes either: the
+first failure is remembered (``status()`` says why) and the interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its

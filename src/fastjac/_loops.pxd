@@ -478,6 +478,27 @@ cdef inline double dispatch(int code, bint summing,
     elif code == SIGMOID_DD:
         return run(<SigmoidDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
                    min_cheap, min_costly, streamed)
+    elif code == SOFTPLUS_D:
+        return run(<SoftplusD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOG_SIGMOID_D:
+        return run(<LogSigmoidD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOG_SIGMOID_DD:
+        return run(<LogSigmoidDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOGADDEXP_DA:
+        return run(<LogaddexpDa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOGADDEXP_DB:
+        return run(<LogaddexpDb*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOGADDEXP_DAA:
+        return run(<LogaddexpDaa*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOGADDEXP_DAB:
+        return run(<LogaddexpDab*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
 
 

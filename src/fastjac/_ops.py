@@ -18,6 +18,7 @@ BINARY = {
     "greater": ("zero", "zero"),
     "less": ("zero", "zero"),
     "power": ("power_da", "power_db"),
+    "logaddexp": ("logaddexp_da", "logaddexp_db"),    # log(e**a + e**b)
 }
 
 # name: derivative with respect to the single operand
@@ -34,6 +35,8 @@ UNARY = {
     "sigmoid": "sigmoid",
     "relu": "relu",
     "abs": "abs",
+    "softplus": "softplus",     # log(1 + e**a); its derivative is sigmoid(a)
+    "log_sigmoid": "log_sigmoid",   # -softplus(-a); its derivative is sigmoid(-a)
 }
 
 # Second derivatives, for sum_hessian: a binary operator's
@@ -51,6 +54,7 @@ BINARY_SECOND = {
     "greater": ("zero", "zero", "zero"),
     "less": ("zero", "zero", "zero"),
     "power": ("power_daa", "power_dbb", "power_dab"),
+    "logaddexp": ("logaddexp_daa", "logaddexp_daa", "logaddexp_dab"),
 }
 UNARY_SECOND = {
     "identity": "zero",
@@ -65,6 +69,8 @@ UNARY_SECOND = {
     "sigmoid": "sigmoid_dd",
     "relu": "zero",
     "abs": "zero",
+    "softplus": "sigmoid",    # softplus'' = sigmoid'
+    "log_sigmoid": "log_sigmoid_dd",
 }
 
 # Piecewise-constant operators: their Jacobian is structurally zero, so a
@@ -79,6 +85,7 @@ ALIASES = {
     np.power: "power", np.negative: "negative", np.square: "square",
     np.sqrt: "sqrt", np.exp: "exp", np.log: "log", np.sin: "sin",
     np.cos: "cos", np.tanh: "tanh", np.absolute: "abs", np.positive: "identity",
+    np.logaddexp: "logaddexp",
     "absolute": "abs", "true_divide": "divide",
 }
 

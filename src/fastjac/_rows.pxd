@@ -91,6 +91,10 @@ cdef inline bint add_partials(int code, bint k_is_a, const floating* k, const fl
         add_tag(<PowerDb*>NULL, k_is_a, k, x, lanes, n)
     elif code == ZERO:
         add_tag(<Zero*>NULL, k_is_a, k, x, lanes, n)
+    elif code == LOGADDEXP_DA:
+        add_tag(<LogaddexpDa*>NULL, k_is_a, k, x, lanes, n)
+    elif code == LOGADDEXP_DB:
+        add_tag(<LogaddexpDb*>NULL, k_is_a, k, x, lanes, n)
     # second derivatives with respect to one operand (sum_hessian)
     elif code == DIVIDE_DBB:
         add_tag(<DivideDbb*>NULL, k_is_a, k, x, lanes, n)
@@ -98,6 +102,8 @@ cdef inline bint add_partials(int code, bint k_is_a, const floating* k, const fl
         add_tag(<PowerDaa*>NULL, k_is_a, k, x, lanes, n)
     elif code == POWER_DBB:
         add_tag(<PowerDbb*>NULL, k_is_a, k, x, lanes, n)
+    elif code == LOGADDEXP_DAA:
+        add_tag(<LogaddexpDaa*>NULL, k_is_a, k, x, lanes, n)
     else:
         return False
     return True

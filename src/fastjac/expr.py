@@ -48,7 +48,7 @@ __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu",
+    "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -217,13 +217,13 @@ def var(name):
     return Var(name)
 
 
-def _unary_function(op):
+def _unary_function(op, doc=None):
     def f(x):
         return Unary(op, _wrap(x, "x"))
     f.__name__ = op
     f.__qualname__ = op
-    f.__doc__ = (f"Element-wise ``{op}`` of an expression (derivative as in "
-                 f"``fastjac.jacobian({op!r}, ...)``).")
+    f.__doc__ = doc or (f"Element-wise ``{op}`` of an expression (derivative as in "
+                        f"``fastjac.jacobian({op!r}, ...)``).")
     return f
 
 
@@ -239,6 +239,46 @@ tanh = _unary_function("tanh")
 sigmoid = _unary_function("sigmoid")
 relu = _unary_function("relu")
 abs = _unary_function("abs")
+softplus = _unary_function("softplus", """Element-wise softplus, log(1 + exp(x)).
+
+Computed as max(x, 0) + log(1 + exp(-|x|)): no overflow for large x and
+no cancellation anywhere (within a few ulp). Its derivative is sigmoid(x).
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.softplus(x)).value(x=[0.0, 1000.0])
+array([6.93147181e-01, 1.00000000e+03])
+""")
+log_sigmoid = _unary_function("log_sigmoid", """Element-wise log(sigmoid(x)) = -log(1 + exp(-x)).
+
+Computed as -softplus(-x): no overflow for large negative x and no
+cancellation anywhere (within a few ulp). Its derivative is sigmoid(-x).
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.log_sigmoid(x)).value(x=[0.0, -1000.0])
+array([-6.93147181e-01, -1.00000000e+03])
+""")
 
 
 def add(a, b):
@@ -284,6 +324,31 @@ def less(a, b):
 def power(a, b):
     """Element-wise a ** b."""
     return _binary("power", a, b)
+
+
+def logaddexp(a, b):
+    """Element-wise log(exp(a) + exp(b)), as ``numpy.logaddexp``.
+
+    Computed as max(a, b) + log(1 + exp(-|a - b|)): no overflow, no
+    underflow to log(0). Its derivatives are sigmoid(a - b) and
+    sigmoid(b - a) (0.5 each at a tie).
+
+    Parameters
+    ----------
+    a, b : Expr or float
+
+    Returns
+    -------
+    Expr
+
+    Examples
+    --------
+    >>> import fastjac
+    >>> a = fastjac.var("a")
+    >>> fastjac.compile(fastjac.logaddexp(a, 1000.0)).value(a=[1000.0, 0.0])
+    array([1000.69314718, 1000.        ])
+    """
+    return _binary("logaddexp", a, b)
 
 
 def sum(x):
