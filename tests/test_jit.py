@@ -53,6 +53,10 @@ CASES = [
       + (w > 1),
       "x": lambda w, x: np.where(x < w, 1, np.where(w == x, 0.5, 0)) * np.abs(x - 1)
       + np.minimum(w, x) * np.sign(x - 1)}),
+    ("log1p", fj.log1p(w_) * x_ + fj.sqrt(x_),
+     lambda w, x: np.log1p(w) * x + np.sqrt(x),
+     {"w": lambda w, x: x / (1 + w),
+      "x": lambda w, x: np.log1p(w) + 0.5 / np.sqrt(x)}),
     ("sqrt_log_cmp", fj.sqrt(x_) * fj.log(w_) + (w_ > x_) - fj.square(w_) / 4,
      lambda w, x: np.sqrt(x) * np.log(w) + (w > x) - w * w / 4,
      {"w": lambda w, x: np.sqrt(x) / w - w / 2,

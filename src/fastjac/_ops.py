@@ -37,6 +37,7 @@ UNARY = {
     "abs": "abs",
     "softplus": "softplus",     # log(1 + e**a); its derivative is sigmoid(a)
     "log_sigmoid": "log_sigmoid",   # -softplus(-a); its derivative is sigmoid(-a)
+    "log1p": "log1p",
 }
 
 # Second derivatives, for sum_hessian: a binary operator's
@@ -71,6 +72,7 @@ UNARY_SECOND = {
     "abs": "zero",
     "softplus": "sigmoid",    # softplus'' = sigmoid'
     "log_sigmoid": "log_sigmoid_dd",
+    "log1p": "log1p_dd",
 }
 
 # Piecewise-constant operators: their Jacobian is structurally zero, so a
@@ -85,7 +87,7 @@ ALIASES = {
     np.power: "power", np.negative: "negative", np.square: "square",
     np.sqrt: "sqrt", np.exp: "exp", np.log: "log", np.sin: "sin",
     np.cos: "cos", np.tanh: "tanh", np.absolute: "abs", np.positive: "identity",
-    np.logaddexp: "logaddexp",
+    np.logaddexp: "logaddexp", np.log1p: "log1p",
     "absolute": "abs", "true_divide": "divide",
 }
 
