@@ -60,6 +60,7 @@ UNARY_ORACLES = {
     "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
     "log_sigmoid": lambda x: 1 / (1 + mpmath.exp(x)),
     "log1p": lambda x: 1 / (1 + x),
+    "expm1": mpmath.exp,
 }
 
 
@@ -85,7 +86,7 @@ def _inputs(name, dtype):
     f32 = dtype == np.float32
     parts = [rng.uniform(-1, 1, 300), rng.uniform(-10, 10, 300)]
     logs = np.logspace(-30 if f32 else -300, 1, 200)
-    if name == "exp":
+    if name in ("exp", "expm1"):
         lo, hi = (-103.0, 88.7) if f32 else (-745.0, 709.7)
         parts += [rng.uniform(lo, hi, 1200), logs, -logs,
                   np.linspace(lo - 1, lo + 20, 100),    # subnormal results
@@ -329,6 +330,8 @@ SPECIALS = {
                     (-1e300, 1.0), (1e300, 0.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
+    "expm1": [(-INF, 0.0), (INF, INF), (NAN, NAN), (-1e308, 0.0), (1e308, INF),
+              (-0.0, 1.0), (800.0, INF), (-800.0, 0.0)],
     "log1p": [(-1.0, INF), (0.0, 1.0), (-0.0, 1.0), (INF, 0.0), (NAN, NAN), (-3.0, -0.5)],
 }
 
@@ -397,6 +400,7 @@ VALUE_ORACLES = {
     "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
     "log_sigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
     "log1p": mpmath.log1p,
+    "expm1": mpmath.expm1,
 }
 # the edges of a function's domain, for the special values
 VALUE_EDGES = {
@@ -411,6 +415,7 @@ VALUE_SPECIALS = {
     "softplus": lambda x: np.logaddexp(0, x),
     "log_sigmoid": lambda x: -np.logaddexp(0, -x),
     "log1p": np.log1p,
+    "expm1": np.expm1,
 }
 
 

@@ -23,15 +23,16 @@ other multiply and add are fused. The instruction set is the interpreter's
 ``-march=native``.
 
 Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
-log, log1p (libm's, in both) and the derivatives of those are compiled; a
-program with a vectorised transcendental function of _vecmath.h (exp, sin,
-cos, tanh, sigmoid, softplus, log_sigmoid, logaddexp, power) stays on the
-interpreter, whose cost there is the function, not the loads and stores --
-and whose bits a separately compiled copy of those functions would not
-reproduce: the interpreter's modules let the compiler contract their
-multiply-adds into FMAs, this C is compiled with -ffp-contract=off. Without
-a working C compiler nothing changes either: the first failure is
-remembered (``status()`` says why) and the interpreter runs.
+log, log1p, expm1 (libm's, in both) and the derivatives of those (but
+expm1's, which is exp) are compiled; a program with a vectorised
+transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid,
+softplus, log_sigmoid, logaddexp, power) stays on the interpreter, whose
+cost there is the function, not the loads and stores -- and whose bits a
+separately compiled copy of those functions would not reproduce: the
+interpreter's modules let the compiler contract their multiply-adds into
+FMAs, this C is compiled with -ffp-contract=off. Without a working C
+compiler nothing changes either: the first failure is remembered
+(``status()`` says why) and the interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its
@@ -121,6 +122,7 @@ typedef %(T)s T;
 #define SQRT %(sqrt)s
 #define LOG %(log)s
 #define LOG1P %(log1p)s
+#define EXPM1 %(expm1)s
 #define ABS %(abs)s
 
 /* d max(u, v) / du of _derivatives.pxd: 1, 0, 0.5 at a tie, NaN if unordered */
@@ -181,7 +183,7 @@ static void stream_out(T* dst, const T* src, ptrdiff_t m) {
 # instruction -> C expression of its operands (strings)
 _UNARY = {
     "copy": "{a}", "negative": "-{a}", "square": "{a} * {a}", "sqrt": "SQRT({a})",
-    "log": "LOG({a})", "log1p": "LOG1P({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
+    "log": "LOG({a})", "log1p": "LOG1P({a})", "expm1": "EXPM1({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
 }
 _BINARY = {
     "add": "{a} + {b}", "subtract": "{a} - {b}", "multiply": "{a} * {b}",
@@ -272,6 +274,7 @@ def c_source(program, is_double, fused_muladd):
                          "sqrt": "sqrt" if is_double else "sqrtf",
                          "log": "log" if is_double else "logf",
                          "log1p": "log1p" if is_double else "log1pf",
+                         "expm1": "expm1" if is_double else "expm1f",
                          "abs": "fabs" if is_double else "fabsf",
                          "min": "DBL_MIN" if is_double else "FLT_MIN",
                          "max": "DBL_MAX" if is_double else "FLT_MAX"}]
