@@ -38,7 +38,7 @@ def operand_pair(op, shape_a, shape_b, rng):
 
 def unary_operand(op, shape, rng):
     x = rng.uniform(0.5, 2.0, shape)
-    if op not in ("sqrt", "log"):
+    if op not in ("sqrt", "log", "log1p"):
         x = x * np.where(rng.random(shape) < 0.5, -1.0, 1.0)
     return x if len(shape) else np.float64(x)
 

@@ -34,7 +34,7 @@ BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
               "greater", "less", "power", "logaddexp")
 UNARY_OPS = ("identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos",
              "tanh", "sigmoid", "relu", "abs", "softplus",
-             "log_sigmoid")
+             "log_sigmoid", "log1p", "expm1")
 
 # NumPy ufuncs the README says are accepted as spellings of an op.
 UFUNC_ALIASES = {
@@ -43,7 +43,7 @@ UFUNC_ALIASES = {
     "greater": np.greater, "less": np.less, "power": np.power,
     "negative": np.negative, "square": np.square, "sqrt": np.sqrt, "exp": np.exp,
     "log": np.log, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "abs": np.absolute,
-    "logaddexp": np.logaddexp,
+    "logaddexp": np.logaddexp, "log1p": np.log1p, "expm1": np.expm1,
 }
 
 
@@ -83,6 +83,8 @@ FORWARD = {
     "abs": np.abs,
     "softplus": lambda x: np.logaddexp(0.0, x),
     "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
+    "log1p": np.log1p,
+    "expm1": np.expm1,
 }
 
 
@@ -178,6 +180,8 @@ DERIVATIVE = {
     "abs": (_abs_d,),
     "softplus": (_logistic,),
     "log_sigmoid": (lambda x: _logistic(-x),),
+    "log1p": (lambda x: 1.0 / (1.0 + x),),
+    "expm1": (np.exp,),
 }
 
 
@@ -259,6 +263,8 @@ def fd_safe(op, w, x=None, wrt=0, margin=1e-2, pole_margin=0.25):
             ok &= np.abs(w) > margin
         if op in ("sqrt", "log"):
             ok &= w > pole_margin
+        if op == "log1p":
+            ok &= w > -1 + pole_margin
         return ok
     x = as_float64(x)
     ok = ok & np.isfinite(x) & (np.abs(x) < 50)

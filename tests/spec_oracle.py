@@ -35,6 +35,8 @@ UNARY = {
     "abs": np.abs,
     "softplus": lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0.0),
     "log_sigmoid": lambda x: -np.log1p(np.exp(-np.abs(x))) + np.minimum(x, 0.0),
+    "log1p": lambda x: np.log(1.0 + x),
+    "expm1": lambda x: np.exp(x) - 1.0,
 }
 
 # Closed forms of the spec's derivative columns: (d/dw, d/dx) and f'.
@@ -67,6 +69,8 @@ UNARY_DERIVATIVES = {
     "abs": np.sign,
     "softplus": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "log_sigmoid": lambda x: 1.0 / (1.0 + np.exp(x)),
+    "log1p": lambda x: 1.0 / (1.0 + x),
+    "expm1": np.exp,
 }
 
 

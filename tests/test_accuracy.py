@@ -59,6 +59,8 @@ UNARY_ORACLES = {
     "log": lambda x: 1 / x,
     "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
     "log_sigmoid": lambda x: 1 / (1 + mpmath.exp(x)),
+    "log1p": lambda x: 1 / (1 + x),
+    "expm1": mpmath.exp,
 }
 
 
@@ -84,7 +86,7 @@ def _inputs(name, dtype):
     f32 = dtype == np.float32
     parts = [rng.uniform(-1, 1, 300), rng.uniform(-10, 10, 300)]
     logs = np.logspace(-30 if f32 else -300, 1, 200)
-    if name == "exp":
+    if name in ("exp", "expm1"):
         lo, hi = (-103.0, 88.7) if f32 else (-745.0, 709.7)
         parts += [rng.uniform(lo, hi, 1200), logs, -logs,
                   np.linspace(lo - 1, lo + 20, 100),    # subnormal results
@@ -104,6 +106,10 @@ def _inputs(name, dtype):
     elif name in ("tanh", "sigmoid", "softplus", "log_sigmoid"):
         lim = (45.0 if name == "tanh" else 90.0) if f32 else (360.0 if name == "tanh" else 720.0)
         parts += [rng.uniform(-40, 40, 800), rng.uniform(-lim, lim, 400), logs, -logs]
+    elif name == "log1p":
+        top = 37 if f32 else 307
+        parts = [np.logspace(-top, top, 1000), -np.logspace(-top, -1e-7, 500),
+                 rng.uniform(-1, 10, 500), rng.uniform(-100, -1, 100)]
     elif name in ("sqrt", "log"):
         parts = [np.logspace(-37 if f32 else -307, 37 if f32 else 307, 1200),
                  rng.uniform(0, 10, 300)]
@@ -324,6 +330,9 @@ SPECIALS = {
                     (-1e300, 1.0), (1e300, 0.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
+    "expm1": [(-INF, 0.0), (INF, INF), (NAN, NAN), (-1e308, 0.0), (1e308, INF),
+              (-0.0, 1.0), (800.0, INF), (-800.0, 0.0)],
+    "log1p": [(-1.0, INF), (0.0, 1.0), (-0.0, 1.0), (INF, 0.0), (NAN, NAN), (-3.0, -0.5)],
 }
 
 
@@ -390,11 +399,23 @@ def test_levels_agree_on_exp_family():
 VALUE_ORACLES = {
     "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),
     "log_sigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
+    "log1p": mpmath.log1p,
+    "expm1": mpmath.expm1,
+}
+# the edges of a function's domain, for the special values
+VALUE_EDGES = {
+    "log1p": [-1.0, -2.0],
+}
+# where a function is real (mpmath would be complex elsewhere)
+VALUE_DOMAIN = {
+    "log1p": lambda x: x > -1,
 }
 # x: what NumPy gives (the reference for NaN, infinities and signed zeros)
 VALUE_SPECIALS = {
     "softplus": lambda x: np.logaddexp(0, x),
     "log_sigmoid": lambda x: -np.logaddexp(0, -x),
+    "log1p": np.log1p,
+    "expm1": np.expm1,
 }
 
 
@@ -407,6 +428,10 @@ def _value_case(name, dtype):
         logs = np.logspace(-40 if f32 else -310, 1.5, 300)
         x = np.concatenate([rng.uniform(-1, 1, 300), rng.uniform(-40, 40, 600),
                             rng.uniform(-lim, lim, 300), logs, -logs]).astype(dtype)
+        if name in VALUE_DOMAIN:
+            near = -1 + np.logspace(-7 if f32 else -15, -0.1, 100)    # near the pole
+            x = np.concatenate([x, near.astype(dtype)])
+            x = x[VALUE_DOMAIN[name](x)]
         x = x[np.isfinite(x)]
         _CACHE[key] = x, _exact(VALUE_ORACLES[name], x)
     return _CACHE[key]
@@ -420,7 +445,8 @@ def test_expression_values_ulp(simd, name, dtype):
     got = f.value(x=x)
     assert got.dtype == dtype
     _check(f"{name} (value)", got, exact, x, dtype)
-    specials = np.array([0.0, -0.0, INF, -INF, NAN, 1e30, -1e30, 5e-324], dtype)
+    specials = np.array([0.0, -0.0, INF, -INF, NAN, 1e30, -1e30, 5e-324]
+                        + VALUE_EDGES.get(name, []), dtype)
     with np.errstate(all="ignore"):
         want = VALUE_SPECIALS[name](specials)
     np.testing.assert_array_equal(f.value(x=specials), want)

@@ -70,8 +70,10 @@ UNARY = {
     "abs": _zero,
     "softplus": lambda a: _sig(a) * (1 - _sig(a)),
     "log_sigmoid": lambda a: -_sig(a) * (1 - _sig(a)),
+    "log1p": lambda a: -1 / (1 + a) ** 2,
+    "expm1": np.exp,
 }
-SMOOTH_POSITIVE = {"sqrt", "log", "power"}      # operands drawn from (0.5, 2)
+SMOOTH_POSITIVE = {"sqrt", "log", "log1p", "power"}      # operands drawn from (0.5, 2)
 PIECEWISE = {"maximum", "minimum", "greater", "less", "relu", "abs"}
 
 
@@ -118,7 +120,8 @@ def test_unary_diagonal(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["sqrt", "exp", "log", "sin", "cos", "tanh", "sigmoid",
-                                  "softplus", "log_sigmoid"])
+                                  "softplus", "log_sigmoid", "log1p",
+                                  "expm1"])
 def test_unary_accuracy_against_mpmath(name):
     """Within 4 ulp of the exact value, over a wide range (mpmath, 40 digits)."""
     exact = {
@@ -131,17 +134,21 @@ def test_unary_accuracy_against_mpmath(name):
         "sigmoid": lambda x: -mpmath.exp(-x) * (1 - mpmath.exp(-x)) / (1 + mpmath.exp(-x)) ** 3,
         "softplus": lambda x: mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
         "log_sigmoid": lambda x: -mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
+        "log1p": lambda x: -1 / (1 + x) ** 2,
+        "expm1": mpmath.exp,
     }[name]
     rng = np.random.default_rng(1)
     if name in ("sqrt", "log"):
         x = 10.0 ** rng.uniform(-3, 3, 200)
-    elif name == "exp":
+    elif name == "log1p":
+        x = np.concatenate([10.0 ** rng.uniform(-8, 3, 150), -(10.0 ** rng.uniform(-8, -0.01, 50))])
+    elif name in ("exp", "expm1"):
         x = rng.uniform(-700, 700, 200)
     else:
         x = np.concatenate([rng.uniform(-30, 30, 150), 10.0 ** rng.uniform(-8, 0, 50)])
     for dtype in (np.float64, np.float32):
         xd = x.astype(dtype)
-        if name == "exp" and dtype == np.float32:
+        if name in ("exp", "expm1") and dtype == np.float32:
             xd = (x / 8).astype(dtype)          # float32's range
         got = fastjac.sum_hessian(name, xd)
         with mpmath.workdps(40):

@@ -53,6 +53,10 @@ CASES = [
       + (w > 1),
       "x": lambda w, x: np.where(x < w, 1, np.where(w == x, 0.5, 0)) * np.abs(x - 1)
       + np.minimum(w, x) * np.sign(x - 1)}),
+    ("log1p", fj.log1p(w_) * x_ + fj.sqrt(x_),
+     lambda w, x: np.log1p(w) * x + np.sqrt(x),
+     {"w": lambda w, x: x / (1 + w),
+      "x": lambda w, x: np.log1p(w) + 0.5 / np.sqrt(x)}),
     ("sqrt_log_cmp", fj.sqrt(x_) * fj.log(w_) + (w_ > x_) - fj.square(w_) / 4,
      lambda w, x: np.sqrt(x) * np.log(w) + (w > x) - w * w / 4,
      {"w": lambda w, x: np.sqrt(x) / w - w / 2,
@@ -200,6 +204,31 @@ def test_transcendental_programs_stay_interpreted(jit_mode):
     assert _jit.status()["compiled"] == before
     np.testing.assert_allclose(value, np.logaddexp(w, x), rtol=1e-15)
     np.testing.assert_allclose(deriv, 1 / (1 + np.exp(x - w)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_expm1_values_compile_and_its_derivative_stays_interpreted(dtype, jit_mode):
+    # expm1's value is libm's in both; its derivative is exp, _vecmath.h's
+    w, x = data(dtype, nan=True)
+    expr = fj.expm1(w_) * x_ - fj.log1p(x_)
+    jit_mode("never")
+    interpreted = fj.compile(expr).value(w=w, x=x)
+    jit_mode("always")
+    before = attached()
+    fused = fj.compile(expr).value(w=w, x=x)
+    assert _jit.status()["error"] is None and attached() == before + 1
+    np.testing.assert_array_equal(fused, interpreted)
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    tol = 1e-14 if dtype == np.float64 else 2e-6
+    # (a difference that can cancel: an absolute tolerance on the scale of its terms)
+    np.testing.assert_allclose(fused[62:], (np.expm1(w64) * x64 - np.log1p(x64))[62:], rtol=tol,
+                               atol=8 * tol)
+    assert np.isnan(fused[60:62]).all()
+    compiled_before = _jit.status()["compiled"]
+    value, deriv = run(fj.compile(expr), "w", w, x)
+    assert _jit.status()["compiled"] == compiled_before
+    np.testing.assert_array_equal(value, interpreted)
+    np.testing.assert_allclose(deriv[62:], (np.exp(w64) * x64)[62:], rtol=tol)
 
 
 def test_auto_mode_compiles_only_for_large_arrays(jit_mode):

@@ -349,7 +349,7 @@ def fd_operands(data, op, shape_a, shape_b):
     arr = lambda shape: data.draw(hnp.arrays(np.float64, shape, elements=SAFE))  # noqa: E731
     if op in oracle.UNARY_OPS:
         a = arr(shape_a)
-        return (np.abs(a) + 0.5 if op in ("sqrt", "log") else a), None
+        return (np.abs(a) + 0.5 if op in ("sqrt", "log", "log1p") else a), None
     if op in KINKED:
         if shape_a == ():
             a = arr(())

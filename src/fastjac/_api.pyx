@@ -497,8 +497,8 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
         "minimum", "greater", "less", "power", "logaddexp") or a unary
         function ("identity", "negative", "square", "sqrt", "exp", "log",
         "sin", "cos", "tanh", "sigmoid", "relu", "abs", "softplus",
-        "log_sigmoid"; then ``b`` is None). The matching NumPy ufunc
-        (``np.multiply``, ``np.tanh``...) is accepted too.
+        "log_sigmoid", "log1p", "expm1"; then ``b`` is None). The matching
+        NumPy ufunc (``np.multiply``, ``np.tanh``...) is accepted too.
     a : array_like of shape (...) or scalar
         First operand (w in the specification).
     b : array_like or scalar, optional

@@ -166,6 +166,11 @@ cdef struct LogaddexpDaa:
     char _
 cdef struct LogaddexpDab:
     char _
+# log1p' = 1 / (1 + a), log1p'' = -1 / (1 + a)**2
+cdef struct Log1pD:
+    char _
+cdef struct Log1pDD:
+    char _
 
 # One code per tag, so that Python can name a derivative
 # by an integer and the kernels turn it back into a compile-time tag.
@@ -215,6 +220,8 @@ cdef enum DerivativeCode:
     LOGADDEXP_DB
     LOGADDEXP_DAA
     LOGADDEXP_DAB
+    LOG1P_D
+    LOG1P_DD
     N_DERIVATIVE_CODES
 
 ctypedef fused Derivative:
@@ -263,6 +270,8 @@ ctypedef fused Derivative:
     LogaddexpDb
     LogaddexpDaa
     LogaddexpDab
+    Log1pD
+    Log1pDD
 
 
 # Precision-preserving math wrappers: float32 calls the *f variant, so a
@@ -595,6 +604,12 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         return f_exp(a)
     elif Derivative is LogD:
         return 1 / a
+    elif Derivative is Log1pD:
+        # Cython writes the literals as 1.0: float32 is computed in double,
+        # where 1 + a is exact, and rounded once; float64 rounds 1 + a (exact
+        # near the pole, for a in [-2, -0.5]) and the quotient, about 1 ulp.
+        # _jit.py writes the same C.
+        return 1 / (1 + a)
     elif Derivative is SinD:
         return v_cos(a)             # where exceptional(): see below
     elif Derivative is CosD:
@@ -657,6 +672,8 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
         return -logistic_slope(a) * f_tanh(a / 2)
     elif Derivative is LogSigmoidDD:
         return -logistic_slope(a)
+    elif Derivative is Log1pDD:
+        return -((1 / (1 + a)) * (1 / (1 + a)))
     elif Derivative is LogaddexpDaa:
         return logaddexp_curvature(a, b)
     elif Derivative is LogaddexpDab:

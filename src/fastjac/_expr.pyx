@@ -55,7 +55,7 @@ OPCODES = {
     "tanh": OP_TANH, "sigmoid": OP_SIGMOID, "relu": OP_RELU, "abs": OP_ABS,
     "muladd": OP_MULADD, "deriv": OP_DERIV, "sum": OP_SUM, "tanh_vd": OP_TANH_VD,
     "softplus": OP_SOFTPLUS, "log_sigmoid": OP_LOG_SIGMOID,
-    "logaddexp": OP_LOGADDEXP,
+    "logaddexp": OP_LOGADDEXP, "log1p": OP_LOG1P, "expm1": OP_EXPM1,
 }
 REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
 BLOCK_SIZE = BLOCK

@@ -46,7 +46,7 @@
 # z > 0), as in the core; a NaN z contributes NaN.
 
 from cython cimport floating
-from libc.math cimport copysign, fabs
+from libc.math cimport copysign, expm1, expm1f, fabs, log1p, log1pf
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
@@ -113,6 +113,8 @@ cdef enum Opcode:
     OP_SOFTPLUS
     OP_LOG_SIGMOID
     OP_LOGADDEXP
+    OP_LOG1P
+    OP_EXPM1
 
 # register kinds
 cdef enum:
@@ -235,6 +237,22 @@ cdef inline floating f_logaddexp(floating a, floating b) noexcept nogil:
     return <floating>(m + log1p_exp(fabs(d), t if d >= 0 else -t))
 
 
+cdef inline floating f_log1p(floating x) noexcept nogil:
+    # libm's, as log: a call per element, and the same call in the JIT's C
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating f_expm1(floating x) noexcept nogil:
+    # libm's, as log1p (the JIT's C calls the same function)
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
+
+
 cdef inline void trig_block(bint cosine, const floating* a, floating* d, Py_ssize_t m) noexcept nogil:
     """sin or cos of a block: vectorised (_vecmath.h), with the rare
     arguments beyond its range (|x| >= 2**17) redone on libm afterwards."""
@@ -331,6 +349,12 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
         elif op == OP_SOFTPLUS:
             for i in range(m):
                 d[i] = f_softplus(a[i])
+        elif op == OP_EXPM1:
+            for i in range(m):
+                d[i] = f_expm1(a[i])
+        elif op == OP_LOG1P:
+            for i in range(m):
+                d[i] = f_log1p(a[i])
         elif op == OP_LOG_SIGMOID:
             for i in range(m):
                 d[i] = f_log_sigmoid(a[i])

@@ -23,14 +23,16 @@ other multiply and add are fused. The instruction set is the interpreter's
 ``-march=native``.
 
 Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
-log and the derivatives of those are compiled; a program with a vectorised
+log, log1p, expm1 (libm's, in both) and the derivatives of those (but
+expm1's, which is exp) are compiled; a program with a vectorised
 transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid,
-softplus, power) stays on the interpreter, whose cost there is the function,
-not the loads and stores -- and whose bits a separately compiled copy of
-those functions would not reproduce: the interpreter's modules let the
-compiler contract their multiply-adds into FMAs, this C is compiled with
--ffp-contract=off. Without a working C compiler nothing changes either: the
-first failure is remembered (``status()`` says why) and the interpreter runs.
+softplus, log_sigmoid, logaddexp, power) stays on the interpreter, whose
+cost there is the function, not the loads and stores -- and whose bits a
+separately compiled copy of those functions would not reproduce: the
+interpreter's modules let the compiler contract their multiply-adds into
+FMAs, this C is compiled with -ffp-contract=off. Without a working C
+compiler nothing changes either: the first failure is remembered
+(``status()`` says why) and the interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its
@@ -119,6 +121,8 @@ typedef %(T)s T;
 #define BLOCK %(BLOCK)d
 #define SQRT %(sqrt)s
 #define LOG %(log)s
+#define LOG1P %(log1p)s
+#define EXPM1 %(expm1)s
 #define ABS %(abs)s
 
 /* d max(u, v) / du of _derivatives.pxd: 1, 0, 0.5 at a tie, NaN if unordered */
@@ -179,7 +183,7 @@ static void stream_out(T* dst, const T* src, ptrdiff_t m) {
 # instruction -> C expression of its operands (strings)
 _UNARY = {
     "copy": "{a}", "negative": "-{a}", "square": "{a} * {a}", "sqrt": "SQRT({a})",
-    "log": "LOG({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
+    "log": "LOG({a})", "log1p": "LOG1P({a})", "expm1": "EXPM1({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
 }
 _BINARY = {
     "add": "{a} + {b}", "subtract": "{a} - {b}", "multiply": "{a} * {b}",
@@ -198,6 +202,8 @@ _DERIV = {
     "maximum_da": "step_up({a}, {b})", "maximum_db": "step_up({b}, {a})",
     "minimum_da": "step_up({b}, {a})", "minimum_db": "step_up({a}, {b})",
     "square": "2 * {a}", "sqrt": "(T)0.5 / SQRT({a})", "log": "(T)1 / {a}",
+    # as Cython writes _derivatives.pxd's 1 / (1 + a): in double
+    "log1p": "(T)(1.0 / (1.0 + (double){a}))",
     "relu": "({a} > 0 ? (T)1 : ({a} <= 0 ? (T)0 : {a}))",
     "abs": "({a} > 0 ? (T)1 : ({a} < 0 ? (T)-1 : ({a} == 0 ? (T)0 : {a})))",
 }
@@ -267,6 +273,8 @@ def c_source(program, is_double, fused_muladd):
     lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
                          "sqrt": "sqrt" if is_double else "sqrtf",
                          "log": "log" if is_double else "logf",
+                         "log1p": "log1p" if is_double else "log1pf",
+                         "expm1": "expm1" if is_double else "expm1f",
                          "abs": "fabs" if is_double else "fabsf",
                          "min": "DBL_MIN" if is_double else "FLT_MIN",
                          "max": "DBL_MAX" if is_double else "FLT_MAX"}]

@@ -83,13 +83,13 @@ DERIVATIVE_CODES = {
     "exp": EXP_D, "log": LOG_D, "sin": SIN_D, "cos": COS_D,
     "tanh": TANH_D, "sigmoid": SIGMOID_D, "relu": RELU_D, "abs": ABS_D,
     "softplus": SOFTPLUS_D, "log_sigmoid": LOG_SIGMOID_D,
-    "logaddexp_da": LOGADDEXP_DA, "logaddexp_db": LOGADDEXP_DB,
+    "logaddexp_da": LOGADDEXP_DA, "logaddexp_db": LOGADDEXP_DB, "log1p": LOG1P_D,
     # second derivatives (sum_hessian) without a first-derivative twin
     "two": TWO, "divide_dab": DIVIDE_DAB, "divide_dbb": DIVIDE_DBB,
     "power_daa": POWER_DAA, "power_dab": POWER_DAB, "power_dbb": POWER_DBB,
     "sqrt_dd": SQRT_DD, "log_dd": LOG_DD, "cos_dd": COS_DD, "tanh_dd": TANH_DD,
     "sigmoid_dd": SIGMOID_DD, "log_sigmoid_dd": LOG_SIGMOID_DD,
-    "logaddexp_daa": LOGADDEXP_DAA, "logaddexp_dab": LOGADDEXP_DAB,
+    "logaddexp_daa": LOGADDEXP_DAA, "logaddexp_dab": LOGADDEXP_DAB, "log1p_dd": LOG1P_DD,
 }
 
 

@@ -499,6 +499,12 @@ cdef inline double dispatch(int code, bint summing,
     elif code == LOGADDEXP_DAB:
         return run(<LogaddexpDab*>NULL, code, summing, a, a_step, b, b_step, out, n,
                    min_cheap, min_costly, streamed)
+    elif code == LOG1P_D:
+        return run(<Log1pD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
+    elif code == LOG1P_DD:
+        return run(<Log1pDD*>NULL, code, summing, a, a_step, b, b_step, out, n,
+                   min_cheap, min_costly, streamed)
     return 0
 
 

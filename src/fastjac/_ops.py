@@ -37,6 +37,8 @@ UNARY = {
     "abs": "abs",
     "softplus": "softplus",     # log(1 + e**a); its derivative is sigmoid(a)
     "log_sigmoid": "log_sigmoid",   # -softplus(-a); its derivative is sigmoid(-a)
+    "log1p": "log1p",
+    "expm1": "exp",             # expm1' = exp
 }
 
 # Second derivatives, for sum_hessian: a binary operator's
@@ -71,6 +73,8 @@ UNARY_SECOND = {
     "abs": "zero",
     "softplus": "sigmoid",    # softplus'' = sigmoid'
     "log_sigmoid": "log_sigmoid_dd",
+    "log1p": "log1p_dd",
+    "expm1": "exp",
 }
 
 # Piecewise-constant operators: their Jacobian is structurally zero, so a
@@ -85,7 +89,7 @@ ALIASES = {
     np.power: "power", np.negative: "negative", np.square: "square",
     np.sqrt: "sqrt", np.exp: "exp", np.log: "log", np.sin: "sin",
     np.cos: "cos", np.tanh: "tanh", np.absolute: "abs", np.positive: "identity",
-    np.logaddexp: "logaddexp",
+    np.logaddexp: "logaddexp", np.log1p: "log1p", np.expm1: "expm1",
     "absolute": "abs", "true_divide": "divide",
 }
 

@@ -48,7 +48,7 @@ __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp",
+    "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp", "log1p", "expm1",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -258,6 +258,42 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.softplus(x)).value(x=[0.0, 1000.0])
 array([6.93147181e-01, 1.00000000e+03])
+""")
+log1p = _unary_function("log1p", """Element-wise log(1 + x), accurate where x is tiny.
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.log1p(x)).value(x=[1e-20, 1.0])
+array([1.00000000e-20, 6.93147181e-01])
+""")
+expm1 = _unary_function("expm1", """Element-wise exp(x) - 1, accurate where x is tiny.
+
+Its derivative is exp(x).
+
+Parameters
+----------
+x : Expr or float
+
+Returns
+-------
+Expr
+
+Examples
+--------
+>>> import fastjac
+>>> x = fastjac.var("x")
+>>> fastjac.compile(fastjac.expm1(x)).value(x=[1e-20, 1.0])
+array([1.00000000e-20, 1.71828183e+00])
 """)
 log_sigmoid = _unary_function("log_sigmoid", """Element-wise log(sigmoid(x)) = -log(1 + exp(-x)).
 
