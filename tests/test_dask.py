@@ -465,7 +465,7 @@ def _slow_identity(block):
 
 @pytest.mark.cluster
 def test_cluster_killed_worker_does_not_change_the_result(client):
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     X, w = data((4000, 10)), data(10)
     dX = da.from_array(X, chunks=(250, 10)).map_blocks(_slow_identity, dtype=X.dtype,
                                                          meta=np.empty((0, 0)))
