@@ -166,7 +166,8 @@ def extensions(reuse_c):
             # the headers, and where the compiler flags come from: a build
             # that reuses the .c files still compiles with the current flags
             depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h",
-                     "src/fastjac/_neuron_rows.h", "src/fastjac/_cpu.h",
+                     "src/fastjac/_neuron_rows.h", "src/fastjac/_batch_rows.h",
+                     "src/fastjac/_cpu.h",
                      "setup.py", "src/fastjac/_simd.py"],
         )
         for name in EXTENSIONS + list(variants)

@@ -277,6 +277,63 @@ cdef int execute(Program prog, bint is_double, void** aptr, double* svals, void*
     return 0
 
 
+# -- a batch loss's pass over the rows of X (_batch.py) ---------------------------
+
+def run_rows(Program prog, cnp.ndarray X, cnp.ndarray w, object v, tuple arrays,
+             int z_array, int t_array, object scalars, int n_xw, int n_xx,
+             tuple full_outs, bint is_double):
+    """Run ``prog`` over the rows of X (N x n) in one pass (row_pass of
+    _expr_loops.pxd): program array ``z_array`` is X @ w, ``t_array`` X @ v
+    (-1: not read); the other program arrays are N long (None for z and t).
+    Outputs 0..n_xw-1 are accumulated as X^T out, the next n_xx as
+    (X * X)^T out, the others copied to full_outs (N long, or None).
+
+    Returns float64 [the program's n_acc sums, then n_xw + n_xx vectors of
+    n]. Every array is C-contiguous of the run's dtype, checked by the caller.
+    """
+    cdef void* aptr[64]
+    cdef void* optr[64]
+    cdef double svals[256]
+    cdef Py_ssize_t i, N = X.shape[0], n = X.shape[1]
+    cdef Py_ssize_t n_outs = prog.n_outs
+    cdef const void* vptr = NULL
+    cdef int status
+    if len(arrays) != prog.n_arrays or len(full_outs) != n_outs or \
+            len(scalars) != prog.n_scalars or n_xw + n_xx > n_outs:
+        raise ValueError("internal error: row program called with the wrong operands")
+    if prog.n_arrays > 64 or n_outs > 64 or prog.n_scalars > 256:
+        raise ValueError("expression too large for one fused pass")
+    for i in range(prog.n_arrays):
+        aptr[i] = NULL if arrays[i] is None else cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+    for i in range(n_outs):
+        optr[i] = NULL if full_outs[i] is None else cnp.PyArray_DATA(<cnp.ndarray>full_outs[i])
+    for i in range(prog.n_scalars):
+        svals[i] = scalars[i]
+    if v is not None:
+        vptr = cnp.PyArray_DATA(<cnp.ndarray>v)
+    cdef cnp.ndarray result = np.empty(prog.n_acc + (n_xw + n_xx) * n, dtype=np.float64)
+    cdef double* res = <double*>cnp.PyArray_DATA(result)
+    cdef const void* xptr = cnp.PyArray_DATA(X)
+    cdef const void* wptr = cnp.PyArray_DATA(w)
+    cdef ProgramView p = prog.view          # C values only from here on
+    with nogil:
+        if is_double:
+            status = CURRENT.batch_f64(<const double*>xptr, <const double*>wptr,
+                                       <const double*>vptr, N, n, p.code, p.n_instr, p.n_regs,
+                                       p.kind, p.index, p.slot, p.n_slots, <double**>aptr,
+                                       z_array, t_array, svals, n_outs, n_xw, n_xx,
+                                       <double**>optr, p.n_acc, res)
+        else:
+            status = CURRENT.batch_f32(<const float*>xptr, <const float*>wptr,
+                                       <const float*>vptr, N, n, p.code, p.n_instr, p.n_regs,
+                                       p.kind, p.index, p.slot, p.n_slots, <float**>aptr,
+                                       z_array, t_array, svals, n_outs, n_xw, n_xx,
+                                       <float**>optr, p.n_acc, res)
+    if status != 0:
+        raise MemoryError("fastjac: could not allocate the scratch of a batch pass")
+    return result
+
+
 # -- scalar arithmetic after a sum ------------------------------------------------
 
 cdef enum:

@@ -729,3 +729,175 @@ cdef inline int neuron_pass(const floating* X, const floating* y, const floating
     gb_loss[1] = gw[n + 1]
     free(job.part)
     return 0
+
+
+# -- a batch loss: the rows of X and the program of the loss, in one pass ----------
+
+cdef extern from "_batch_rows.h" nogil:
+    void fj_rows_dot_double(const double* X, Py_ssize_t n, const double* w, Py_ssize_t m,
+                            double* z)
+    void fj_rows_dot_float(const float* X, Py_ssize_t n, const float* w, Py_ssize_t m,
+                           float* z)
+    void fj_rows_axpy_double(const double* X, Py_ssize_t n, const double* d, Py_ssize_t m,
+                             double* g, int squared)
+    void fj_rows_axpy_float(const float* X, Py_ssize_t n, const float* d, Py_ssize_t m,
+                            double* g, int squared)
+
+
+# One call of a batch loss's program over the rows of X (see row_pass).
+cdef struct RowsJob:
+    const int* prog
+    Py_ssize_t n_instr, n_regs
+    const int* kind
+    const int* index
+    const int* slot
+    Py_ssize_t n_slots
+    void** arrays               # per program array: N-long data; NULL for z and t
+    int z_array, t_array        # program arrays holding X @ w and X @ v (-1: none)
+    const double* scalars
+    const void* X
+    const void* w
+    const void* v
+    Py_ssize_t N, n, rows       # rows per chunk: a whole number of blocks
+    Py_ssize_t n_outs, n_xw, n_xx
+    void** full_outs            # per output: N-long destination, or NULL
+    void* scratch               # per worker: per_worker elements
+    Py_ssize_t per_worker
+    void** R                    # per worker: n_regs register pointers
+    double* acc                 # per chunk: stride accumulators
+    Py_ssize_t n_acc, stride
+
+
+cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
+                            int worker) noexcept nogil:
+    """Rows of chunk c, block by block: z = X_b w (and t = X_b v), the
+    program on the block, then X_b^T out_j (j < n_xw), (X_b * X_b)^T out_j
+    (the next n_xx outputs), the remaining outputs copied to full_outs.
+    The block of X is read from memory once and is still in cache for the
+    accumulations."""
+    cdef Py_ssize_t start = c * job.rows
+    cdef Py_ssize_t stop = min(start + job.rows, job.N)
+    cdef Py_ssize_t n = job.n, r, i, j, m, pos
+    cdef floating* scratch = <floating*>job.scratch + worker * job.per_worker
+    cdef floating** R = <floating**>job.R + worker * job.n_regs
+    cdef double* acc = job.acc + c * job.stride
+    cdef double* G = acc + job.n_acc
+    cdef floating* zbuf = scratch + job.n_slots * BLOCK
+    cdef floating* tbuf = zbuf + BLOCK
+    cdef floating* obuf = tbuf + BLOCK
+    cdef const floating* X = <const floating*>job.X
+    cdef const floating* Xb
+    cdef floating s
+    for i in range(job.stride):
+        acc[i] = 0
+    for r in range(job.n_regs):
+        if job.kind[r] == K_TEMP:
+            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
+        elif job.kind[r] == K_SCALAR:
+            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
+            s = <floating>job.scalars[job.index[r]]
+            for i in range(BLOCK):
+                R[r][i] = s
+        elif job.kind[r] == K_OUT:
+            R[r] = obuf + <Py_ssize_t>job.index[r] * BLOCK
+    pos = start
+    while pos < stop:
+        m = min(<Py_ssize_t>BLOCK, stop - pos)
+        Xb = X + pos * n
+        if floating is double:
+            if job.z_array >= 0:
+                fj_rows_dot_double(Xb, n, <const double*>job.w, m, zbuf)
+            if job.t_array >= 0:
+                fj_rows_dot_double(Xb, n, <const double*>job.v, m, tbuf)
+        else:
+            if job.z_array >= 0:
+                fj_rows_dot_float(Xb, n, <const float*>job.w, m, zbuf)
+            if job.t_array >= 0:
+                fj_rows_dot_float(Xb, n, <const float*>job.v, m, tbuf)
+        for r in range(job.n_regs):
+            if job.kind[r] == K_ARRAY:
+                if job.index[r] == job.z_array:
+                    R[r] = zbuf
+                elif job.index[r] == job.t_array:
+                    R[r] = tbuf
+                else:
+                    R[r] = <floating*>job.arrays[job.index[r]] + pos
+        exec_block(job.prog, job.n_instr, R, acc, m)
+        for j in range(job.n_xw + job.n_xx):
+            if floating is double:
+                fj_rows_axpy_double(Xb, n, obuf + j * BLOCK, m, G + j * n, j >= job.n_xw)
+            else:
+                fj_rows_axpy_float(Xb, n, obuf + j * BLOCK, m, G + j * n, j >= job.n_xw)
+        for j in range(job.n_xw + job.n_xx, job.n_outs):
+            if job.full_outs[j] != NULL:
+                for i in range(m):
+                    (<floating*>job.full_outs[j])[pos + i] = obuf[j * BLOCK + i]
+        pos += m
+
+
+cdef inline void rows_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    rows_chunk(<double*>NULL, <RowsJob*>job, c, worker)
+
+
+cdef inline void rows_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
+    rows_chunk(<float*>NULL, <RowsJob*>job, c, worker)
+
+
+cdef inline int row_pass(const floating* X, const floating* w, const floating* v,
+                         Py_ssize_t N, Py_ssize_t n,
+                         const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
+                         const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
+                         floating** arrays, int z_array, int t_array, const double* scalars,
+                         Py_ssize_t n_outs, Py_ssize_t n_xw, Py_ssize_t n_xx,
+                         floating** full_outs, Py_ssize_t n_acc,
+                         double* result) noexcept nogil:
+    """A batch loss's program over the N rows of X (N x n, C order), in one
+    pass: result[0:n_acc] = the program's sums, then (n_xw + n_xx) vectors
+    of n (see rows_chunk). -1 on OOM.
+
+    Chunks of rows (whole blocks, depending on N and n only) on the pool's
+    threads, their accumulators added in chunk order: the same result on
+    any number of threads."""
+    cdef RowsJob job
+    cdef Py_ssize_t c, i, n_chunks
+    cdef bint chunked = in_chunks(N * (n + 1))
+    cdef int workers = pool_threads() if chunked else 1
+    job.stride = n_acc + (n_xw + n_xx) * n
+    job.rows = N if N > 0 else 1
+    if chunked:
+        job.rows = max((<Py_ssize_t>MIN_CHUNK_BLOCKS * BLOCK + n) // (n + 1),
+                       (N + MAX_NEURON_CHUNKS - 1) // MAX_NEURON_CHUNKS)
+        job.rows = (job.rows + BLOCK - 1) // BLOCK * BLOCK
+    n_chunks = (N + job.rows - 1) // job.rows if N > 0 else 1
+    job.per_worker = (n_slots + 2 + n_outs) * BLOCK
+    job.scratch = malloc((workers * job.per_worker + 1) * sizeof(floating))
+    job.R = <void**>malloc((workers * n_regs + 1) * sizeof(floating*))
+    job.acc = <double*>malloc((n_chunks * job.stride + 1) * sizeof(double))
+    if job.scratch == NULL or job.R == NULL or job.acc == NULL:
+        free(job.scratch)
+        free(job.R)
+        free(job.acc)
+        return -1
+    job.prog, job.n_instr, job.n_regs = prog, n_instr, n_regs
+    job.kind, job.index, job.slot, job.n_slots = kind, index, slot, n_slots
+    job.arrays, job.z_array, job.t_array = <void**>arrays, z_array, t_array
+    job.scalars, job.X, job.w, job.v = scalars, X, w, v
+    job.N, job.n = N, n
+    job.n_outs, job.n_xw, job.n_xx = n_outs, n_xw, n_xx
+    job.full_outs, job.n_acc = <void**>full_outs, n_acc
+    if N == 0:
+        for i in range(job.stride):
+            job.acc[i] = 0
+    elif floating is double:
+        parallel_for(rows_chunk_f64, &job, n_chunks, workers)
+    else:
+        parallel_for(rows_chunk_f32, &job, n_chunks, workers)
+    for i in range(job.stride):
+        result[i] = 0
+    for c in range(n_chunks):
+        for i in range(job.stride):
+            result[i] += job.acc[c * job.stride + i]
+    free(job.scratch)
+    free(job.R)
+    free(job.acc)
+    return 0

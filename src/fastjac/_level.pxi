@@ -11,7 +11,7 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 
-from ._expr_loops cimport neuron_pass, run_program
+from ._expr_loops cimport neuron_pass, row_pass, run_program
 from ._loops cimport kernel
 from ._rows cimport RowsTable, add_partials
 from ._tables cimport ExprTable, KernelTable
@@ -64,6 +64,26 @@ cdef int neuron_f32(const float* X, const float* y, const float* w, double b,
     return neuron_pass(X, y, w, b, N, n, gw, gb_loss)
 
 
+cdef int batch_f64(const double* X, const double* w, const double* v, Py_ssize_t N, Py_ssize_t n,
+                   const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs, const int* kind,
+                   const int* index, const int* slot, Py_ssize_t n_slots, double** arrays,
+                   int z_array, int t_array, const double* scalars, Py_ssize_t n_outs,
+                   Py_ssize_t n_xw, Py_ssize_t n_xx, double** full_outs, Py_ssize_t n_acc,
+                   double* result) noexcept nogil:
+    return row_pass(X, w, v, N, n, prog, n_instr, n_regs, kind, index, slot, n_slots, arrays,
+                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, result)
+
+
+cdef int batch_f32(const float* X, const float* w, const float* v, Py_ssize_t N, Py_ssize_t n,
+                   const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs, const int* kind,
+                   const int* index, const int* slot, Py_ssize_t n_slots, float** arrays,
+                   int z_array, int t_array, const double* scalars, Py_ssize_t n_outs,
+                   Py_ssize_t n_xw, Py_ssize_t n_xx, float** full_outs, Py_ssize_t n_acc,
+                   double* result) noexcept nogil:
+    return row_pass(X, w, v, N, n, prog, n_instr, n_regs, kind, index, slot, n_slots, arrays,
+                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, result)
+
+
 cdef KernelTable KERNELS
 KERNELS.f64 = kernel_f64
 KERNELS.f32 = kernel_f32
@@ -73,6 +93,8 @@ EXPR.program_f64 = program_f64
 EXPR.program_f32 = program_f32
 EXPR.neuron_f64 = neuron_f64
 EXPR.neuron_f32 = neuron_f32
+EXPR.batch_f64 = batch_f64
+EXPR.batch_f32 = batch_f32
 
 
 def tables():

@@ -1,7 +1,7 @@
 # The tables of function pointers through which the loops of one instruction
 # set are called: each _level_* module (_level.pxi) fills one KernelTable
 # (``kernel`` of _loops.pxd, for _kernels.pyx) and one ExprTable
-# (``run_program`` and ``neuron_pass`` of _expr_loops.pxd, for _expr.pyx and
+# (``run_program``, ``neuron_pass`` and ``row_pass`` of _expr_loops.pxd, for _expr.pyx and
 # _neuron.pyx), and fastjac._simd installs those of the level it chose.
 #
 # Declared apart from the loops: Cython compiles every inline function of a
@@ -41,8 +41,25 @@ ctypedef int (*neuron_f32_t)(const float* X, const float* y, const float* w, dou
                              Py_ssize_t N, Py_ssize_t n, double* gw,
                              double* gb_loss) noexcept nogil
 
+ctypedef int (*batch_f64_t)(const double* X, const double* w, const double* v,
+                           Py_ssize_t N, Py_ssize_t n, const int* prog, Py_ssize_t n_instr,
+                           Py_ssize_t n_regs, const int* kind, const int* index,
+                           const int* slot, Py_ssize_t n_slots, double** arrays, int z_array,
+                           int t_array, const double* scalars, Py_ssize_t n_outs,
+                           Py_ssize_t n_xw, Py_ssize_t n_xx, double** full_outs,
+                           Py_ssize_t n_acc, double* result) noexcept nogil
+ctypedef int (*batch_f32_t)(const float* X, const float* w, const float* v,
+                           Py_ssize_t N, Py_ssize_t n, const int* prog, Py_ssize_t n_instr,
+                           Py_ssize_t n_regs, const int* kind, const int* index,
+                           const int* slot, Py_ssize_t n_slots, float** arrays, int z_array,
+                           int t_array, const double* scalars, Py_ssize_t n_outs,
+                           Py_ssize_t n_xw, Py_ssize_t n_xx, float** full_outs,
+                           Py_ssize_t n_acc, double* result) noexcept nogil
+
 cdef struct ExprTable:
     program_f64_t program_f64
     program_f32_t program_f32
     neuron_f64_t neuron_f64
     neuron_f32_t neuron_f32
+    batch_f64_t batch_f64        # a batch loss's pass over the rows of X
+    batch_f32_t batch_f32

@@ -49,6 +49,7 @@ __all__ = [
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
     "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp", "log1p", "expm1",
+    "mean", "matmul",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -100,6 +101,12 @@ class Expr:
 
     def __neg__(self):
         return Unary("negative", self)
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
 
     def __pos__(self):
         return self
@@ -168,13 +175,35 @@ class Binary(Expr):
 
 
 class Sum(Expr):
-    __slots__ = ("arg",)
+    __slots__ = ("arg", "axis")
 
-    def __init__(self, arg):
-        self.arg = arg
+    def __init__(self, arg, axis=None):
+        self.arg, self.axis = arg, axis
 
     def __str__(self):
-        return f"sum({self.arg})"
+        return f"sum({self.arg})" if self.axis is None else f"sum({self.arg}, axis={self.axis})"
+
+
+class Mean(Expr):
+    """The mean of an expression's elements: a loss (fastjac._batch)."""
+    __slots__ = ("arg", "axis")
+
+    def __init__(self, arg, axis=None):
+        self.arg, self.axis = arg, axis
+
+    def __str__(self):
+        return f"mean({self.arg})" if self.axis is None else f"mean({self.arg}, axis={self.axis})"
+
+
+class MatMul(Expr):
+    """The row-wise product X @ w: X of shape (N, n), w of shape (n,)."""
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __str__(self):
+        return f"({self.a} @ {self.b})"
 
 
 def _wrap(x, what="operand"):
@@ -387,9 +416,69 @@ def logaddexp(a, b):
     return _binary("logaddexp", a, b)
 
 
-def sum(x):
-    """The sum of all elements of an expression (a scalar)."""
-    return Sum(_wrap(x, "x"))
+def _axis(axis):
+    """sum's and mean's axis=: None, an int or a tuple of ints (NumPy's types)."""
+    if axis is None:
+        return None
+    if isinstance(axis, (tuple, list)):
+        if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axis):
+            raise TypeError(f"axis must be None, an integer or a tuple of integers, got {axis!r}")
+        if len(set(axis)) != len(axis):
+            raise ValueError(f"axis {tuple(axis)} names an axis twice")
+        return tuple(int(a) for a in axis)
+    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+        return int(axis)
+    raise TypeError(f"axis must be None, an integer or a tuple of integers, got {axis!r}")
+
+
+def sum(x, axis=None):
+    """The sum of the elements of an expression: a scalar.
+
+    Parameters
+    ----------
+    x : Expr or number
+    axis : None, int or tuple of int
+        As NumPy's; a reduction of an expression covers every axis of x
+        (``axis=0`` of the per-row terms of a loss is their sum over rows).
+        Reducing over some axes only raises NotImplementedError.
+    """
+    return Sum(_wrap(x, "x"), _axis(axis))
+
+
+def mean(x, axis=None):
+    """The mean of the elements of an expression: ``sum(x) / x.size``.
+
+    Compiled, an expression with ``mean`` is a loss (:class:`fastjac._batch.CompiledLoss`):
+    a weighted sum of reductions, with value, gradient, Hessian, Hessian
+    diagonal and Hessian-vector products. ``axis`` as in :func:`sum`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastjac
+    >>> x = fastjac.var("x")
+    >>> fastjac.compile(fastjac.mean(x * x)).jacobian("x", x=np.array([1.0, 2.0]))
+    array([1., 2.])
+    """
+    return Mean(_wrap(x, "x"), _axis(axis))
+
+
+def matmul(a, b):
+    """The row-wise product ``a @ b`` of a matrix variable X (N, n) and a vector
+    variable w (n,): one value x_k . w per row, as ``np.matmul``.
+
+    In a compiled loss, its derivative with respect to w is X itself (never
+    copied): the gradient of ``sum(e(X @ w))`` is X^T e' and comes out of one
+    pass over X.
+
+    Examples
+    --------
+    >>> import numpy as np, fastjac
+    >>> X, w = fastjac.var("X"), fastjac.var("w")
+    >>> loss = fastjac.compile(fastjac.sum(fastjac.softplus(X @ w)))
+    >>> loss.jacobian("w", X=np.array([[1.0, 2.0]]), w=np.zeros(2))
+    array([0.5, 1. ])
+    """
+    return MatMul(_wrap(a, "a"), _wrap(b, "b"))
 
 
 def dot(a, b):
@@ -405,7 +494,7 @@ def _missing_attribute(module, name):
     if not name.startswith("_"):
         message += (f"; the functions of fastjac expressions are, unary: "
                     f"{', '.join(_ops.UNARY_OPS)}; binary: {', '.join(_ops.BINARY_OPS)}; "
-                    f"reductions: sum, dot")
+                    f"reductions: sum, dot, mean; products: matmul (X @ w)")
     return AttributeError(message)
 
 
@@ -420,9 +509,9 @@ def __getattr__(name):
 def _children(node):
     if isinstance(node, Unary):
         return (node.arg,)
-    if isinstance(node, Binary):
+    if isinstance(node, (Binary, MatMul)):
         return (node.a, node.b)
-    if isinstance(node, Sum):
+    if isinstance(node, (Sum, Mean)):
         return (node.arg,)
     return ()
 
@@ -948,6 +1037,13 @@ class CompiledExpression:
                             f"got {type(outputs).__name__}")
         self._single = single
         self._outputs = outputs
+        from . import _batch
+        for o in outputs:
+            if _batch.is_loss(o):
+                raise NotImplementedError(
+                    f"{o} uses @, mean or sum(axis=...): compile it alone with "
+                    f"fastjac.compile(expression), which returns a loss; a list of "
+                    f"expressions cannot hold one")
         nodes = _topological(outputs)
         names = []
         for node in nodes:
@@ -1452,6 +1548,30 @@ class CompiledExpression:
         return value, _deliver(factor, denominator, fmt, out)
 
     # -- products with the Jacobian ------------------------------------------------------
+    # -- second derivatives of a scalar loss (fastjac._batch) -------------------------
+    def _as_loss(self):
+        if self.__dict__.get("_loss") is None:
+            if not self._single:
+                raise ValueError("second derivatives are for one scalar expression; this "
+                                 "compiled expression has several outputs")
+            from ._batch import CompiledLoss
+            self._loss = CompiledLoss(self._outputs[0], self.wrt, variables=self.variables)
+        return self._loss
+
+    def hessian(self, wrt=None, *, format="compact", **variables):
+        """The Hessian of a scalar expression (a weighted sum of sums): see
+        :meth:`fastjac._batch.CompiledLoss.hessian`. Element-wise work then a
+        sum has a diagonal Hessian: "compact" returns that diagonal."""
+        return self._as_loss().hessian(wrt, format=format, **variables)
+
+    def hessian_diagonal(self, wrt=None, **variables):
+        """The diagonal of the Hessian: see :meth:`fastjac._batch.CompiledLoss.hessian_diagonal`."""
+        return self._as_loss().hessian_diagonal(wrt, **variables)
+
+    def hvp(self, wrt, v, **variables):
+        """A Hessian-vector product: see :meth:`fastjac._batch.CompiledLoss.hvp`."""
+        return self._as_loss().hvp(wrt, v, **variables)
+
     def jvp(self, wrt, tangent, **variables):
         """``(value, J @ tangent)``: the Jacobian-vector product.
 
@@ -1763,6 +1883,9 @@ def compile(expr, wrt=None, *, variables=None):
     >>> f.jacobian(w=np.zeros(3), x=np.array([1.0, 2.0, 3.0]))
     array([1., 2., 3.])
     """
+    from . import _batch
+    if isinstance(expr, Expr) and _batch.is_loss(expr):
+        return _batch.CompiledLoss(expr, wrt, variables=variables)
     return CompiledExpression(expr, wrt, variables=variables)
 
 

@@ -1,0 +1,962 @@
+"""Losses over batches: value, gradient, Hessian and Hessian-vector products
+of a scalar loss, with ``X @ w`` rows read once.
+
+Design note
+-----------
+A *loss* is a scalar expression that is a weighted sum of reductions::
+
+    L = c_1 * sum(E_1) + c_2 * mean(E_2) + ... + constant
+
+where each c_t is a constant or a product of scalar variables, and each
+E_t is element-wise (the operators of expr.py) over per-row arrays,
+scalars, and at most one row-wise product ``z = X @ w`` (X of shape
+(N, n), w of shape (n,)). A term without ``@`` is element-wise over
+arrays of one shape, as a compiled expression is (an L2 penalty
+``sum(w * w)`` is such a term).
+
+Every derivative of a term follows from the first and second derivatives
+of its element-wise part e(z, ...) with respect to z and to the other
+variables, per row:
+
+    dL/dw        = X^T e_z                 (one n-vector)
+    d2L/dw2      = X^T diag(e_zz) X        (n x n; only its diagonal, or its
+                                            product with v, when asked)
+    d2L/dw2 v    = X^T (e_zz * (X v))
+    d2L/dw db    = X^T e_zb                (b a scalar parameter)
+
+A term's program (the interpreter of _expr_loops.pxd, forward mode to
+second order: value, tangents and second tangents of every node) computes
+e and the derivatives asked for on a block of rows; the row pass
+(``row_pass``) computes z = X_b w for the block, runs the program, and
+accumulates X_b^T out while the block is still in cache. So a gradient, a
+Hessian diagonal or a Hessian-vector product costs one read of X, where
+the textbook formula (and scikit-learn's LinearModelLoss, JAX and PyTorch)
+read it twice: X @ w, then X^T g.
+
+The second derivatives of the operators are the tags of sum_hessian
+(_ops.UNARY_SECOND and BINARY_SECOND, formulas in _derivatives.pxd), with
+its conventions at the kinks: relu'' = abs'' = 0, maximum and minimum have
+zero second derivatives.
+
+What is not a loss (a sum inside a sum, two different products X @ w in
+one term, X or w also read element-wise in the term of their product, a
+reduction over some axes only) raises NotImplementedError when the
+expression is compiled, saying which part.
+"""
+import numbers
+
+import numpy as np
+
+from . import _expr, _layout, _ops
+from .expr import (Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var, _Builder, _finish,
+                   _ONE, _OPCODES, _KINDS, coerce_named)
+
+_Z = "\x00z"          # the program's array input holding X @ w for the block
+_T = "\x00t"          # and X @ v (a Hessian-vector product)
+
+HESSIAN_FORMATS = ("compact", "dense", "operator")
+
+
+# =============================================================================
+# Analysis: a loss as a weighted sum of reductions
+# =============================================================================
+
+def is_loss(root):
+    """True when the expression needs this module: it has ``@``, ``mean``
+    or a ``sum`` with ``axis=``."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, (MatMul, Mean)) or (isinstance(node, Sum) and node.axis is not None):
+            return True
+        stack.extend(_children(node))
+    return False
+
+
+def _children(node):
+    if isinstance(node, Unary):
+        return (node.arg,)
+    if isinstance(node, (Binary, MatMul)):
+        return (node.a, node.b)
+    if isinstance(node, (Sum, Mean)):
+        return (node.arg,)
+    return ()
+
+
+def _constant_part(node):
+    """(constant, [scalar variable names with exponents]) when node is a
+    product of numbers and variables (a coefficient), else None."""
+    if isinstance(node, Const):
+        return node.value, []
+    if isinstance(node, Var):
+        return 1.0, [(node.name, 1)]
+    if isinstance(node, Unary) and node.op in ("negative", "identity"):
+        inner = _constant_part(node.arg)
+        if inner is None:
+            return None
+        return (-inner[0] if node.op == "negative" else inner[0]), inner[1]
+    if isinstance(node, Binary) and node.op in ("multiply", "divide"):
+        a, b = _constant_part(node.a), _constant_part(node.b)
+        if a is None or b is None:
+            return None
+        if node.op == "multiply":
+            return a[0] * b[0], a[1] + b[1]
+        if b[0] == 0:
+            return None
+        return a[0] / b[0], a[1] + [(name, -p) for name, p in b[1]]
+    return None
+
+
+class _Term:
+    """One reduction of the loss, times its coefficient."""
+
+    def __init__(self, reduction, factor, coef_vars):
+        self.reduction = reduction
+        self.mean = isinstance(reduction, Mean)
+        self.axis = reduction.axis
+        self.factor = factor            # a number
+        self.coef_vars = coef_vars      # [(name, exponent)]: scalar variables
+        self.matmul = None              # (X name, w name)
+        self.nodes = []                 # element-wise nodes, children first
+        self.vars = []                  # names read element-wise
+        order, seen = [], set()
+        stack = [(reduction.arg, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, (Sum, Mean)):
+                raise NotImplementedError(
+                    f"a reduction inside a reduction ({node} inside {reduction}) is not "
+                    f"supported in a loss; a loss is a weighted sum of sum(...) and "
+                    f"mean(...) of element-wise expressions")
+            if isinstance(node, MatMul):
+                if not (isinstance(node.a, Var) and isinstance(node.b, Var)):
+                    raise NotImplementedError(
+                        f"{node}: the row-wise product X @ w is supported between two "
+                        f"variables (X of shape (N, n), w of shape (n,))")
+                pair = (node.a.name, node.b.name)
+                if self.matmul is not None and self.matmul != pair:
+                    raise NotImplementedError(
+                        f"{reduction} has two different products X @ w "
+                        f"({self.matmul[0]} @ {self.matmul[1]} and {pair[0]} @ {pair[1]}); "
+                        f"one per reduction is supported: write them as separate sums")
+                self.matmul = pair
+                order.append(node)
+                continue
+            stack.append((node, True))
+            for c in reversed(_children(node)):
+                if id(c) not in seen:
+                    stack.append((c, False))
+        self.nodes = order
+        for node in order:
+            if isinstance(node, Var) and node.name not in self.vars:
+                self.vars.append(node.name)
+        if self.matmul is not None:
+            both = [name for name in self.matmul if name in self.vars]
+            if both:
+                raise NotImplementedError(
+                    f"{both[0]!r} is both an operand of {self.matmul[0]} @ {self.matmul[1]} "
+                    f"and read element-wise in {reduction}; write those parts as separate "
+                    f"sums (an L2 penalty sum(w * w) is its own term)")
+
+    @property
+    def names(self):
+        """Every variable the term reads (the coefficient's included)."""
+        names = list(self.vars)
+        if self.matmul is not None:
+            names += [n for n in self.matmul if n not in names]
+        return names + [n for n, _ in self.coef_vars if n not in names]
+
+
+def _terms(root):
+    """The loss as ([_Term], constant, [(name, exponent)] of the constant):
+    raises NotImplementedError naming the part that is not a weighted sum of
+    reductions."""
+    terms, constants = [], []
+
+    def walk(node, factor, coef_vars):
+        if isinstance(node, (Sum, Mean)):
+            terms.append(_Term(node, factor, coef_vars))
+            return
+        if isinstance(node, Unary) and node.op in ("identity", "negative"):
+            walk(node.arg, -factor if node.op == "negative" else factor, coef_vars)
+            return
+        if isinstance(node, Binary) and node.op in ("add", "subtract"):
+            walk(node.a, factor, coef_vars)
+            walk(node.b, -factor if node.op == "subtract" else factor, coef_vars)
+            return
+        if isinstance(node, Binary) and node.op in ("multiply", "divide"):
+            b = _constant_part(node.b)
+            if b is not None:
+                if node.op == "multiply":
+                    walk(node.a, factor * b[0], coef_vars + b[1])
+                else:
+                    walk(node.a, factor / b[0], coef_vars + [(n, -p) for n, p in b[1]])
+                return
+            a = _constant_part(node.a)
+            if a is not None and node.op == "multiply":
+                walk(node.b, factor * a[0], coef_vars + a[1])
+                return
+        part = _constant_part(node)
+        if part is not None:
+            constants.append((factor * part[0], coef_vars + part[1]))
+            return
+        raise NotImplementedError(
+            f"{node} is not supported in a loss over batches: a loss is a weighted sum "
+            f"of sum(...) and mean(...) of element-wise expressions (weights: numbers "
+            f"and scalar variables)")
+
+    walk(root, 1.0, [])
+    return terms, constants
+
+
+# =============================================================================
+# Programs: value, first and second derivatives of a term's element-wise part
+# =============================================================================
+
+class _Second(_Builder):
+    """_Builder with products of tangents and cached derivative registers."""
+
+    def __init__(self):
+        super().__init__()
+        self._derivs = {}
+
+    def code(self, name, a, b):
+        """The register of derivative ``name`` at (a, b); None for zero."""
+        if name == "zero":
+            return None
+        if name == "one":
+            return _ONE
+        if name == "two":
+            return self.const(2.0)
+        key = (name, a, b)
+        r = self._derivs.get(key)
+        if r is None:
+            r = self._derivs[key] = self.deriv(name, a, b)
+        return r
+
+    def t_mul(self, x, y):
+        """x * y for tangents or derivative registers (None: zero)."""
+        if x is None or y is None:
+            return None
+        if x is _ONE:
+            return y
+        if y is _ONE:
+            return x
+        return self.emit("multiply", x, y)
+
+
+def _term_program(term, scalar_vars, dirs, outs):
+    """Build the program of one term.
+
+    dirs: the directions, each _Z or a variable name (seeded with ones).
+    outs: what to compute, in output order, each (sink, what) with sink
+    "acc" (a sum) or "out" (a per-row output), and what one of ("value",),
+    ("d", k), ("dd", k, l) or ("ddt", k) (= d2e/dk2 times X @ v).
+    Returns (Program, [result index or None (structurally zero)], arrays,
+    scalars) where a result index is the accumulator or output number.
+    """
+    B = _Second()
+    V, T, S = {}, {}, {}
+    nd = len(dirs)
+    pairs = [(k, l) for k in range(nd) for l in range(k, nd)]
+
+    def seeds(key):
+        return [_ONE if d == key else None for d in dirs]
+
+    for node in term.nodes:
+        zero2 = {p: None for p in pairs}
+        if isinstance(node, MatMul):
+            V[node] = B.array(_Z)
+            T[node], S[node] = seeds(_Z), zero2
+        elif isinstance(node, Var):
+            V[node] = B.scalar(("var", node.name)) if node.name in scalar_vars \
+                else B.array(node.name)
+            T[node], S[node] = seeds(node.name), zero2
+        elif isinstance(node, Const):
+            V[node] = B.const(node.value)
+            T[node], S[node] = [None] * nd, zero2
+        elif isinstance(node, Unary):
+            a, ta, sa = V[node.arg], T[node.arg], S[node.arg]
+            op = node.op
+            if op == "identity":
+                V[node], T[node], S[node] = a, list(ta), dict(sa)
+                continue
+            if op == "negative":
+                V[node] = B.emit("negative", a)
+                T[node] = [B.t_neg(t) for t in ta]
+                S[node] = {p: B.t_neg(s) for p, s in sa.items()}
+                continue
+            V[node] = B.emit(op, a)
+            moving = any(t is not None for t in ta)
+            d1 = B.code(_ops.UNARY[op], a, a) if moving else None
+            d2 = B.code(_ops.UNARY_SECOND[op], a, a) if moving else None
+            T[node] = [B.t_mul(d1, t) for t in ta]
+            S[node] = {(k, l): B.t_add(B.t_mul(d2, B.t_mul(ta[k], ta[l])), B.t_mul(d1, sa[(k, l)]))
+                       for k, l in pairs}
+        else:                                   # Binary
+            a, b = V[node.a], V[node.b]
+            ta, tb, sa, sb = T[node.a], T[node.b], S[node.a], S[node.b]
+            op = node.op
+            V[node] = B.emit(op, a, b)
+            if op in _ops.STRUCTURALLY_ZERO:
+                T[node], S[node] = [None] * nd, zero2
+                continue
+            if op in ("add", "subtract"):
+                comb = B.t_add if op == "add" else B.t_sub
+                T[node] = [comb(x, y) for x, y in zip(ta, tb)]
+                S[node] = {p: comb(sa[p], sb[p]) for p in pairs}
+                continue
+            if op == "multiply":
+                T[node] = [B.t_add(B.t_mul(b, x), B.t_mul(a, y)) for x, y in zip(ta, tb)]
+                S[node] = {(k, l): _sum_of(B, B.t_mul(ta[k], tb[l]), B.t_mul(ta[l], tb[k]),
+                                           B.t_mul(b, sa[(k, l)]), B.t_mul(a, sb[(k, l)]))
+                           for k, l in pairs}
+                continue
+            moves_a = any(t is not None for t in ta)
+            moves_b = any(t is not None for t in tb)
+            code_a, code_b = _ops.BINARY[op]
+            code_aa, code_bb, code_ab = _ops.BINARY_SECOND[op]
+            da = B.code(code_a, a, b) if moves_a else None
+            db = B.code(code_b, a, b) if moves_b else None
+            daa = B.code(code_aa, a, b) if moves_a else None
+            dbb = B.code(code_bb, a, b) if moves_b else None
+            dab = B.code(code_ab, a, b) if moves_a and moves_b else None
+            T[node] = [B.t_add(B.t_mul(da, x), B.t_mul(db, y)) for x, y in zip(ta, tb)]
+            S[node] = {(k, l): _sum_of(
+                B, B.t_mul(daa, B.t_mul(ta[k], ta[l])),
+                B.t_mul(dab, B.t_add(B.t_mul(ta[k], tb[l]), B.t_mul(ta[l], tb[k]))),
+                B.t_mul(dbb, B.t_mul(tb[k], tb[l])),
+                B.t_mul(da, sa[(k, l)]), B.t_mul(db, sb[(k, l)])) for k, l in pairs}
+
+    root = term.reduction.arg
+    bound = set()
+    produced = {ins[1] for ins in B.instr}
+    results = []
+    for sink, what in outs:
+        if what[0] == "value":
+            r = V[root]
+        elif what[0] == "d":
+            r = T[root][what[1]]
+        elif what[0] == "dd":
+            k, l = sorted(what[1:])
+            r = S[root][(k, l)]
+        else:                                   # ("ddt", k): second derivative times t
+            r = B.t_mul(S[root][(what[1], what[1])], B.array(_T))
+        if r is None:
+            results.append(None)
+            continue
+        r = B.reg_of(r)
+        if sink == "acc":
+            results.append(B.n_acc)
+            B.instr.append([_OPCODES["sum"], B.n_acc, r, r, 0])
+            B.n_acc += 1
+            continue
+        j = B.n_outs
+        B.n_outs += 1
+        if r in produced and B.kind[r] == _KINDS["temp"] and r not in bound:
+            B.kind[r], B.index[r] = _KINDS["out"], j
+            bound.add(r)
+        else:
+            B.emit("copy", r, dst=B.reg("out", j))
+        results.append(j)
+    return _finish(B), results, list(B.arrays), list(B.scalars)
+
+
+def _sum_of(B, *parts):
+    total = None
+    for p in parts:
+        total = B.t_add(total, p)
+    return total
+
+
+# =============================================================================
+# The compiled loss
+# =============================================================================
+
+class CompiledLoss:
+    """A scalar loss over a batch, analysed once; see :func:`fastjac.compile`.
+
+    Obtained from :func:`fastjac.compile` for an expression with ``X @ w``,
+    :func:`fastjac.mean` or ``sum(..., axis=...)``, or from a compiled
+    scalar expression's :meth:`hessian` and friends. Variables are keyword
+    arguments: X of shape (N, n) and w of shape (n,) for each product
+    ``X @ w``; arrays of shape (N,) (one value per row: targets, sample
+    weights) or scalars in the element-wise parts of that reduction; for a
+    reduction without ``@``, arrays of one shape or scalars. dtypes follow
+    :func:`fastjac.jacobian`: float32 stays float32, everything else becomes
+    float64; every sum is accumulated in float64 and rounded once.
+
+    Each derivative method takes ``wrt``, the name of one variable. For the
+    weights ``w`` of ``X @ w``: the gradient is X^T e' (n,), the Hessian
+    X^T diag(e'') X (n x n), computed in one pass over X each (see the
+    design note of fastjac._batch).
+    """
+
+    def __init__(self, root, wrt=None, *, variables=None):
+        if not isinstance(root, Expr):
+            raise TypeError(f"a loss is one expression, got {type(root).__name__}")
+        self._root = root
+        self._terms, self._constants = _terms(root)
+        names = []
+        for node in _all_nodes(root):
+            if isinstance(node, Var) and node.name not in names:
+                names.append(node.name)
+        from .expr import _check_variable_order
+        self.variables = tuple(names) if variables is None else \
+            _check_variable_order(variables, names)
+        if wrt is None:
+            wrt = self.variables
+        elif isinstance(wrt, str):
+            wrt = (wrt,)
+        elif isinstance(wrt, (list, tuple)):
+            wrt = tuple(wrt)
+        else:
+            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
+        for name in wrt:
+            self._check_name(name)
+        self.wrt = wrt
+        for term in self._terms:
+            for name, _ in term.coef_vars:
+                if name in term.vars or (term.matmul and name in term.matmul):
+                    raise NotImplementedError(
+                        f"{name!r} is both a weight of {term.reduction} and read inside "
+                        f"it; write the weight inside the sum")
+        self._programs = {}
+
+    def __repr__(self):
+        return f"<fastjac compiled loss {self._root} wrt {list(self.wrt)}>"
+
+    def __reduce__(self):
+        # rebuilt from the expression where it is unpickled (as CompiledExpression)
+        return _unpickle_loss, (self._root, self.wrt, self.variables)
+
+    # -- checks --------------------------------------------------------------------
+    def _check_name(self, name):
+        if not isinstance(name, str) or name not in self.variables:
+            known = ", ".join(self.variables) or "(none)"
+            raise ValueError(f"unknown variable {name!r}; the loss's variables are: {known}")
+
+    def _check_wrt(self, wrt):
+        if not isinstance(wrt, str):
+            raise ValueError(f"wrt must be the name of one variable, got {wrt!r}")
+        self._check_name(wrt)
+        if wrt not in self.wrt:
+            raise ValueError(f"variable {wrt!r} was not compiled for differentiation; "
+                             f"compile with wrt={list(self.wrt) + [wrt]}")
+        return wrt
+
+    def _values(self, kwargs):
+        for name in kwargs:
+            self._check_name(name)
+        missing = [n for n in self.variables if n not in kwargs]
+        if missing:
+            raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(repr(m) for m in missing)}")
+        dtype, values = coerce_named(kwargs)
+        for term in self._terms:
+            self._check_shapes(term, values)
+        for name, _ in [c for t in self._terms for c in t.coef_vars] + \
+                [c for _, cv in self._constants for c in cv]:
+            if values[name].ndim != 0:
+                raise ValueError(f"{name!r} weights a reduction of the loss and must be a "
+                                 f"scalar, got shape {values[name].shape}")
+        return dtype, values
+
+    @staticmethod
+    def _check_shapes(term, values):
+        """The shapes of one reduction's variables; returns its element shape."""
+        if term.matmul is not None:
+            xn, wn = term.matmul
+            X, w = values[xn], values[wn]
+            if X.ndim != 2:
+                raise ValueError(f"{xn!r} is the matrix of {xn} @ {wn} and must be 2-D "
+                                 f"(N rows x n features), got shape {X.shape}")
+            if w.shape != (X.shape[1],):
+                raise ValueError(f"{wn!r} has shape {w.shape} but {xn!r} has shape {X.shape}; "
+                                 f"{xn} @ {wn} needs {wn!r} of shape ({X.shape[1]},)")
+            shape = (X.shape[0],)
+            for name in term.vars:
+                v = values[name]
+                if v.ndim != 0 and v.shape != shape:
+                    raise ValueError(
+                        f"{name!r} has shape {v.shape}; in {term.reduction}, a variable "
+                        f"must have one value per row of {xn!r}, shape {shape}, or be a "
+                        f"scalar")
+        else:
+            shape = ()
+            for name in term.vars:
+                v = values[name]
+                if v.ndim == 0:
+                    continue
+                if shape == ():
+                    shape = v.shape
+                elif v.shape != shape:
+                    first = next(n for n in term.vars if values[n].ndim)
+                    raise ValueError(
+                        f"in {term.reduction}, {first!r} has shape {shape} and {name!r} "
+                        f"has shape {v.shape}; the arrays of an element-wise reduction "
+                        f"must have one shape (or be scalars)")
+        _check_axis(term, len(shape))
+        return shape
+
+    # -- one term's pass ------------------------------------------------------------
+    def _pass(self, term, values, dtype, dirs, outs, v=None, full=()):
+        """Run one term: returns (list of results, one per entry of outs).
+
+        An "acc" result is a float; an "out" result is an array: the n-vector
+        X^T out (or (X * X)^T out for "dd" on (_Z, _Z) when ``full`` does not
+        list it), or the per-element values for the indices in ``full``.
+        """
+        scalar_vars = frozenset(n for n in term.vars if values[n].ndim == 0)
+        key = (id(term), scalar_vars, tuple(dirs), tuple(outs), tuple(full))
+        built = self._programs.get(key)
+        if built is None:
+            built = self._programs[key] = _term_program(term, scalar_vars, dirs, outs)
+        prog, where, arrays, scalars = built
+        svals = [values[s[1]].item() if s[0] == "var" else s[1] for s in scalars]
+        is_double = dtype == np.float64
+        shape = self._check_shapes(term, values)
+        size = int(np.prod(shape)) if shape else 1
+        # outputs: the per-row ones that are weighted by X come first in
+        # ``outs`` (the caller orders them); the others are written out
+        n_out = prog.n_outs
+        kinds = [None] * n_out
+        for (sink, what), j in zip(outs, where):
+            if sink == "out" and j is not None:
+                kinds[j] = _sink_kind(term, dirs, what, full)
+        full_outs = tuple(np.empty(size, dtype) if k == "full" else None for k in kinds)
+        if term.matmul is not None:
+            X, w = values[term.matmul[0]], values[term.matmul[1]]
+            n_xw, n_xx = kinds.count("xw"), kinds.count("xx")
+            if kinds[:n_xw + n_xx] != ["xw"] * n_xw + ["xx"] * n_xx:
+                raise RuntimeError("internal error: the outputs of a row pass are out of order")
+            arr = tuple(None if a in (_Z, _T) else values[a] for a in arrays)
+            res = _expr.run_rows(prog, X, w, v, arr, arrays.index(_Z) if _Z in arrays else -1,
+                                 arrays.index(_T) if _T in arrays else -1, svals, n_xw, n_xx,
+                                 full_outs, is_double)
+            n = X.shape[1]
+            sums = res[:prog.n_acc]
+            vecs = [res[prog.n_acc + i * n: prog.n_acc + (i + 1) * n] for i in range(n_xw + n_xx)]
+        else:
+            arr = tuple(values[a].reshape(-1) for a in arrays)
+            if any(a.size != size for a in arr):
+                raise RuntimeError("internal error: arrays of a term differ in size")
+            sums = prog.run(arr, svals, full_outs, size, is_double)
+            vecs = []
+        results = []
+        for (sink, what), j in zip(outs, where):
+            if j is None:
+                results.append(None)
+            elif sink == "acc":
+                results.append(float(sums[j]))
+            elif kinds[j] == "full":
+                results.append(full_outs[j].reshape(shape))
+            else:
+                results.append(vecs[j])
+        return results
+
+    def _scale(self, term, values):
+        """The term's coefficient: its factor, its scalar variables, 1/size for a mean."""
+        c = term.factor
+        for name, p in term.coef_vars:
+            c *= float(values[name]) ** p
+        if term.mean:
+            shape = self._check_shapes(term, values)
+            size = int(np.prod(shape)) if shape else 1
+            if size == 0:
+                raise ValueError(f"{term.reduction} is the mean of no elements (a variable "
+                                 f"of size 0): it is undefined")
+            c /= size
+        return c
+
+    def _role(self, term, name):
+        if term.matmul is not None and name == term.matmul[1]:
+            return "w"
+        if term.matmul is not None and name == term.matmul[0]:
+            return "X"
+        if name in term.vars:
+            return "elem"
+        return None
+
+    # -- value and gradient ------------------------------------------------------------
+    def _value_grad(self, wrt, values, dtype, want_value=True, want_grad=True,
+                    want_hdiag=False):
+        value = 0.0
+        for c, cvars in self._constants:
+            for name, p in cvars:
+                c *= float(values[name]) ** p
+            value += c
+        shape = values[wrt].shape if wrt is not None else ()
+        grad = np.zeros(shape, np.float64) if want_grad else None
+        hdiag = np.zeros(shape, np.float64) if want_hdiag else None
+        for term in self._terms:
+            c = self._scale(term, values)
+            role = self._role(term, wrt) if wrt is not None else None
+            if wrt is not None and any(n == wrt for n, _ in term.coef_vars):
+                raise NotImplementedError(
+                    f"differentiating by {wrt!r}, a weight of {term.reduction}, is not "
+                    f"supported; write the weight inside the sum")
+            key = _Z if role in ("w", "X") else wrt
+            dirs, outs = [], []
+            if want_value:
+                outs.append(("acc", ("value",)))
+            if role is not None and (want_grad or want_hdiag):
+                dirs = [key]
+                scalar = values[wrt].ndim == 0 and role == "elem"
+                sink = "acc" if scalar else "out"
+                if want_grad:
+                    outs.append((sink, ("d", 0)))
+                if want_hdiag:
+                    if role == "X":
+                        raise NotImplementedError(
+                            f"the Hessian with respect to the matrix {wrt!r} of "
+                            f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+                    outs.append((sink, ("dd", 0, 0)))
+            if not outs:
+                continue
+            full = (("d", 0),) if role == "X" else ()
+            res = self._pass(term, values, dtype, dirs, outs, full=full)
+            i = 0
+            if want_value:
+                value += c * res[0]
+                i = 1
+            if role is None:
+                continue
+            if want_grad:
+                g = res[i]
+                i += 1
+                if g is not None:
+                    if role == "X":
+                        g = np.multiply.outer(g, values[term.matmul[1]])
+                    grad += c * np.asarray(g)
+            if want_hdiag:
+                h = res[i]
+                if h is not None:
+                    hdiag += c * np.asarray(h)
+        return value, grad, hdiag
+
+    def value(self, **variables):
+        """The loss, a NumPy scalar of the computation dtype.
+
+        Examples
+        --------
+        >>> import numpy as np, fastjac
+        >>> X, w, y = fastjac.var("X"), fastjac.var("w"), fastjac.var("y")
+        >>> loss = fastjac.compile(fastjac.mean((X @ w - y) ** 2))
+        >>> loss.value(X=np.eye(2), w=np.array([1.0, 2.0]), y=np.array([1.0, 0.0]))
+        np.float64(2.0)
+        """
+        dtype, values = self._values(variables)
+        value, _, _ = self._value_grad(None, values, dtype, want_grad=False)
+        return dtype.type(value)
+
+    def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
+                 **variables):
+        """The gradient dL/d(wrt), of wrt's shape (compact).
+
+        Parameters
+        ----------
+        wrt : str
+            The variable (default: the only one compiled for differentiation).
+        layout : {"numerator", "denominator"}
+            A row (1 x n) or a column (n x 1), for a vector wrt and a
+            non-compact format.
+        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
+            As :func:`fastjac.sum_gradient`; "compact" is an array of wrt's shape.
+        out : ndarray, optional
+            Where to write the result ("compact" or "dense").
+        **variables
+            The values of the variables.
+        """
+        _, grad = self._gradient(wrt, layout, format, out, variables, want_value=False)
+        return grad
+
+    def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
+                           **variables):
+        """(L, dL/d(wrt)) from one pass; arguments as :meth:`jacobian`."""
+        return self._gradient(wrt, layout, format, out, variables, want_value=True)
+
+    gradient = jacobian
+    value_and_gradient = value_and_jacobian
+
+    def _default_wrt(self, wrt):
+        if wrt is None:
+            if len(self.wrt) != 1:
+                raise ValueError(f"name the variable to differentiate by: wrt= one of "
+                                 f"{list(self.wrt)}")
+            return self.wrt[0]
+        return self._check_wrt(wrt)
+
+    def _gradient(self, wrt, layout, format, out, variables, want_value):
+        wrt = self._default_wrt(wrt)
+        denominator = _layout.check_layout(layout)
+        from ._api import check_format
+        fmt = check_format(format)
+        dtype, values = self._values(variables)
+        value, grad, _ = self._value_grad(wrt, values, dtype, want_value=want_value)
+        grad = grad.astype(dtype)
+        result = _deliver_gradient(grad, wrt, denominator, fmt, out)
+        return (dtype.type(value), result) if want_value else (None, result)
+
+    # -- second derivatives ---------------------------------------------------------------
+    def hessian_diagonal(self, wrt=None, **variables):
+        """The diagonal of d2L/d(wrt)2, of wrt's shape, in one pass over X.
+
+        For L = sum_k e(x_k . w, ...) and wrt = w: sum_k e''_k x_kj^2.
+        """
+        wrt = self._default_wrt(wrt)
+        dtype, values = self._values(variables)
+        _, _, hdiag = self._value_grad(wrt, values, dtype, want_value=False, want_grad=False,
+                                       want_hdiag=True)
+        return hdiag.astype(dtype)
+
+    def value_gradient_hessian_diagonal(self, wrt=None, **variables):
+        """(L, dL/d(wrt), diagonal of d2L/d(wrt)2), all from one pass over X."""
+        wrt = self._default_wrt(wrt)
+        dtype, values = self._values(variables)
+        value, grad, hdiag = self._value_grad(wrt, values, dtype, want_hdiag=True)
+        return dtype.type(value), grad.astype(dtype), hdiag.astype(dtype)
+
+    def hvp(self, wrt, v, **variables):
+        """The Hessian-vector product d2L/d(wrt)2 @ v, in one pass over X.
+
+        For the weights w of X @ w: per row, t = x_k . v, then e''_k t x_k is
+        accumulated -- the n x n Hessian is never formed.
+
+        Parameters
+        ----------
+        wrt : str
+            The variable.
+        v : array_like of wrt's shape
+        **variables
+            The values of the variables.
+        """
+        wrt = self._check_wrt(wrt)
+        dtype, values = self._values(variables)
+        v = _vector_like(v, values[wrt], dtype, "v", wrt)
+        hv = np.zeros(values[wrt].shape, np.float64)
+        for term in self._terms:
+            role = self._role(term, wrt)
+            if role is None:
+                continue
+            if role == "X":
+                raise NotImplementedError(
+                    f"Hessian-vector products with respect to the matrix {wrt!r} of "
+                    f"{term.matmul[0]} @ {term.matmul[1]} are not supported")
+            c = self._scale(term, values)
+            if role == "w":
+                (r,) = self._pass(term, values, dtype, [_Z], [("out", ("ddt", 0))], v=v)
+                if r is not None:
+                    hv += c * r
+            else:
+                sink = "acc" if values[wrt].ndim == 0 else "out"
+                (h,) = self._pass(term, values, dtype, [wrt], [(sink, ("dd", 0, 0))])
+                if h is not None:
+                    hv += c * np.asarray(h) * v        # an element-wise term: diagonal
+        return hv.astype(dtype)
+
+    def hessian(self, wrt=None, *, format="compact", **variables):
+        """The Hessian d2L/d(wrt)2, structured.
+
+        Parameters
+        ----------
+        wrt : str or (str, str)
+            The variable; or two variables for the mixed block d2L/(da db)
+            (the weights w of X @ w and a scalar b: X^T e_zb, shape (n,);
+            two scalars: a number).
+        format : {"compact", "dense", "operator"}
+            "compact": a diagonal Hessian (element-wise terms only) as its
+            diagonal, of wrt's shape; the weights of X @ w as the dense
+            n x n matrix X^T diag(e'') X (n is the number of features); a
+            scalar as a number. "dense": always a matrix (size x size).
+            "operator": a scipy LinearOperator whose matvec is :meth:`hvp`
+            (one pass over X per product; the variables are copied).
+        **variables
+            The values of the variables.
+        """
+        if format not in HESSIAN_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(map(repr, HESSIAN_FORMATS))} "
+                             f"for a Hessian, got {format!r}")
+        if isinstance(wrt, (tuple, list)):
+            return self._mixed(wrt, format, variables)
+        wrt = self._default_wrt(wrt)
+        dtype, values = self._values(variables)
+        if format == "operator":
+            return _hessian_operator(self, wrt, values, dtype)
+        shape = values[wrt].shape
+        size = int(np.prod(shape)) if shape else 1
+        diag = np.zeros(shape, np.float64)
+        dense = None
+        for term in self._terms:
+            role = self._role(term, wrt)
+            if role is None:
+                continue
+            if role == "X":
+                raise NotImplementedError(
+                    f"the Hessian with respect to the matrix {wrt!r} of "
+                    f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+            c = self._scale(term, values)
+            if role == "w":
+                (h,) = self._pass(term, values, dtype, [_Z], [("out", ("dd", 0, 0))],
+                                  full=(("dd", 0, 0),))
+                if h is None:
+                    continue
+                X = values[term.matmul[0]]
+                if dense is None:
+                    dense = np.zeros((size, size), np.float64)
+                dense += c * _weighted_gram(X, h)
+            else:
+                sink = "acc" if not shape else "out"
+                (h,) = self._pass(term, values, dtype, [wrt], [(sink, ("dd", 0, 0))])
+                if h is not None:
+                    diag += c * np.asarray(h)
+        if dense is not None:
+            dense[np.diag_indices(size)] += diag.reshape(-1)
+            return dense.astype(dtype)
+        if format == "dense":
+            return np.diag(diag.reshape(-1)).astype(dtype)
+        return dtype.type(diag) if not shape else diag.astype(dtype)
+
+    def _mixed(self, wrt, format, variables):
+        if len(wrt) != 2:
+            raise ValueError(f"wrt names one variable, or two for a mixed block; got {wrt!r}")
+        a, b = (self._check_wrt(name) for name in wrt)
+        if a == b:
+            return self.hessian(a, format=format, **variables)
+        if format == "operator":
+            raise ValueError("format='operator' is for the Hessian of one variable")
+        dtype, values = self._values(variables)
+        sa, sb = values[a].shape, values[b].shape
+        if len(sa) > 1 or len(sb) > 1 or (sa and sb):
+            raise NotImplementedError(
+                f"the mixed Hessian block of {a!r} and {b!r} is supported when one of them is "
+                f"a scalar and the other a scalar or a vector; got shapes {sa} and {sb}")
+        total = np.zeros(sa or sb, np.float64)
+        for term in self._terms:
+            ra, rb = self._role(term, a), self._role(term, b)
+            if ra is None or rb is None:
+                continue
+            if "X" in (ra, rb):
+                raise NotImplementedError(
+                    f"mixed Hessians with the matrix of {term.matmul[0]} @ "
+                    f"{term.matmul[1]} are not supported")
+            c = self._scale(term, values)
+            keys = [_Z if r == "w" else name for r, name in ((ra, a), (rb, b))]
+            vector = bool(sa or sb)
+            (h,) = self._pass(term, values, dtype, keys,
+                              [("out" if vector else "acc", ("dd", 0, 1))])
+            if h is not None:
+                total += c * np.asarray(h)
+        if format == "dense":                   # (size of a) x (size of b)
+            return total.astype(dtype).reshape(sa[0] if sa else 1, sb[0] if sb else 1)
+        return total.astype(dtype) if total.ndim else dtype.type(total)
+
+
+def _unpickle_loss(root, wrt, variables):
+    return CompiledLoss(root, wrt, variables=variables)
+
+
+def _sink_kind(term, dirs, what, full):
+    """Where a per-row output goes: "xw" (X^T out: one direction is the
+    weights of X @ w), "xx" ((X * X)^T out: both are, a Hessian diagonal),
+    or "full" (written out per element)."""
+    if term.matmul is None or what in full:
+        return "full"
+    if what[0] == "ddt":
+        return "xw"
+    on_z = sum(dirs[k] == _Z for k in what[1:])
+    return ("full", "xw", "xx")[on_z]
+
+
+def _check_axis(term, ndim):
+    """sum(e, axis=...) and mean(e, axis=...) in a loss: the axes must cover e."""
+    axis = term.axis
+    if axis is None:
+        return
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    norm = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of bounds for {term.reduction.arg}, which has "
+                             f"{ndim} dimension{'s' if ndim != 1 else ''} here")
+        norm.append(a % ndim)
+    if sorted(set(norm)) != list(range(ndim)):
+        raise NotImplementedError(
+            f"{term.reduction} reduces over some axes only; a loss reduces every axis of "
+            f"its reductions (axis=None, or all of them)")
+
+
+def _all_nodes(root):
+    out, stack, seen = [], [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        out.append(node)
+        stack.extend(reversed(_children(node)))
+    # variables in order of first appearance, left to right
+    return out
+
+
+def _vector_like(v, like, dtype, what, wrt):
+    """v as an array of like's shape and the run's dtype (copied if needed)."""
+    if isinstance(v, Expr):
+        raise TypeError(f"{what} must be an array, got an expression")
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be a real array, got dtype {arr.dtype}")
+    if arr.shape != like.shape:
+        raise ValueError(f"{what} has shape {arr.shape} but {wrt!r} has shape {like.shape}; "
+                         f"they must match")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _weighted_gram(X, h):
+    """X^T diag(h) X in float64, by blocks of rows (BLAS; a bounded temporary)."""
+    n = X.shape[1]
+    H = np.zeros((n, n), np.float64)
+    rows = max(256, (1 << 20) // max(n, 1))
+    for start in range(0, X.shape[0], rows):
+        Xb = X[start:start + rows].astype(np.float64, copy=False)
+        H += Xb.T @ (Xb * h[start:start + rows, None])
+    return H
+
+
+def _deliver_gradient(grad, wrt, denominator, fmt, out):
+    if fmt == "compact":
+        if out is not None:
+            _layout.check_out(out, grad.shape, grad.dtype, "gradient")
+            out[...] = grad
+            return out
+        return grad if grad.ndim else grad.dtype.type(grad)
+    if grad.ndim != 1:
+        raise ValueError(f"format={fmt!r} needs a vector variable; {wrt!r} has shape "
+                         f"{grad.shape}: use format='compact'")
+    return _layout.as_matrix(grad, "gradient", denominator, fmt, False, out)
+
+
+def _hessian_operator(loss, wrt, values, dtype):
+    """A LinearOperator whose matvec is loss.hvp (values frozen by copy)."""
+    _layout.operators()                     # SciPy, with fastjac's message if absent
+    from scipy.sparse.linalg import LinearOperator
+    shape = values[wrt].shape
+    if len(shape) != 1:
+        raise ValueError(f"format='operator' needs a vector variable; {wrt!r} has shape {shape}")
+    frozen = {name: np.array(a, copy=True) for name, a in values.items()}
+    size = shape[0]
+
+    def matvec(v):
+        v = np.asarray(v).reshape(-1)
+        return loss.hvp(wrt, v.astype(dtype, copy=False), **frozen)
+
+    return LinearOperator((size, size), matvec=matvec, rmatvec=matvec, dtype=dtype)
