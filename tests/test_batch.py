@@ -242,6 +242,34 @@ def test_threads_do_not_change_bits():
     np.testing.assert_allclose(one[1], g, rtol=1e-9)
 
 
+def test_several_variables_jvp_vjp_in_one_pass():
+    d = _data("poisson", 300, 5, np.float64)
+    loss = _logistic()
+    value, g, H, gb, *_ = _oracle("logistic", d)
+    val, (gw, gbb, gs) = loss.value_and_jacobian(["w", "b", "s"], **d)
+    np.testing.assert_allclose(val, value, rtol=1e-12)
+    np.testing.assert_allclose(gw, g, rtol=1e-10)
+    np.testing.assert_allclose(gbb, gb, rtol=1e-10)
+    z = d["X"] @ d["w"] + d["b"]
+    np.testing.assert_allclose(gs, (np.logaddexp(0, z) - d["y"] * z) / 300, rtol=1e-12)
+    t = np.linspace(0, 1, 5)
+    v2, prod = loss.jvp(["w", "b"], [t, 2.0], **d)
+    np.testing.assert_allclose(prod, g @ t + 2 * gb, rtol=1e-10)
+    v3, cot = loss.vjp("w", 3.0, **d)
+    np.testing.assert_allclose(cot, 3 * g, rtol=1e-10)
+    with pytest.raises(ValueError, match="cotangent must be a number"):
+        loss.vjp("w", np.ones(2), **d)
+    with pytest.raises(ValueError, match="2 variables but 1 tangents"):
+        loss.jvp(["w", "b"], [t], **d)
+    with pytest.raises(ValueError, match="names a variable twice"):
+        loss.jacobian(["w", "w"], **d)
+    with pytest.raises(ValueError, match="out= is for one variable"):
+        loss.jacobian(["w", "b"], out=np.empty(5), **d)
+    with pytest.raises(NotImplementedError, match="kernel"):
+        loss.kernel("w")
+    assert isinstance(loss, fastjac.CompiledExpression)
+
+
 def test_empty_and_tiny_batches():
     loss = fastjac.compile(fastjac.sum((X_ @ w_ - y_) ** 2))
     d = {"X": np.zeros((0, 3)), "w": np.ones(3), "y": np.zeros(0)}

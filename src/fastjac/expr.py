@@ -49,7 +49,7 @@ __all__ = [
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
     "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp", "log1p", "expm1",
-    "mean", "matmul",
+    "mean", "matmul", "CompiledLoss",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -1873,7 +1873,11 @@ def compile(expr, wrt=None, *, variables=None):
 
     Returns
     -------
-    CompiledExpression
+    CompiledExpression, or CompiledLoss
+        A :class:`CompiledLoss` for a scalar loss over a batch: an
+        expression with ``X @ w`` (:func:`matmul`), :func:`mean` or
+        ``sum(..., axis=...)``, a weighted sum of such reductions; it adds
+        ``hessian``, ``hessian_diagonal`` and ``hvp``, each in one pass over X.
 
     Examples
     --------
@@ -1890,3 +1894,4 @@ def compile(expr, wrt=None, *, variables=None):
 
 
 from ._neuron import neuron_gradient  # noqa: E402  (the neuron reuses coerce_named)
+from ._batch import CompiledLoss  # noqa: E402  (a loss builds on this module's nodes)
