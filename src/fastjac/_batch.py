@@ -50,7 +50,7 @@ import numpy as np
 from . import _expr, _layout, _ops
 from ._api import check_format
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _finish, _ONE, _OPCODES, _KINDS, _check_variable_order,
+                   _Builder, _finish, _ONE, _OPCODES, _KINDS, _check_variable_order, _results,
                    coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
@@ -269,6 +269,7 @@ def _term_program(term, scalar_vars, dirs, outs):
     """
     B = _Second()
     V, T, S = {}, {}, {}
+    second = any(what[0] in ("dd", "ddt") for _, what in outs)    # second derivatives asked
     nd = len(dirs)
     pairs = [(k, l) for k in range(nd) for l in range(k, nd)]
 
@@ -298,13 +299,29 @@ def _term_program(term, scalar_vars, dirs, outs):
                 T[node] = [B.t_neg(t) for t in ta]
                 S[node] = {p: B.t_neg(s) for p, s in sa.items()}
                 continue
-            V[node] = B.emit(op, a)
             moving = any(t is not None for t in ta)
-            d1 = B.code(_ops.UNARY[op], a, a) if moving else None
-            d2 = B.code(_ops.UNARY_SECOND[op], a, a) if moving else None
+            flip = op == "log_sigmoid" and moving       # log_sigmoid(a) = -softplus(-a)
+            if flip:
+                a, op = B.emit("negative", a), "softplus"
+                ta = [B.t_neg(t) for t in ta]
+                sa = {p: B.t_neg(x) for p, x in sa.items()}
+            if op == "softplus" and moving:
+                # value, first and second derivative from one exponential
+                v, d1 = B.reg("temp"), B.reg("temp")
+                d2 = B.reg("temp") if second else None
+                B.instr.append([_OPCODES["softplus_vd"], v, a, d1, -1 if d2 is None else d2])
+            else:
+                v = B.emit(op, a)
+                d1 = B.code(_ops.UNARY[op], a, a) if moving else None
+                d2 = B.code(_ops.UNARY_SECOND[op], a, a) if moving and second else None
+            V[node] = v
             T[node] = [B.t_mul(d1, t) for t in ta]
             S[node] = {(k, l): B.t_add(B.t_mul(d2, B.t_mul(ta[k], ta[l])), B.t_mul(d1, sa[(k, l)]))
                        for k, l in pairs}
+            if flip:
+                V[node] = B.emit("negative", v)
+                T[node] = [B.t_neg(t) for t in T[node]]
+                S[node] = {p: B.t_neg(x) for p, x in S[node].items()}
         else:                                   # Binary
             a, b = V[node.a], V[node.b]
             ta, tb, sa, sb = T[node.a], T[node.b], S[node.a], S[node.b]
@@ -330,9 +347,9 @@ def _term_program(term, scalar_vars, dirs, outs):
             code_aa, code_bb, code_ab = _ops.BINARY_SECOND[op]
             da = B.code(code_a, a, b) if moves_a else None
             db = B.code(code_b, a, b) if moves_b else None
-            daa = B.code(code_aa, a, b) if moves_a else None
-            dbb = B.code(code_bb, a, b) if moves_b else None
-            dab = B.code(code_ab, a, b) if moves_a and moves_b else None
+            daa = B.code(code_aa, a, b) if moves_a and second else None
+            dbb = B.code(code_bb, a, b) if moves_b and second else None
+            dab = B.code(code_ab, a, b) if moves_a and moves_b and second else None
             T[node] = [B.t_add(B.t_mul(da, x), B.t_mul(db, y)) for x, y in zip(ta, tb)]
             S[node] = {(k, l): _sum_of(
                 B, B.t_mul(daa, B.t_mul(ta[k], ta[l])),
@@ -342,7 +359,7 @@ def _term_program(term, scalar_vars, dirs, outs):
 
     root = term.reduction.arg
     bound = set()
-    produced = {ins[1] for ins in B.instr}
+    produced = {r for ins in B.instr for r in _results(ins)}
     results = []
     for sink, what in outs:
         if what[0] == "value":
