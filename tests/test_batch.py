@@ -358,3 +358,28 @@ def test_unsupported_expressions_are_refused_at_compile():
         fastjac.mean(x, axis=(0, 0))
     with pytest.raises(NotImplementedError, match="weight of"):
         fastjac.compile(x * fastjac.mean(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softplus_from_one_exponential_keeps_the_bits_of_each_formula(dtype):
+    """softplus_vd (value and derivatives from one exp) against the value
+    alone and the core's derivative kernel: the same bits."""
+    x = fastjac.var("x")
+    xs = np.array([0.0, -0.0, 1e-12, -3.5, 2.25, 30.0, -30.0, 745.0, -745.0, np.inf,
+                   -np.inf, np.nan] + list(np.linspace(-40, 40, 301)), dtype)
+    value, slope = fastjac.compile(fastjac.softplus(x)).value_and_jacobian("x", x=xs)
+    np.testing.assert_array_equal(value, fastjac.compile(fastjac.softplus(x)).value(x=xs))
+    np.testing.assert_array_equal(slope, fastjac.jacobian("softplus", xs))
+    # the second derivative in a loss, against sum_hessian's kernel (same formula
+    # up to rounding: sigmoid' = e / (1 + e)^2)
+    loss = fastjac.compile(fastjac.sum(fastjac.softplus(x), axis=0))
+    finite = xs[np.isfinite(xs)]
+    np.testing.assert_allclose(loss.hessian_diagonal("x", x=finite),
+                               fastjac.sum_hessian("softplus", finite),
+                               rtol=4 * np.finfo(dtype).eps, atol=0)
+    lsig = fastjac.compile(fastjac.sum(fastjac.log_sigmoid(x), axis=0))
+    np.testing.assert_array_equal(lsig.jacobian("x", x=finite),
+                                  fastjac.jacobian("log_sigmoid", finite))
+    np.testing.assert_allclose(lsig.hessian_diagonal("x", x=finite),
+                               fastjac.sum_hessian("log_sigmoid", finite),
+                               rtol=4 * np.finfo(dtype).eps, atol=0)
