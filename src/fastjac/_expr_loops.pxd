@@ -50,7 +50,8 @@ from libc.math cimport copysign, expm1, expm1f, fabs, log1p, log1pf
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
-                            fj_log, fj_trig_fast, logistic, two_difference, v_cos, v_sin,
+                            fj_log, fj_trig_fast, logistic, tanh_series, two_difference, v_cos,
+                            v_sin,
                             SQRT_D)
 from ._kernels cimport derivative_into, in_chunks
 from ._pool cimport parallel_for, pool_threads
@@ -125,32 +126,6 @@ cdef enum:
     K_OUT = 3
 
 # This module's loops are exported as an ExprTable (_tables.pxd, _level.pxi).
-
-
-cdef inline double tanh_series(double x2) noexcept nogil:
-    """P(x^2) with tanh(x) = x P(x^2) for |x| < 0.55 (shared by f_tanh and tanh_vd)."""
-    cdef double p
-    p = -2.859136662305254e-08
-    p = p * x2 + 7.054636946400968e-08
-    p = p * x2 + -1.7406618963571648e-07
-    p = p * x2 + 4.294911078273806e-07
-    p = p * x2 + -1.0597268320104654e-06
-    p = p * x2 + 2.6147711512907546e-06
-    p = p * x2 + -6.451689215655431e-06
-    p = p * x2 + 1.5918905069328964e-05
-    p = p * x2 + -3.927832388331683e-05
-    p = p * x2 + 9.691537956929451e-05
-    p = p * x2 + -0.00023912911424355248
-    p = p * x2 + 0.000590027440945586
-    p = p * x2 + -0.0014558343870513183
-    p = p * x2 + 0.003592128036572481
-    p = p * x2 + -0.008863235529902197
-    p = p * x2 + 0.021869488536155203
-    p = p * x2 + -0.05396825396825397
-    p = p * x2 + 0.13333333333333333
-    p = p * x2 + -0.3333333333333333
-    p = p * x2 + 1.0
-    return p
 
 
 cdef inline floating f_tanh(floating x) noexcept nogil:
