@@ -92,7 +92,7 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("N,n", [(37, 5), (1000, 10), (3000, 33)])
+@pytest.mark.parametrize("N,n", [(37, 5), (1000, 10), (3000, 33), (77, 64), (41, 16), (19, 65)])
 def test_every_loss_against_closed_forms(name, N, n, dtype):
     d = _data(name, N, n, dtype)
     loss = fastjac.compile(fastjac.mean(s_ * LOSSES[name][0]))
