@@ -429,23 +429,7 @@ class CompiledLoss(CompiledExpression):
             raise TypeError(f"a loss is one expression, got {type(root).__name__}")
         self._root = root
         self._terms, self._constants = _terms(root)
-        names = []
-        for node in _all_nodes(root):
-            if isinstance(node, Var) and node.name not in names:
-                names.append(node.name)
-        self.variables = tuple(names) if variables is None else \
-            _check_variable_order(variables, names)
-        if wrt is None:
-            wrt = self.variables
-        elif isinstance(wrt, str):
-            wrt = (wrt,)
-        elif isinstance(wrt, (list, tuple)):
-            wrt = tuple(wrt)
-        else:
-            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
-        for name in wrt:
-            self._check_name(name)
-        self.wrt = wrt
+        self._set_variables(_all_nodes(root), variables, wrt)
         for term in self._terms:
             for name, _ in term.coef_vars:
                 if name in term.vars or (term.matmul and name in term.matmul):
@@ -467,11 +451,6 @@ class CompiledLoss(CompiledExpression):
         return _unpickle_loss, (self._root, self.wrt, self.variables)
 
     # -- checks --------------------------------------------------------------------
-    def _check_name(self, name):
-        if not isinstance(name, str) or name not in self.variables:
-            known = ", ".join(self.variables) or "(none)"
-            raise ValueError(f"unknown variable {name!r}; the loss's variables are: {known}")
-
     def _check_wrt(self, wrt):
         if not isinstance(wrt, str):
             raise ValueError(f"wrt must be the name of one variable, got {wrt!r}")
@@ -660,10 +639,7 @@ class CompiledLoss(CompiledExpression):
                     outs.append((self._sink(role, values, w), ("d", d)))
                     slots.append((grads, k, role))
                 if want_hdiag:
-                    if role == "X":
-                        raise NotImplementedError(
-                            f"the Hessian with respect to the matrix {w!r} of "
-                            f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+                    _refuse_matrix(term, role, w, "the Hessian")
                     outs.append((self._sink(role, values, w, second=True), ("dd", d, d)))
                     slots.append((hdiags, k, role))
             if not outs:
@@ -857,10 +833,7 @@ class CompiledLoss(CompiledExpression):
             role = self._role(term, wrt)
             if role is None:
                 continue
-            if role == "X":
-                raise NotImplementedError(
-                    f"Hessian-vector products with respect to the matrix {wrt!r} of "
-                    f"{term.matmul[0]} @ {term.matmul[1]} are not supported")
+            _refuse_matrix(term, role, wrt, "Hessian-vector products")
             c = self._scale(term, values, shapes[i])
             if role == "w":
                 (r,) = self._pass(i, values, dtype, shapes[i], (_Z,), [("xw", ("ddt", 0))],
@@ -921,10 +894,7 @@ class CompiledLoss(CompiledExpression):
             role = self._role(term, wrt)
             if role is None:
                 continue
-            if role == "X":
-                raise NotImplementedError(
-                    f"the Hessian with respect to the matrix {wrt!r} of "
-                    f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+            _refuse_matrix(term, role, wrt, "the Hessian")
             c = self._scale(term, values, shapes[i])
             if role == "w":
                 (h,) = self._pass(i, values, dtype, shapes[i], (_Z,),
@@ -1079,6 +1049,13 @@ def _ready(kwargs):
     if dtype not in _FLOATS or not dtype.isnative:
         return None, None
     return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
+
+
+def _refuse_matrix(term, role, wrt, what):
+    if role == "X":
+        raise NotImplementedError(
+            f"{what} with respect to the matrix {wrt!r} of {term.matmul[0]} @ "
+            f"{term.matmul[1]} {'is' if what == 'the Hessian' else 'are'} not supported")
 
 
 def _check_axis(term, ndim):

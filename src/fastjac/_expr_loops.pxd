@@ -428,6 +428,23 @@ cdef inline void stream_out(floating* dst, const floating* src, Py_ssize_t m) no
         fj_stream_f32(dst + head, src + head, m - head)
 
 
+cdef inline void bind_scratch(Py_ssize_t n_regs, const int* kind, const int* index,
+                              const int* slot, const double* scalars, floating* scratch,
+                              floating** R) noexcept nogil:
+    """Point the TEMP and SCALAR registers at their slots of the thread's
+    scratch, and fill each SCALAR register with its value (a block of it)."""
+    cdef Py_ssize_t r, i
+    cdef floating s
+    for r in range(n_regs):
+        if kind[r] == K_TEMP:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+        elif kind[r] == K_SCALAR:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+            s = <floating>scalars[index[r]]
+            for i in range(BLOCK):
+                R[r][i] = s
+
+
 cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
                     const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                     floating** arrays, const double* scalars, floating** outs,
@@ -437,18 +454,11 @@ cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_reg
     # with non-temporal stores (outputs far larger than the cache: this
     # saves the read of every output line that an ordinary store costs).
     cdef Py_ssize_t r, i, pos, m, extra = n_slots
-    cdef floating s
     for i in range(n_acc):
         acc[i] = 0
+    bind_scratch(n_regs, kind, index, slot, scalars, scratch, R)
     for r in range(n_regs):
-        if kind[r] == K_TEMP:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-        elif kind[r] == K_SCALAR:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-            s = <floating>scalars[index[r]]
-            for i in range(BLOCK):
-                R[r][i] = s
-        elif kind[r] == K_OUT and streamed:
+        if kind[r] == K_OUT and streamed:
             R[r] = scratch + extra * BLOCK
             extra += 1
     pos = start
@@ -790,18 +800,11 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
     cdef floating* obuf = tbuf + BLOCK
     cdef const floating* X = <const floating*>job.X
     cdef const floating* Xb
-    cdef floating s
     for i in range(job.stride):
         acc[i] = 0
+    bind_scratch(job.n_regs, job.kind, job.index, job.slot, job.scalars, scratch, R)
     for r in range(job.n_regs):
-        if job.kind[r] == K_TEMP:
-            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
-        elif job.kind[r] == K_SCALAR:
-            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
-            s = <floating>job.scalars[job.index[r]]
-            for i in range(BLOCK):
-                R[r][i] = s
-        elif job.kind[r] == K_OUT:
+        if job.kind[r] == K_OUT:
             R[r] = obuf + <Py_ssize_t>job.index[r] * BLOCK
     pos = start
     while pos < stop:
