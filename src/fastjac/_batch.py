@@ -50,7 +50,7 @@ import numpy as np
 from . import _expr, _layout, _ops
 from ._api import check_format
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _finish, _ONE, _OPCODES, _KINDS, _check_variable_order, _results,
+                   _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _results,
                    coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
@@ -77,16 +77,6 @@ def is_loss(root):
             return True
         stack.extend(_children(node))
     return False
-
-
-def _children(node):
-    if isinstance(node, Unary):
-        return (node.arg,)
-    if isinstance(node, (Binary, MatMul)):
-        return (node.a, node.b)
-    if isinstance(node, (Sum, Mean)):
-        return (node.arg,)
-    return ()
 
 
 def _constant_part(node):
