@@ -398,7 +398,14 @@ def test_resolved_calls_repeat_the_full_path_bit_for_bit():
         v = np.linspace(-1, 1, 7).astype(dtype)
         first = (loss.value(**d), loss.value_and_jacobian("w", **d), loss.jacobian("w", **d),
                  loss.jacobian("b", **d), loss.hvp("w", v, **d))
-        for key in (("value", None), (True, "w"), (False, "w"), (False, "b")):
+        both = loss.value_and_jacobian(["w", "b"], **d)
+        both_again = loss.value_and_jacobian(["w", "b"], **d)
+        assert both_again[0] == both[0] and type(both_again[1]) is list
+        np.testing.assert_array_equal(both_again[1][0], both[1][0])
+        assert both_again[1][1] == both[1][1] and both_again[1][1] == first[3]
+        np.testing.assert_array_equal(both_again[1][0], first[1][1])
+        for key in (("value", None), (True, "w"), (False, "w"), (False, "b"),
+                    (True, ("w", "b"))):
             assert loss._calls[key](d) is not None, key      # resolved, and it runs
         assert loss._calls[("hvp", "w")](d, v) is not None
         again = (loss.value(**d), loss.value_and_jacobian("w", **d), loss.jacobian("w", **d),

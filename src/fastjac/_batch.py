@@ -507,9 +507,11 @@ class CompiledLoss(CompiledExpression):
         return shape
 
     # -- one term's pass ------------------------------------------------------------
-    def _pass(self, i, values, dtype, shape, dirs, outs, v=None, trace=None):
+    def _pass(self, i, values, dtype, shape, dirs, outs, v=None, trace=None, owners=None):
         """Run term i: a list of results, one per entry of outs (see _TermRun;
         None where a result is structurally zero). ``trace`` collects
+        (i, run, outs, owners) for _resolve: owners[r] is the index of the
+        differentiated variable out r belongs to (None: the value).
         (i, run, outs) for _resolve."""
         term = self._terms[i]
         scalar_vars = frozenset(n for n in term.vars if values[n].ndim == 0)
@@ -518,7 +520,7 @@ class CompiledLoss(CompiledExpression):
         if run is None:
             run = self._programs[key] = _TermRun(term, scalar_vars, dirs, outs)
         if trace is not None:
-            trace.append((i, run, outs))
+            trace.append((i, run, outs, owners))
         return run(values, dtype, shape, v)
 
     def _sink(self, role, values, wrt, second=False):
@@ -531,7 +533,7 @@ class CompiledLoss(CompiledExpression):
             return "full"
         return "acc" if values[wrt].ndim == 0 else "full"
 
-    def _resolve(self, trace, values, dtype, wrt, want_value, want_grad, is_hvp):
+    def _resolve(self, trace, values, dtype, wrts, stacked, want_value, want_grad, is_hvp):
         """The LossCall that repeats the call just made by the full path
         (its _pass trace) for arguments of the same signature; None where
         the call has parts a LossCall does not do (the matrix X as wrt,
@@ -542,39 +544,41 @@ class CompiledLoss(CompiledExpression):
         pos = {name: k for k, name in enumerate(names)}
         kinds = [-1 if values[name].ndim == 0 else values[name].ndim for name in names]
         terms = []
-        for i, run, outs in trace:
+        for i, run, outs, owners in trace:
             term = self._terms[i]
-            if wrt is not None and self._role(term, wrt) == "X":
+            if any(self._role(term, w) == "X" for w in wrts):
                 return None
             prog = run.program
             array_var = [_ARRAY_Z if a == _Z else _ARRAY_T if a == _T else pos[a]
                          for a in run.arrays]
             scalar_var = [pos[src[1]] if src[0] == "var" else -1 for src in run.scalars]
             scalar_const = [src[1] if src[0] == "const" else 0.0 for src in run.scalars]
-            slots = {"value": -1, "acc": -1, "xw": -1, "full": -1}
+            value_acc = -1
+            slots = {sink: [-1] * len(wrts) for sink in ("acc", "xw", "full")}
             for r, (sink, what) in enumerate(outs):
-                k = run.order.index(r)
-                j = run.where[k]
+                j = run.where[run.order.index(r)]
                 if j is None:
                     continue
-                slots["value" if what[0] == "value" else sink] = j
+                if owners[r] is None:
+                    value_acc = j
+                else:
+                    slots[sink][owners[r]] = j
             shape_var = -1
             if term.matmul is None:
                 arrays = [a for a in run.arrays if a not in (_Z, _T)]
                 shape_var = pos[arrays[0]] if arrays else -1
-            grad_acc = slots["acc"] if (want_grad or is_hvp) else -1
             terms.append(_expr.LossTerm(
                 prog, array_var, scalar_var, scalar_const,
                 pos[term.matmul[0]] if term.matmul else -1,
                 pos[term.matmul[1]] if term.matmul else -1, shape_var,
-                slots["value"], grad_acc, slots["xw"], slots["full"],
+                value_acc, slots["acc"], slots["xw"], slots["full"],
                 run.n_xw, run.n_xx, term.factor, [(pos[n], p) for n, p in term.coef_vars],
                 term.mean))
         constant = 0.0
         for c, _ in self._constants:
             constant += c
         return _expr.LossCall(tuple(names), dtype, kinds, terms, constant,
-                              -1 if wrt is None else pos[wrt], want_value, want_grad, is_hvp)
+                              [pos[w] for w in wrts], stacked, want_value, want_grad, is_hvp)
 
     def _scale(self, term, values, shape):
         """The term's coefficient: its factor, its scalar variables, 1/size for a mean."""
@@ -635,7 +639,8 @@ class CompiledLoss(CompiledExpression):
             if not outs:
                 continue
             c = self._scale(term, values, shapes[i])
-            res = self._pass(i, values, dtype, shapes[i], tuple(dirs), outs, trace=trace)
+            res = self._pass(i, values, dtype, shapes[i], tuple(dirs), outs, trace=trace,
+                             owners=[None] * want_value + [k for _, k, _ in slots])
             if want_value:
                 value += c * res.pop(0)
             for (target, k, role), r in zip(slots, res):
@@ -664,8 +669,8 @@ class CompiledLoss(CompiledExpression):
         dtype, values, shapes = self._values(variables)
         trace = []
         value, _, _ = self._value_grad((), values, dtype, shapes, want_grad=False, trace=trace)
-        self._calls[("value", None)] = self._resolve(trace, values, dtype, None, True, False,
-                                                     False)
+        self._calls[("value", None)] = self._resolve(trace, values, dtype, (), False, True,
+                                                     False, False)
         return dtype.type(value)
 
     def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
@@ -692,8 +697,8 @@ class CompiledLoss(CompiledExpression):
     def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
                            **variables):
         """(L, dL/d(wrt)) from one pass; arguments as :meth:`jacobian`."""
-        if format == "compact" and out is None and (wrt is None or type(wrt) is str):
-            call = self._calls.get((True, wrt))     # this signature, resolved
+        if format == "compact" and out is None:
+            call = self._calls.get(_call_key(True, wrt))    # this signature, resolved
             if call is not None:
                 result = call(variables)
                 if result is not None:
@@ -712,10 +717,11 @@ class CompiledLoss(CompiledExpression):
         return self._check_wrt(wrt)
 
     def _gradient(self, wrt, layout, format, out, variables, want_value):
-        fast = out is None and format == "compact" and (wrt is None or type(wrt) is str) \
+        key = _call_key(want_value, wrt)
+        fast = out is None and format == "compact" and key is not None \
             and (layout == "numerator" or layout == "denominator")
         if fast:
-            call = self._calls.get((want_value, wrt))
+            call = self._calls.get(key)
             if call is not None:
                 result = call(variables)
                 if result is not None:
@@ -732,12 +738,12 @@ class CompiledLoss(CompiledExpression):
         denominator = _layout.check_layout(layout)
         fmt = check_format(format)
         dtype, values, shapes = self._values(variables)
-        trace = [] if fast and not stacked else None
+        trace = [] if fast else None
         value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value,
                                            trace=trace)
         if trace is not None:
-            self._calls[(want_value, wrt)] = self._resolve(trace, values, dtype, wrts[0],
-                                                           want_value, True, False)
+            self._calls[key] = self._resolve(trace, values, dtype, wrts, stacked, want_value,
+                                             True, False)
         results = [_deliver_gradient(g.astype(dtype, copy=False), w, denominator, fmt, out)
                    for w, g in zip(wrts, grads)]
         result = results if stacked else results[0]
@@ -827,13 +833,13 @@ class CompiledLoss(CompiledExpression):
             c = self._scale(term, values, shapes[i])
             if role == "w":
                 (r,) = self._pass(i, values, dtype, shapes[i], (_Z,), [("xw", ("ddt", 0))],
-                                  v=v, trace=trace)
+                                  v=v, trace=trace, owners=[0])
                 if r is not None:
                     hv += c * r
             elif term.matmul is None and v.ndim:
                 # an element-wise term: a diagonal, times v in the pass (_T is v)
                 (r,) = self._pass(i, values, dtype, shapes[i], (wrt,), [("full", ("ddt", 0))],
-                                  v=v, trace=trace)
+                                  v=v, trace=trace, owners=[0])
                 if r is not None:
                     hv += c * r
             else:
@@ -844,8 +850,8 @@ class CompiledLoss(CompiledExpression):
                 if h is not None:
                     hv += c * np.asarray(h) * v
         if trace is not None:
-            self._calls[("hvp", wrt)] = self._resolve(trace, values, dtype, wrt, False, False,
-                                                      True)
+            self._calls[("hvp", wrt)] = self._resolve(trace, values, dtype, (wrt,), False,
+                                                      False, False, True)
         return _deliver_array(hv, dtype)
 
     def hessian(self, wrt=None, *, format="compact", **variables):
@@ -1039,6 +1045,16 @@ def _ready(kwargs):
     if dtype not in _FLOATS or not dtype.isnative:
         return None, None
     return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
+
+
+def _call_key(want_value, wrt):
+    """The key of a resolved gradient call (None: never resolved)."""
+    if wrt is None or type(wrt) is str:
+        return (want_value, wrt)
+    if isinstance(wrt, (list, tuple)) and 0 < len(wrt) <= 4 and \
+            all(type(w) is str for w in wrt):
+        return (want_value, tuple(wrt))
+    return None
 
 
 def _refuse_matrix(term, role, wrt, what):

@@ -342,6 +342,7 @@ def run_rows(Program prog, cnp.ndarray X, cnp.ndarray w, object v, tuple arrays,
 cdef enum:
     LOSS_MAX_VARS = 32
     LOSS_MAX_COEF = 8
+    LOSS_MAX_WRT = 4             # variables of one resolved gradient call
     LOSS_SCALAR = -1             # LossCall.kind_of: a scalar variable (else the ndim)
     ARRAY_Z = -2                 # LossTerm.array_var: the block's X @ w
     ARRAY_T = -3                 # ... X @ v (a row pass), or v itself (element-wise)
@@ -356,7 +357,12 @@ cdef class LossTerm:
     cdef double scalar_const[256]
     cdef int x_var, w_var        # X and w of X @ w (-1: an element-wise term)
     cdef int shape_var           # element-wise: a variable of the term's shape (-1: scalars)
-    cdef int value_acc, grad_acc, grad_vec, grad_full
+    cdef int value_acc
+    # per differentiated variable: its derivative as a sum, an X-weighted
+    # vector or a per-element output (-1 where not)
+    cdef int grad_acc[LOSS_MAX_WRT]
+    cdef int grad_vec[LOSS_MAX_WRT]
+    cdef int grad_full[LOSS_MAX_WRT]
     cdef int n_xw, n_xx
     cdef double factor
     cdef int coef_var[LOSS_MAX_COEF]
@@ -365,11 +371,12 @@ cdef class LossTerm:
     cdef bint mean
 
     def __init__(self, Program program, array_var, scalar_var, scalar_const, int x_var,
-                 int w_var, int shape_var, int value_acc, int grad_acc, int grad_vec,
-                 int grad_full, int n_xw, int n_xx, double factor, coef, bint mean):
+                 int w_var, int shape_var, int value_acc, grad_acc, grad_vec,
+                 grad_full, int n_xw, int n_xx, double factor, coef, bint mean):
         cdef Py_ssize_t j
         if len(array_var) != program.n_arrays or len(scalar_var) != program.n_scalars \
-                or program.n_arrays > 64 or program.n_scalars > 256 or len(coef) > LOSS_MAX_COEF:
+                or program.n_arrays > 64 or program.n_scalars > 256 or len(coef) > LOSS_MAX_COEF \
+                or len(grad_acc) > LOSS_MAX_WRT:
             raise ValueError("internal error: a loss term that does not fit its program")
         self.program = program
         for j in range(program.n_arrays):
@@ -378,8 +385,10 @@ cdef class LossTerm:
             self.scalar_var[j] = scalar_var[j]
             self.scalar_const[j] = scalar_const[j]
         self.x_var, self.w_var, self.shape_var = x_var, w_var, shape_var
-        self.value_acc, self.grad_acc = value_acc, grad_acc
-        self.grad_vec, self.grad_full = grad_vec, grad_full
+        self.value_acc = value_acc
+        for j in range(len(grad_acc)):
+            self.grad_acc[j], self.grad_vec[j], self.grad_full[j] = \
+                grad_acc[j], grad_vec[j], grad_full[j]
         self.n_xw, self.n_xx = n_xw, n_xx
         self.factor, self.mean = factor, mean
         self.n_coef = len(coef)
@@ -402,20 +411,25 @@ cdef class LossCall:
     cdef signed char kind_of[LOSS_MAX_VARS]     # LOSS_SCALAR, or the ndim of an array
     cdef list terms
     cdef double constant
-    cdef int wrt                                # gradient / hvp variable, or -1
+    cdef int wrt[LOSS_MAX_WRT]                  # gradient / hvp variables
+    cdef int n_wrt
+    cdef bint stacked                           # a list of gradients (wrt was a list)
     cdef bint want_value, want_grad, is_hvp
 
-    def __init__(self, tuple names, dtype, kinds, list terms, double constant, int wrt,
-                 bint want_value, bint want_grad, bint is_hvp):
+    def __init__(self, tuple names, dtype, kinds, list terms, double constant, wrt,
+                 bint stacked, bint want_value, bint want_grad, bint is_hvp):
         cdef Py_ssize_t i
-        if len(names) > LOSS_MAX_VARS:
+        if len(names) > LOSS_MAX_VARS or len(wrt) > LOSS_MAX_WRT:
             raise ValueError("too many variables for a resolved call")
+        self.n_wrt, self.stacked = len(wrt), stacked
+        for i in range(self.n_wrt):
+            self.wrt[i] = wrt[i]
         self.names, self.n_vars = names, len(names)
         self.type_num = np.dtype(dtype).num
         self.scalar_type = np.dtype(dtype).type
         for i in range(self.n_vars):
             self.kind_of[i] = kinds[i]
-        self.terms, self.constant, self.wrt = terms, constant, wrt
+        self.terms, self.constant = terms, constant
         self.want_value, self.want_grad, self.is_hvp = want_value, want_grad, is_hvp
 
     def __call__(self, dict variables, v=None):
@@ -455,49 +469,59 @@ cdef class LossCall:
             data[i] = cnp.PyArray_DATA(arr)
             dims[i] = cnp.PyArray_DIMS(arr)
         cdef void* vdata = NULL
+        cdef int w0 = self.wrt[0]
         if self.is_hvp:
             if not cnp.PyArray_CheckExact(v):
                 return None
             arr = <cnp.ndarray>v
             if cnp.PyArray_TYPE(arr) != self.type_num or \
-                    cnp.PyArray_NDIM(arr) != self.kind_of[self.wrt] or \
+                    cnp.PyArray_NDIM(arr) != self.kind_of[w0] or \
                     not cnp.PyArray_ISCARRAY_RO(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
                 return None
-            for i in range(self.kind_of[self.wrt]):
-                if cnp.PyArray_DIMS(arr)[i] != dims[self.wrt][i]:
+            for i in range(self.kind_of[w0]):
+                if cnp.PyArray_DIMS(arr)[i] != dims[w0][i]:
                     return None
             vdata = cnp.PyArray_DATA(arr)
-        # the gradient (or product): the wrt variable's shape, in float64 until the end
-        cdef Py_ssize_t n_grad = 1
-        if self.wrt >= 0 and self.kind_of[self.wrt] != LOSS_SCALAR:
-            for i in range(self.kind_of[self.wrt]):
-                n_grad *= dims[self.wrt][i]
-        cdef cnp.ndarray grad = None
-        if self.want_grad or self.is_hvp:
-            grad = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n_grad, cnp.NPY_DOUBLE, 0)
+        # the gradients (or the product): each of its variable's size, float64 until the end
+        cdef Py_ssize_t n_grad[LOSS_MAX_WRT]
+        cdef double* gptr[LOSS_MAX_WRT]
+        cdef list grads = []
+        cdef Py_ssize_t k
+        for k in range(self.n_wrt if (self.want_grad or self.is_hvp) else 0):
+            n_grad[k] = 1
+            if self.kind_of[self.wrt[k]] != LOSS_SCALAR:
+                for i in range(self.kind_of[self.wrt[k]]):
+                    n_grad[k] *= dims[self.wrt[k]][i]
+            grads.append(cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n_grad[k], cnp.NPY_DOUBLE, 0))
+            gptr[k] = <double*>cnp.PyArray_DATA(<cnp.ndarray>grads[k])
         cdef double value = self.constant
         cdef LossTerm term
         for term in self.terms:
-            if run_loss_term(term, is_double, data, sval, dims, self.kind_of, vdata, n_grad,
-                             <double*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
-                             &value) != 0:
+            if run_loss_term(term, is_double, data, sval, dims, self.kind_of, vdata,
+                             len(grads), n_grad, gptr, &value) != 0:
                 return None
-        if grad is not None:
-            if self.kind_of[self.wrt] == LOSS_SCALAR:
-                result = self.scalar_type(grad[0])
+        if not grads:
+            return self.scalar_type(value)
+        results = []
+        for k in range(len(grads)):
+            grad = <cnp.ndarray>grads[k]
+            if self.kind_of[self.wrt[k]] == LOSS_SCALAR:
+                results.append(self.scalar_type(grad[0]))
             else:
                 result = grad if is_double else grad.astype(np.float32)
-                if self.kind_of[self.wrt] != 1:
-                    result = result.reshape(variables[self.names[self.wrt]].shape)
-            if self.is_hvp or not self.want_value:
-                return result
-            return self.scalar_type(value), result
-        return self.scalar_type(value)
+                if self.kind_of[self.wrt[k]] != 1:
+                    result = result.reshape(variables[self.names[self.wrt[k]]].shape)
+                results.append(result)
+        result = results if self.stacked else results[0]
+        if self.is_hvp or not self.want_value:
+            return result
+        return self.scalar_type(value), result
 
 
 cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double* sval,
                        cnp.npy_intp** dims, const signed char* kind_of, void* vdata,
-                       Py_ssize_t n_grad, double* grad, double* value) except -2:
+                       Py_ssize_t n_wrt, const Py_ssize_t* n_grad, double** grad,
+                       double* value) except -2:
     """One term of a LossCall into value and grad; 1 when the full path must
     take over (shapes that differ, an empty mean), 0 when done."""
     cdef Program p = term.program
@@ -505,10 +529,12 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
     cdef void* optr[64]
     cdef double svals[256]
     cdef double sums[256]
-    cdef Py_ssize_t j, d, N = 0, n = 0, size = 1, k
+    cdef Py_ssize_t j, d, N = 0, n = 0, size = 1, k, q
     cdef int var, status
     cdef double c = term.factor
-    cdef cnp.ndarray result, full = None
+    cdef cnp.ndarray result
+    cdef list fulls = [None] * n_wrt
+    cdef double* g
     cdef double* res = NULL
     if term.x_var >= 0:                 # X (N, n), w (n,), per-row arrays (N,)
         N, n = dims[term.x_var][0], dims[term.x_var][1]
@@ -531,8 +557,9 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
             for d in range(kind_of[var]):
                 if dims[var][d] != dims[term.shape_var][d]:
                     return 1
-    if term.grad_full >= 0 and size != n_grad:
-        return 1
+    for q in range(n_wrt):
+        if term.grad_full[q] >= 0 and size != n_grad[q]:
+            return 1
     # the coefficient, as _batch.CompiledLoss._scale
     for j in range(term.n_coef):
         c = c * sval[term.coef_var[j]] if term.coef_pow[j] == 1 else \
@@ -548,9 +575,10 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
         aptr[j] = data[var] if var >= 0 else (vdata if var == ARRAY_T and term.x_var < 0 else NULL)
     for j in range(p.n_outs):
         optr[j] = NULL
-    if term.grad_full >= 0:
-        full = np.empty(size, dtype=np.float64 if is_double else np.float32)
-        optr[term.grad_full] = cnp.PyArray_DATA(full)
+    for q in range(n_wrt):
+        if term.grad_full[q] >= 0:
+            fulls[q] = np.empty(size, dtype=np.float64 if is_double else np.float32)
+            optr[term.grad_full[q]] = cnp.PyArray_DATA(<cnp.ndarray>fulls[q])
     cdef ProgramView view = p.view
     cdef double small[512]          # the pass's results, when they fit (no allocation)
     cdef Py_ssize_t stride = p.n_acc + (term.n_xw + term.n_xx) * n
@@ -563,25 +591,24 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
             res = <double*>cnp.PyArray_DATA(result)
         if N * (n + 1) >= NOGIL_MIN_SIZE:
             state = PyEval_SaveThread()
-        if True:
-            if is_double:
-                status = CURRENT.batch_f64(<const double*>data[term.x_var],
-                                           <const double*>data[term.w_var], <const double*>vdata,
-                                           N, n, view.code, view.n_instr, view.n_regs, view.kind,
-                                           view.index, view.slot, view.n_slots, <double**>aptr,
-                                           find_array(term, ARRAY_Z, p.n_arrays),
-                                           find_array(term, ARRAY_T, p.n_arrays), svals,
-                                           p.n_outs, term.n_xw, term.n_xx, <double**>optr,
-                                           view.n_acc, res)
-            else:
-                status = CURRENT.batch_f32(<const float*>data[term.x_var],
-                                           <const float*>data[term.w_var], <const float*>vdata,
-                                           N, n, view.code, view.n_instr, view.n_regs, view.kind,
-                                           view.index, view.slot, view.n_slots, <float**>aptr,
-                                           find_array(term, ARRAY_Z, p.n_arrays),
-                                           find_array(term, ARRAY_T, p.n_arrays), svals,
-                                           p.n_outs, term.n_xw, term.n_xx, <float**>optr,
-                                           view.n_acc, res)
+        if is_double:
+            status = CURRENT.batch_f64(<const double*>data[term.x_var],
+                                       <const double*>data[term.w_var], <const double*>vdata,
+                                       N, n, view.code, view.n_instr, view.n_regs, view.kind,
+                                       view.index, view.slot, view.n_slots, <double**>aptr,
+                                       find_array(term, ARRAY_Z, p.n_arrays),
+                                       find_array(term, ARRAY_T, p.n_arrays), svals,
+                                       p.n_outs, term.n_xw, term.n_xx, <double**>optr,
+                                       view.n_acc, res)
+        else:
+            status = CURRENT.batch_f32(<const float*>data[term.x_var],
+                                       <const float*>data[term.w_var], <const float*>vdata,
+                                       N, n, view.code, view.n_instr, view.n_regs, view.kind,
+                                       view.index, view.slot, view.n_slots, <float**>aptr,
+                                       find_array(term, ARRAY_Z, p.n_arrays),
+                                       find_array(term, ARRAY_T, p.n_arrays), svals,
+                                       p.n_outs, term.n_xw, term.n_xx, <float**>optr,
+                                       view.n_acc, res)
         if state != NULL:
             PyEval_RestoreThread(state)
         if status != 0:
@@ -593,18 +620,20 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
         res = NULL
     if term.value_acc >= 0:
         value[0] += c * sums[term.value_acc]
-    if term.grad_acc >= 0:
-        grad[0] += c * sums[term.grad_acc]
-    if term.grad_vec >= 0:
-        for k in range(n_grad):
-            grad[k] += c * res[p.n_acc + term.grad_vec * n + k]
-    if term.grad_full >= 0:
-        if is_double:
-            for k in range(n_grad):
-                grad[k] += c * (<double*>cnp.PyArray_DATA(full))[k]
-        else:
-            for k in range(n_grad):
-                grad[k] += c * <double>(<float*>cnp.PyArray_DATA(full))[k]
+    for q in range(n_wrt):
+        g = grad[q]
+        if term.grad_acc[q] >= 0:
+            g[0] += c * sums[term.grad_acc[q]]
+        if term.grad_vec[q] >= 0:
+            for k in range(n_grad[q]):
+                g[k] += c * res[p.n_acc + term.grad_vec[q] * n + k]
+        if term.grad_full[q] >= 0:
+            if is_double:
+                for k in range(n_grad[q]):
+                    g[k] += c * (<double*>cnp.PyArray_DATA(<cnp.ndarray>fulls[q]))[k]
+            else:
+                for k in range(n_grad[q]):
+                    g[k] += c * <double>(<float*>cnp.PyArray_DATA(<cnp.ndarray>fulls[q]))[k]
     return 0
 
 
