@@ -318,6 +318,7 @@ def run_rows(Program prog, cnp.ndarray X, cnp.ndarray w, object v, tuple arrays,
     cdef double* res = <double*>cnp.PyArray_DATA(result)
     cdef const void* xptr = cnp.PyArray_DATA(X)
     cdef const void* wptr = cnp.PyArray_DATA(w)
+    cdef Py_ssize_t compiled = row_program_code(prog, is_double, N)
     cdef ProgramView p = prog.view          # C values only from here on
     with nogil:
         if is_double:
@@ -325,16 +326,28 @@ def run_rows(Program prog, cnp.ndarray X, cnp.ndarray w, object v, tuple arrays,
                                        <const double*>vptr, N, n, p.code, p.n_instr, p.n_regs,
                                        p.kind, p.index, p.slot, p.n_slots, <double**>aptr,
                                        z_array, t_array, svals, n_outs, n_xw, n_xx,
-                                       <double**>optr, p.n_acc, res)
+                                       <double**>optr, p.n_acc, compiled, res)
         else:
             status = CURRENT.batch_f32(<const float*>xptr, <const float*>wptr,
                                        <const float*>vptr, N, n, p.code, p.n_instr, p.n_regs,
                                        p.kind, p.index, p.slot, p.n_slots, <float**>aptr,
                                        z_array, t_array, svals, n_outs, n_xw, n_xx,
-                                       <float**>optr, p.n_acc, res)
+                                       <float**>optr, p.n_acc, compiled, res)
     if status != 0:
         raise MemoryError("fastjac: could not allocate the scratch of a batch pass")
     return result
+
+
+cdef Py_ssize_t row_program_code(Program prog, bint is_double, Py_ssize_t N) except -2:
+    """The address of prog's compiled chunk function for a row pass over N
+    rows (0: the interpreter runs it). Compiled (_jit.py) at the first pass
+    of JIT_MIN_SIZE rows or more, as expressions are at that many elements;
+    programs with a vectorised transcendental function stay interpreted."""
+    cdef Py_ssize_t fn = prog.jit_f64 if is_double else prog.jit_f32
+    if fn == 0 and 0 <= JIT_MIN_SIZE <= N:
+        _jit_module.attach(prog, is_double)
+        fn = prog.jit_f64 if is_double else prog.jit_f32
+    return fn if fn > 0 else 0
 
 
 # -- a compiled loss's call, resolved for one signature (_batch.py) ---------------
@@ -579,6 +592,7 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
         if term.grad_full[q] >= 0:
             fulls[q] = np.empty(size, dtype=np.float64 if is_double else np.float32)
             optr[term.grad_full[q]] = cnp.PyArray_DATA(<cnp.ndarray>fulls[q])
+    cdef Py_ssize_t compiled = row_program_code(p, is_double, N) if term.x_var >= 0 else 0
     cdef ProgramView view = p.view
     cdef double small[512]          # the pass's results, when they fit (no allocation)
     cdef Py_ssize_t stride = p.n_acc + (term.n_xw + term.n_xx) * n
@@ -599,7 +613,7 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
                                        find_array(term, ARRAY_Z, p.n_arrays),
                                        find_array(term, ARRAY_T, p.n_arrays), svals,
                                        p.n_outs, term.n_xw, term.n_xx, <double**>optr,
-                                       view.n_acc, res)
+                                       view.n_acc, compiled, res)
         else:
             status = CURRENT.batch_f32(<const float*>data[term.x_var],
                                        <const float*>data[term.w_var], <const float*>vdata,
@@ -608,7 +622,7 @@ cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double*
                                        find_array(term, ARRAY_Z, p.n_arrays),
                                        find_array(term, ARRAY_T, p.n_arrays), svals,
                                        p.n_outs, term.n_xw, term.n_xx, <float**>optr,
-                                       view.n_acc, res)
+                                       view.n_acc, compiled, res)
         if state != NULL:
             PyEval_RestoreThread(state)
         if status != 0:

@@ -757,6 +757,12 @@ cdef extern from "_batch_rows.h" nogil:
                             double* g, int squared)
 
 
+# The chunk function _jit.py compiles for a program (as _expr.pyx's): the
+# row pass calls it on one block of rows at a time, from 0 to m.
+ctypedef void (*block_fn_t)(void** arrays, const double* scalars, void** outs, double* acc,
+                            Py_ssize_t start, Py_ssize_t stop, int streamed) noexcept nogil
+
+
 # One call of a batch loss's program over the rows of X (see row_pass).
 cdef struct RowsJob:
     const int* prog
@@ -779,6 +785,7 @@ cdef struct RowsJob:
     void** R                    # per worker: n_regs register pointers
     double* acc                 # per chunk: stride accumulators
     Py_ssize_t n_acc, stride
+    block_fn_t compiled         # the program as compiled C (_jit.py), or NULL
 
 
 cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
@@ -800,6 +807,9 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
     cdef floating* obuf = tbuf + BLOCK
     cdef const floating* X = <const floating*>job.X
     cdef const floating* Xb
+    cdef void* block_in[64]         # the compiled program's inputs and outputs, per block
+    cdef void* block_out[64]
+    cdef double block_acc[64]
     for i in range(job.stride):
         acc[i] = 0
     bind_scratch(job.n_regs, job.kind, job.index, job.slot, job.scalars, scratch, R)
@@ -820,15 +830,27 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
                 fj_rows_dot_float(Xb, n, <const float*>job.w, m, zbuf)
             if job.t_array >= 0:
                 fj_rows_dot_float(Xb, n, <const float*>job.v, m, tbuf)
-        for r in range(job.n_regs):
-            if job.kind[r] == K_ARRAY:
-                if job.index[r] == job.z_array:
-                    R[r] = zbuf
-                elif job.index[r] == job.t_array:
-                    R[r] = tbuf
-                else:
-                    R[r] = <floating*>job.arrays[job.index[r]] + pos
-        exec_block(job.prog, job.n_instr, R, acc, m)
+        if job.compiled != NULL:
+            for r in range(job.n_regs):
+                if job.kind[r] == K_ARRAY:
+                    j = job.index[r]
+                    block_in[j] = zbuf if j == job.z_array else (
+                        tbuf if j == job.t_array else <floating*>job.arrays[j] + pos)
+                elif job.kind[r] == K_OUT:
+                    block_out[job.index[r]] = obuf + <Py_ssize_t>job.index[r] * BLOCK
+            job.compiled(block_in, job.scalars, block_out, block_acc, 0, m, 0)
+            for j in range(job.n_acc):
+                acc[j] += block_acc[j]
+        else:
+            for r in range(job.n_regs):
+                if job.kind[r] == K_ARRAY:
+                    if job.index[r] == job.z_array:
+                        R[r] = zbuf
+                    elif job.index[r] == job.t_array:
+                        R[r] = tbuf
+                    else:
+                        R[r] = <floating*>job.arrays[job.index[r]] + pos
+            exec_block(job.prog, job.n_instr, R, acc, m)
         for j in range(job.n_xw + job.n_xx):
             if floating is double:
                 fj_rows_axpy_double(Xb, n, obuf + j * BLOCK, m, G + j * n, j >= job.n_xw)
@@ -855,11 +877,12 @@ cdef inline int row_pass(const floating* X, const floating* w, const floating* v
                          const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                          floating** arrays, int z_array, int t_array, const double* scalars,
                          Py_ssize_t n_outs, Py_ssize_t n_xw, Py_ssize_t n_xx,
-                         floating** full_outs, Py_ssize_t n_acc,
+                         floating** full_outs, Py_ssize_t n_acc, Py_ssize_t compiled,
                          double* result) noexcept nogil:
     """A batch loss's program over the N rows of X (N x n, C order), in one
     pass: result[0:n_acc] = the program's sums, then (n_xw + n_xx) vectors
-    of n (see rows_chunk). -1 on OOM.
+    of n (see rows_chunk); ``compiled``: the address of the program's
+    compiled chunk function (_jit.py), 0 for the interpreter. -1 on OOM.
 
     Chunks of rows (whole blocks, depending on N and n only) on the pool's
     threads, their accumulators added in chunk order: the same result on
@@ -891,6 +914,7 @@ cdef inline int row_pass(const floating* X, const floating* w, const floating* v
     job.N, job.n = N, n
     job.n_outs, job.n_xw, job.n_xx = n_outs, n_xw, n_xx
     job.full_outs, job.n_acc = <void**>full_outs, n_acc
+    job.compiled = <block_fn_t>compiled if compiled > 0 else NULL
     if N == 0:
         for i in range(job.stride):
             job.acc[i] = 0

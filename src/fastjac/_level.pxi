@@ -69,9 +69,10 @@ cdef int batch_f64(const double* X, const double* w, const double* v, Py_ssize_t
                    const int* index, const int* slot, Py_ssize_t n_slots, double** arrays,
                    int z_array, int t_array, const double* scalars, Py_ssize_t n_outs,
                    Py_ssize_t n_xw, Py_ssize_t n_xx, double** full_outs, Py_ssize_t n_acc,
-                   double* result) noexcept nogil:
+                   Py_ssize_t compiled, double* result) noexcept nogil:
     return row_pass(X, w, v, N, n, prog, n_instr, n_regs, kind, index, slot, n_slots, arrays,
-                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, result)
+                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, compiled,
+                    result)
 
 
 cdef int batch_f32(const float* X, const float* w, const float* v, Py_ssize_t N, Py_ssize_t n,
@@ -79,9 +80,10 @@ cdef int batch_f32(const float* X, const float* w, const float* v, Py_ssize_t N,
                    const int* index, const int* slot, Py_ssize_t n_slots, float** arrays,
                    int z_array, int t_array, const double* scalars, Py_ssize_t n_outs,
                    Py_ssize_t n_xw, Py_ssize_t n_xx, float** full_outs, Py_ssize_t n_acc,
-                   double* result) noexcept nogil:
+                   Py_ssize_t compiled, double* result) noexcept nogil:
     return row_pass(X, w, v, N, n, prog, n_instr, n_regs, kind, index, slot, n_slots, arrays,
-                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, result)
+                    z_array, t_array, scalars, n_outs, n_xw, n_xx, full_outs, n_acc, compiled,
+                    result)
 
 
 cdef KernelTable KERNELS

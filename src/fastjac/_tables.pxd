@@ -47,14 +47,14 @@ ctypedef int (*batch_f64_t)(const double* X, const double* w, const double* v,
                            const int* slot, Py_ssize_t n_slots, double** arrays, int z_array,
                            int t_array, const double* scalars, Py_ssize_t n_outs,
                            Py_ssize_t n_xw, Py_ssize_t n_xx, double** full_outs,
-                           Py_ssize_t n_acc, double* result) noexcept nogil
+                           Py_ssize_t n_acc, Py_ssize_t compiled, double* result) noexcept nogil
 ctypedef int (*batch_f32_t)(const float* X, const float* w, const float* v,
                            Py_ssize_t N, Py_ssize_t n, const int* prog, Py_ssize_t n_instr,
                            Py_ssize_t n_regs, const int* kind, const int* index,
                            const int* slot, Py_ssize_t n_slots, float** arrays, int z_array,
                            int t_array, const double* scalars, Py_ssize_t n_outs,
                            Py_ssize_t n_xw, Py_ssize_t n_xx, float** full_outs,
-                           Py_ssize_t n_acc, double* result) noexcept nogil
+                           Py_ssize_t n_acc, Py_ssize_t compiled, double* result) noexcept nogil
 
 cdef struct ExprTable:
     program_f64_t program_f64
