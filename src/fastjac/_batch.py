@@ -1109,10 +1109,11 @@ def _vector_like(v, like, dtype, what, wrt):
 
 
 def _weighted_gram(X, h):
-    """X^T diag(h) X in float64, by blocks of rows (BLAS; a bounded temporary)."""
+    """X^T diag(h) X in float64, by blocks of rows: a few large BLAS calls,
+    with a temporary of at most 2^24 numbers (128 MiB) rather than N x n."""
     n = X.shape[1]
     H = np.zeros((n, n), np.float64)
-    rows = max(256, (1 << 20) // max(n, 1))
+    rows = max(256, (1 << 24) // max(n, 1))
     for start in range(0, X.shape[0], rows):
         Xb = X[start:start + rows].astype(np.float64, copy=False)
         H += Xb.T @ (Xb * h[start:start + rows, None])
