@@ -30,8 +30,12 @@ per call for each of:
 * "dense Hessian": the n x n matrix X^T diag(h) X / N, ``hessian("w")``
   (per-row h in one pass, then a blocked BLAS product); rivals:
   scikit-learn's ``gradient_hessian`` (it also returns the gradient),
-  ``jax.jit(jax.hessian(f))``, ``torch.func.hessian(f)``, NumPy
-  X.T @ (h[:, None] * X) / N. Compute-bound (2 N n^2 flops): no STREAM twin.
+  ``jax.jit(jax.hessian(f))``, ``torch.func.hessian(f)`` (up to N n^2 =
+  10^9: beyond, a call takes minutes), NumPy X.T @ (h[:, None] * X) / N.
+  Compute-bound (2 N n^2 flops): no STREAM twin.
+
+scikit-learn's pointwise loops run with ``n_threads=1``, as
+LogisticRegression calls them; its BLAS products use every core.
 
 Sizes: the run's ``n`` is the number of rows N (capped at 10^6, the case's
 ``n`` staying the size asked for, as the expr family's neuron); each N is
@@ -51,14 +55,21 @@ of norm about 1, and w = w_true / 2, so that the gradient is not small.
 """
 import numpy as np
 
-from ._harness import Case, Rival
-from ._rivals import CORES, load
+from ._harness import Case, Rival, Skip
+from ._rivals import load
 
 FAMILY = "loss"
 DESCRIPTION = ("losses over batches: logistic loss value+gradient, Hessian-vector product, "
                "Hessian diagonal and dense Hessian wrt w of X @ w")
 
 MAX_ROWS = 1_000_000
+# scikit-learn's pointwise loss loops (OpenMP): one thread, as LogisticRegression
+# calls LinearModelLoss (its BLAS products X @ w and X.T @ r use every core).
+# Two threads were no faster at N = 10^6 here, and 5x slower at N = 16 (the
+# second thread's wake-up on a shared 2-vCPU VM).
+SKLEARN_THREADS = 1
+# torch.func.hessian (forward over reverse) takes minutes a call at N = 10^6 x 100
+TORCH_DENSE_MAX = 10**9     # N * n^2
 FEATURES = (10, 100)
 CALL_SHAPE = (16, 10)       # the per-call case at the run's n = 16
 QUICK = {"value+grad", "hvp"}          # at 10 features
@@ -161,7 +172,7 @@ def value_grad_case(N, n, dtype, run_n):
 
     def sklearn():
         lml = _sklearn()
-        return lambda: lml.loss_gradient(w, X, y, l2_reg_strength=0.0, n_threads=CORES)
+        return lambda: lml.loss_gradient(w, X, y, l2_reg_strength=0.0, n_threads=SKLEARN_THREADS)
 
     def jax():
         jx, f = _jax_loss()
@@ -207,14 +218,14 @@ def hvp_case(N, n, dtype, run_n):
 
     def sklearn():
         lml = _sklearn()
-        _, hessp = lml.gradient_hessian_product(w, X, y, n_threads=CORES)
+        _, hessp = lml.gradient_hessian_product(w, X, y, n_threads=SKLEARN_THREADS)
         return lambda: hessp(v)
 
     def sklearn_setup():
         lml = _sklearn()
 
         def fn():
-            _, hessp = lml.gradient_hessian_product(w, X, y, n_threads=CORES)
+            _, hessp = lml.gradient_hessian_product(w, X, y, n_threads=SKLEARN_THREADS)
             return hessp(v)
         return fn
 
@@ -272,7 +283,7 @@ def dense_case(N, n, dtype, run_n):
         lml = _sklearn()
 
         def fn():
-            _, hess, _ = lml.gradient_hessian(w, X, y, n_threads=CORES)
+            _, hess, _ = lml.gradient_hessian(w, X, y, n_threads=SKLEARN_THREADS)
             return hess
         return fn
 
@@ -283,6 +294,9 @@ def dense_case(N, n, dtype, run_n):
         return lambda: hess(wj, Xj, yj).block_until_ready()
 
     def torch():
+        if N * n * n > TORCH_DENSE_MAX:
+            raise Skip(f"not timed above N n^2 = {TORCH_DENSE_MAX:.0e}: torch.func.hessian "
+                       f"takes over a minute per call at N = 10^6, n = 100")
         th, f = _torch_loss(X, y)
         from torch.func import hessian
         wt = th.from_numpy(w)

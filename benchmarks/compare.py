@@ -422,8 +422,9 @@ def _loss_bound(report, label, kind, least_n=1_000_000):
     top = max(c["n"] for c in cs)
     at = [c for c in cs if c["n"] == top]
     rs = [(bound_ratio(c, report)[0], c) for c in at]
-    evidence = "; ".join(f"{c['name'].split(', ', 1)[1]}: {fmt_time(c['times']['fastjac']['median'])}"
-                         f" vs {fmt_time(c['times']['stream']['median'])}, {r:.2f}×"
+    evidence = "; ".join(f"{c['name'].split(', ', 1)[1]}: "
+                         f"{fmt_time(c['times']['fastjac']['median'])} vs "
+                         f"{fmt_time(c['times']['stream']['median'])}, {r:.2f}×"
                          for r, c in rs)
     if top < least_n:
         return label, None, f"not run at N ≥ {least_n:,}; at n = {top:,}: {evidence}"
