@@ -177,16 +177,14 @@ def lbfgs(value_and_grad, theta0, tol=TOL, maxiter=10_000):
     Returns (theta, [max |gradient| per iteration], iterations)."""
     from scipy.optimize import minimize
 
-    last = {}
+    last, history = {}, []
 
     def fun(theta):
         f, g = value_and_grad(theta)
         last["g"] = g
+        if not history:                 # the first call is at theta0
+            history.append(np.max(np.abs(g)))
         return f, g
-
-    history = []
-    fun(np.asarray(theta0, dtype=np.float64))
-    history.append(np.max(np.abs(last["g"])))
 
     def callback(intermediate_result):
         # the line search's last evaluation is the accepted iterate
