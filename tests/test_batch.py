@@ -242,6 +242,34 @@ def test_threads_do_not_change_bits():
     np.testing.assert_allclose(one[1], g, rtol=1e-9)
 
 
+def test_several_variables_jvp_vjp_in_one_pass():
+    d = _data("poisson", 300, 5, np.float64)
+    loss = _logistic()
+    value, g, H, gb, *_ = _oracle("logistic", d)
+    val, (gw, gbb, gs) = loss.value_and_jacobian(["w", "b", "s"], **d)
+    np.testing.assert_allclose(val, value, rtol=1e-12)
+    np.testing.assert_allclose(gw, g, rtol=1e-10)
+    np.testing.assert_allclose(gbb, gb, rtol=1e-10)
+    z = d["X"] @ d["w"] + d["b"]
+    np.testing.assert_allclose(gs, (np.logaddexp(0, z) - d["y"] * z) / 300, rtol=1e-12)
+    t = np.linspace(0, 1, 5)
+    v2, prod = loss.jvp(["w", "b"], [t, 2.0], **d)
+    np.testing.assert_allclose(prod, g @ t + 2 * gb, rtol=1e-10)
+    v3, cot = loss.vjp("w", 3.0, **d)
+    np.testing.assert_allclose(cot, 3 * g, rtol=1e-10)
+    with pytest.raises(ValueError, match="cotangent must be a number"):
+        loss.vjp("w", np.ones(2), **d)
+    with pytest.raises(ValueError, match="2 variables but 1 tangents"):
+        loss.jvp(["w", "b"], [t], **d)
+    with pytest.raises(ValueError, match="names a variable twice"):
+        loss.jacobian(["w", "w"], **d)
+    with pytest.raises(ValueError, match="out= is for one variable"):
+        loss.jacobian(["w", "b"], out=np.empty(5), **d)
+    with pytest.raises(NotImplementedError, match="kernel"):
+        loss.kernel("w")
+    assert isinstance(loss, fastjac.CompiledExpression)
+
+
 def test_empty_and_tiny_batches():
     loss = fastjac.compile(fastjac.sum((X_ @ w_ - y_) ** 2))
     d = {"X": np.zeros((0, 3)), "w": np.ones(3), "y": np.zeros(0)}
@@ -330,3 +358,28 @@ def test_unsupported_expressions_are_refused_at_compile():
         fastjac.mean(x, axis=(0, 0))
     with pytest.raises(NotImplementedError, match="weight of"):
         fastjac.compile(x * fastjac.mean(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softplus_from_one_exponential_keeps_the_bits_of_each_formula(dtype):
+    """softplus_vd (value and derivatives from one exp) against the value
+    alone and the core's derivative kernel: the same bits."""
+    x = fastjac.var("x")
+    xs = np.array([0.0, -0.0, 1e-12, -3.5, 2.25, 30.0, -30.0, 745.0, -745.0, np.inf,
+                   -np.inf, np.nan] + list(np.linspace(-40, 40, 301)), dtype)
+    value, slope = fastjac.compile(fastjac.softplus(x)).value_and_jacobian("x", x=xs)
+    np.testing.assert_array_equal(value, fastjac.compile(fastjac.softplus(x)).value(x=xs))
+    np.testing.assert_array_equal(slope, fastjac.jacobian("softplus", xs))
+    # the second derivative in a loss, against sum_hessian's kernel (same formula
+    # up to rounding: sigmoid' = e / (1 + e)^2)
+    loss = fastjac.compile(fastjac.sum(fastjac.softplus(x), axis=0))
+    finite = xs[np.isfinite(xs)]
+    np.testing.assert_allclose(loss.hessian_diagonal("x", x=finite),
+                               fastjac.sum_hessian("softplus", finite),
+                               rtol=4 * np.finfo(dtype).eps, atol=0)
+    lsig = fastjac.compile(fastjac.sum(fastjac.log_sigmoid(x), axis=0))
+    np.testing.assert_array_equal(lsig.jacobian("x", x=finite),
+                                  fastjac.jacobian("log_sigmoid", finite))
+    np.testing.assert_allclose(lsig.hessian_diagonal("x", x=finite),
+                               fastjac.sum_hessian("log_sigmoid", finite),
+                               rtol=4 * np.finfo(dtype).eps, atol=0)

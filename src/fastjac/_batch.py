@@ -48,8 +48,10 @@ import numbers
 import numpy as np
 
 from . import _expr, _layout, _ops
-from .expr import (Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var, _Builder, _finish,
-                   _ONE, _OPCODES, _KINDS, coerce_named)
+from ._api import check_format
+from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
+                   _Builder, _finish, _ONE, _OPCODES, _KINDS, _check_variable_order, _results,
+                   coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
 _T = "\x00t"          # and X @ v (a Hessian-vector product)
@@ -259,13 +261,15 @@ def _term_program(term, scalar_vars, dirs, outs):
 
     dirs: the directions, each _Z or a variable name (seeded with ones).
     outs: what to compute, in output order, each (sink, what) with sink
-    "acc" (a sum) or "out" (a per-row output), and what one of ("value",),
-    ("d", k), ("dd", k, l) or ("ddt", k) (= d2e/dk2 times X @ v).
+    "acc" (a sum) or a per-row output ("xw", "xx" or "full": see _TermRun),
+    and what one of ("value",), ("d", k), ("dd", k, l) or ("ddt", k) (=
+    d2e/dk2 times X @ v).
     Returns (Program, [result index or None (structurally zero)], arrays,
     scalars) where a result index is the accumulator or output number.
     """
     B = _Second()
     V, T, S = {}, {}, {}
+    second = any(what[0] in ("dd", "ddt") for _, what in outs)    # second derivatives asked
     nd = len(dirs)
     pairs = [(k, l) for k in range(nd) for l in range(k, nd)]
 
@@ -295,13 +299,29 @@ def _term_program(term, scalar_vars, dirs, outs):
                 T[node] = [B.t_neg(t) for t in ta]
                 S[node] = {p: B.t_neg(s) for p, s in sa.items()}
                 continue
-            V[node] = B.emit(op, a)
             moving = any(t is not None for t in ta)
-            d1 = B.code(_ops.UNARY[op], a, a) if moving else None
-            d2 = B.code(_ops.UNARY_SECOND[op], a, a) if moving else None
+            flip = op == "log_sigmoid" and moving       # log_sigmoid(a) = -softplus(-a)
+            if flip:
+                a, op = B.emit("negative", a), "softplus"
+                ta = [B.t_neg(t) for t in ta]
+                sa = {p: B.t_neg(x) for p, x in sa.items()}
+            if op == "softplus" and moving:
+                # value, first and second derivative from one exponential
+                v, d1 = B.reg("temp"), B.reg("temp")
+                d2 = B.reg("temp") if second else None
+                B.instr.append([_OPCODES["softplus_vd"], v, a, d1, -1 if d2 is None else d2])
+            else:
+                v = B.emit(op, a)
+                d1 = B.code(_ops.UNARY[op], a, a) if moving else None
+                d2 = B.code(_ops.UNARY_SECOND[op], a, a) if moving and second else None
+            V[node] = v
             T[node] = [B.t_mul(d1, t) for t in ta]
             S[node] = {(k, l): B.t_add(B.t_mul(d2, B.t_mul(ta[k], ta[l])), B.t_mul(d1, sa[(k, l)]))
                        for k, l in pairs}
+            if flip:
+                V[node] = B.emit("negative", v)
+                T[node] = [B.t_neg(t) for t in T[node]]
+                S[node] = {p: B.t_neg(x) for p, x in S[node].items()}
         else:                                   # Binary
             a, b = V[node.a], V[node.b]
             ta, tb, sa, sb = T[node.a], T[node.b], S[node.a], S[node.b]
@@ -327,9 +347,9 @@ def _term_program(term, scalar_vars, dirs, outs):
             code_aa, code_bb, code_ab = _ops.BINARY_SECOND[op]
             da = B.code(code_a, a, b) if moves_a else None
             db = B.code(code_b, a, b) if moves_b else None
-            daa = B.code(code_aa, a, b) if moves_a else None
-            dbb = B.code(code_bb, a, b) if moves_b else None
-            dab = B.code(code_ab, a, b) if moves_a and moves_b else None
+            daa = B.code(code_aa, a, b) if moves_a and second else None
+            dbb = B.code(code_bb, a, b) if moves_b and second else None
+            dab = B.code(code_ab, a, b) if moves_a and moves_b and second else None
             T[node] = [B.t_add(B.t_mul(da, x), B.t_mul(db, y)) for x, y in zip(ta, tb)]
             S[node] = {(k, l): _sum_of(
                 B, B.t_mul(daa, B.t_mul(ta[k], ta[l])),
@@ -339,7 +359,7 @@ def _term_program(term, scalar_vars, dirs, outs):
 
     root = term.reduction.arg
     bound = set()
-    produced = {ins[1] for ins in B.instr}
+    produced = {r for ins in B.instr for r in _results(ins)}
     results = []
     for sink, what in outs:
         if what[0] == "value":
@@ -355,7 +375,7 @@ def _term_program(term, scalar_vars, dirs, outs):
             results.append(None)
             continue
         r = B.reg_of(r)
-        if sink == "acc":
+        if sink == "acc":                       # else a per-row output
             results.append(B.n_acc)
             B.instr.append([_OPCODES["sum"], B.n_acc, r, r, 0])
             B.n_acc += 1
@@ -382,7 +402,7 @@ def _sum_of(B, *parts):
 # The compiled loss
 # =============================================================================
 
-class CompiledLoss:
+class CompiledLoss(CompiledExpression):
     """A scalar loss over a batch, analysed once; see :func:`fastjac.compile`.
 
     Obtained from :func:`fastjac.compile` for an expression with ``X @ w``,
@@ -395,10 +415,12 @@ class CompiledLoss:
     :func:`fastjac.jacobian`: float32 stays float32, everything else becomes
     float64; every sum is accumulated in float64 and rounded once.
 
-    Each derivative method takes ``wrt``, the name of one variable. For the
-    weights ``w`` of ``X @ w``: the gradient is X^T e' (n,), the Hessian
-    X^T diag(e'') X (n x n), computed in one pass over X each (see the
-    design note of fastjac._batch).
+    Each derivative method takes ``wrt``, the name of one variable (a list
+    of names for gradients). For the weights ``w`` of ``X @ w``: the
+    gradient is X^T e' (n,), the Hessian X^T diag(e'') X (n x n), computed
+    in one pass over X each (see the design note of fastjac._batch).
+    A CompiledLoss is a CompiledExpression whose one output is a scalar;
+    :meth:`kernel` is not available for it.
     """
 
     def __init__(self, root, wrt=None, *, variables=None):
@@ -410,7 +432,6 @@ class CompiledLoss:
         for node in _all_nodes(root):
             if isinstance(node, Var) and node.name not in names:
                 names.append(node.name)
-        from .expr import _check_variable_order
         self.variables = tuple(names) if variables is None else \
             _check_variable_order(variables, names)
         if wrt is None:
@@ -430,7 +451,11 @@ class CompiledLoss:
                     raise NotImplementedError(
                         f"{name!r} is both a weight of {term.reduction} and read inside "
                         f"it; write the weight inside the sum")
-        self._programs = {}
+        self._programs = {}             # _TermRun by term and signature
+        self._single, self._outputs = True, [root]
+        self._names = set(self.variables)
+        self._weights = [n for t in self._terms for n, _ in t.coef_vars] + \
+            [n for _, cv in self._constants for n, _ in cv]
 
     def __repr__(self):
         return f"<fastjac compiled loss {self._root} wrt {list(self.wrt)}>"
@@ -455,21 +480,22 @@ class CompiledLoss:
         return wrt
 
     def _values(self, kwargs):
-        for name in kwargs:
-            self._check_name(name)
-        missing = [n for n in self.variables if n not in kwargs]
-        if missing:
+        """(dtype, values, element shape of each term), every check made."""
+        if kwargs.keys() != self._names:
+            for name in kwargs:
+                self._check_name(name)
+            missing = [n for n in self.variables if n not in kwargs]
             raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(repr(m) for m in missing)}")
-        dtype, values = coerce_named(kwargs)
-        for term in self._terms:
-            self._check_shapes(term, values)
-        for name, _ in [c for t in self._terms for c in t.coef_vars] + \
-                [c for _, cv in self._constants for c in cv]:
+        dtype, values = _ready(kwargs)
+        if dtype is None:
+            dtype, values = coerce_named(kwargs)
+        shapes = [self._check_shapes(term, values) for term in self._terms]
+        for name in self._weights:
             if values[name].ndim != 0:
                 raise ValueError(f"{name!r} weights a reduction of the loss and must be a "
                                  f"scalar, got shape {values[name].shape}")
-        return dtype, values
+        return dtype, values, shapes
 
     @staticmethod
     def _check_shapes(term, values):
@@ -505,73 +531,39 @@ class CompiledLoss:
                         f"in {term.reduction}, {first!r} has shape {shape} and {name!r} "
                         f"has shape {v.shape}; the arrays of an element-wise reduction "
                         f"must have one shape (or be scalars)")
-        _check_axis(term, len(shape))
+        if term.axis is not None:
+            _check_axis(term, len(shape))
         return shape
 
     # -- one term's pass ------------------------------------------------------------
-    def _pass(self, term, values, dtype, dirs, outs, v=None, full=()):
-        """Run one term: returns (list of results, one per entry of outs).
-
-        An "acc" result is a float; an "out" result is an array: the n-vector
-        X^T out (or (X * X)^T out for "dd" on (_Z, _Z) when ``full`` does not
-        list it), or the per-element values for the indices in ``full``.
-        """
+    def _pass(self, i, values, dtype, shape, dirs, outs, v=None):
+        """Run term i: a list of results, one per entry of outs (see _TermRun;
+        None where a result is structurally zero)."""
+        term = self._terms[i]
         scalar_vars = frozenset(n for n in term.vars if values[n].ndim == 0)
-        key = (id(term), scalar_vars, tuple(dirs), tuple(outs), tuple(full))
-        built = self._programs.get(key)
-        if built is None:
-            built = self._programs[key] = _term_program(term, scalar_vars, dirs, outs)
-        prog, where, arrays, scalars = built
-        svals = [values[s[1]].item() if s[0] == "var" else s[1] for s in scalars]
-        is_double = dtype == np.float64
-        shape = self._check_shapes(term, values)
-        size = int(np.prod(shape)) if shape else 1
-        # outputs: the per-row ones that are weighted by X come first in
-        # ``outs`` (the caller orders them); the others are written out
-        n_out = prog.n_outs
-        kinds = [None] * n_out
-        for (sink, what), j in zip(outs, where):
-            if sink == "out" and j is not None:
-                kinds[j] = _sink_kind(term, dirs, what, full)
-        full_outs = tuple(np.empty(size, dtype) if k == "full" else None for k in kinds)
-        if term.matmul is not None:
-            X, w = values[term.matmul[0]], values[term.matmul[1]]
-            n_xw, n_xx = kinds.count("xw"), kinds.count("xx")
-            if kinds[:n_xw + n_xx] != ["xw"] * n_xw + ["xx"] * n_xx:
-                raise RuntimeError("internal error: the outputs of a row pass are out of order")
-            arr = tuple(None if a in (_Z, _T) else values[a] for a in arrays)
-            res = _expr.run_rows(prog, X, w, v, arr, arrays.index(_Z) if _Z in arrays else -1,
-                                 arrays.index(_T) if _T in arrays else -1, svals, n_xw, n_xx,
-                                 full_outs, is_double)
-            n = X.shape[1]
-            sums = res[:prog.n_acc]
-            vecs = [res[prog.n_acc + i * n: prog.n_acc + (i + 1) * n] for i in range(n_xw + n_xx)]
-        else:
-            arr = tuple(values[a].reshape(-1) for a in arrays)
-            if any(a.size != size for a in arr):
-                raise RuntimeError("internal error: arrays of a term differ in size")
-            sums = prog.run(arr, svals, full_outs, size, is_double)
-            vecs = []
-        results = []
-        for (sink, what), j in zip(outs, where):
-            if j is None:
-                results.append(None)
-            elif sink == "acc":
-                results.append(float(sums[j]))
-            elif kinds[j] == "full":
-                results.append(full_outs[j].reshape(shape))
-            else:
-                results.append(vecs[j])
-        return results
+        key = (i, scalar_vars, tuple(dirs), tuple(outs))
+        run = self._programs.get(key)
+        if run is None:
+            run = self._programs[key] = _TermRun(term, scalar_vars, dirs, outs)
+        return run(values, dtype, shape, v)
 
-    def _scale(self, term, values):
+    def _sink(self, role, values, wrt, second=False):
+        """Where a term's derivative by wrt goes: a number for a scalar, X^T
+        (or (X*X)^T for a Hessian diagonal) for the weights of X @ w, per
+        element otherwise."""
+        if role == "w":
+            return "xx" if second else "xw"
+        if role == "X":
+            return "full"
+        return "acc" if values[wrt].ndim == 0 else "full"
+
+    def _scale(self, term, values, shape):
         """The term's coefficient: its factor, its scalar variables, 1/size for a mean."""
         c = term.factor
         for name, p in term.coef_vars:
             c *= float(values[name]) ** p
         if term.mean:
-            shape = self._check_shapes(term, values)
-            size = int(np.prod(shape)) if shape else 1
+            size = _size(shape)
             if size == 0:
                 raise ValueError(f"{term.reduction} is the mean of no elements (a variable "
                                  f"of size 0): it is undefined")
@@ -588,61 +580,54 @@ class CompiledLoss:
         return None
 
     # -- value and gradient ------------------------------------------------------------
-    def _value_grad(self, wrt, values, dtype, want_value=True, want_grad=True,
+    def _value_grad(self, wrts, values, dtype, shapes, want_value=True, want_grad=True,
                     want_hdiag=False):
+        """(value, [gradient per wrt], [Hessian diagonal per wrt]) in float64,
+        one pass per term for all of them."""
         value = 0.0
         for c, cvars in self._constants:
             for name, p in cvars:
                 c *= float(values[name]) ** p
             value += c
-        shape = values[wrt].shape if wrt is not None else ()
-        grad = np.zeros(shape, np.float64) if want_grad else None
-        hdiag = np.zeros(shape, np.float64) if want_hdiag else None
-        for term in self._terms:
-            c = self._scale(term, values)
-            role = self._role(term, wrt) if wrt is not None else None
-            if wrt is not None and any(n == wrt for n, _ in term.coef_vars):
-                raise NotImplementedError(
-                    f"differentiating by {wrt!r}, a weight of {term.reduction}, is not "
-                    f"supported; write the weight inside the sum")
-            key = _Z if role in ("w", "X") else wrt
-            dirs, outs = [], []
-            if want_value:
-                outs.append(("acc", ("value",)))
-            if role is not None and (want_grad or want_hdiag):
-                dirs = [key]
-                scalar = values[wrt].ndim == 0 and role == "elem"
-                sink = "acc" if scalar else "out"
+        grads = [np.zeros(values[w].shape) for w in wrts] if want_grad else None
+        hdiags = [np.zeros(values[w].shape) for w in wrts] if want_hdiag else None
+        for i, term in enumerate(self._terms):
+            roles = [self._role(term, w) for w in wrts]
+            for w in wrts:
+                if any(n == w for n, _ in term.coef_vars):
+                    raise NotImplementedError(
+                        f"differentiating by {w!r}, a weight of {term.reduction}, is not "
+                        f"supported; write the weight inside the sum")
+            dirs, outs, slots = [], [("acc", ("value",))] if want_value else [], []
+            for k, (w, role) in enumerate(zip(wrts, roles)):
+                if role is None:
+                    continue
+                key = _Z if role in ("w", "X") else w
+                if key not in dirs:
+                    dirs.append(key)
+                d = dirs.index(key)
                 if want_grad:
-                    outs.append((sink, ("d", 0)))
+                    outs.append((self._sink(role, values, w), ("d", d)))
+                    slots.append((grads, k, role))
                 if want_hdiag:
                     if role == "X":
                         raise NotImplementedError(
-                            f"the Hessian with respect to the matrix {wrt!r} of "
+                            f"the Hessian with respect to the matrix {w!r} of "
                             f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
-                    outs.append((sink, ("dd", 0, 0)))
+                    outs.append((self._sink(role, values, w, second=True), ("dd", d, d)))
+                    slots.append((hdiags, k, role))
             if not outs:
                 continue
-            full = (("d", 0),) if role == "X" else ()
-            res = self._pass(term, values, dtype, dirs, outs, full=full)
-            i = 0
+            c = self._scale(term, values, shapes[i])
+            res = self._pass(i, values, dtype, shapes[i], tuple(dirs), outs)
             if want_value:
-                value += c * res[0]
-                i = 1
-            if role is None:
-                continue
-            if want_grad:
-                g = res[i]
-                i += 1
-                if g is not None:
+                value += c * res.pop(0)
+            for (target, k, role), r in zip(slots, res):
+                if r is not None:
                     if role == "X":
-                        g = np.multiply.outer(g, values[term.matmul[1]])
-                    grad += c * np.asarray(g)
-            if want_hdiag:
-                h = res[i]
-                if h is not None:
-                    hdiag += c * np.asarray(h)
-        return value, grad, hdiag
+                        r = np.multiply.outer(r, values[term.matmul[1]])
+                    target[k] += c * r
+        return value, grads, hdiags
 
     def value(self, **variables):
         """The loss, a NumPy scalar of the computation dtype.
@@ -655,8 +640,8 @@ class CompiledLoss:
         >>> loss.value(X=np.eye(2), w=np.array([1.0, 2.0]), y=np.array([1.0, 0.0]))
         np.float64(2.0)
         """
-        dtype, values = self._values(variables)
-        value, _, _ = self._value_grad(None, values, dtype, want_grad=False)
+        dtype, values, shapes = self._values(variables)
+        value, _, _ = self._value_grad((), values, dtype, shapes, want_grad=False)
         return dtype.type(value)
 
     def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
@@ -697,15 +682,56 @@ class CompiledLoss:
         return self._check_wrt(wrt)
 
     def _gradient(self, wrt, layout, format, out, variables, want_value):
-        wrt = self._default_wrt(wrt)
+        stacked = isinstance(wrt, (list, tuple))
+        if stacked:
+            wrts = tuple(self._check_wrt(w) for w in wrt)
+            if len(set(wrts)) != len(wrts):
+                raise ValueError(f"wrt names a variable twice: {list(wrt)}")
+            if out is not None:
+                raise ValueError("out= is for one variable; with a list wrt, leave it out")
+        else:
+            wrts = (self._default_wrt(wrt),)
         denominator = _layout.check_layout(layout)
-        from ._api import check_format
         fmt = check_format(format)
-        dtype, values = self._values(variables)
-        value, grad, _ = self._value_grad(wrt, values, dtype, want_value=want_value)
-        grad = grad.astype(dtype)
-        result = _deliver_gradient(grad, wrt, denominator, fmt, out)
+        dtype, values, shapes = self._values(variables)
+        value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value)
+        results = [_deliver_gradient(g.astype(dtype, copy=False), w, denominator, fmt, out)
+                   for w, g in zip(wrts, grads)]
+        result = results if stacked else results[0]
         return (dtype.type(value), result) if want_value else (None, result)
+
+    def jvp(self, wrt, tangent, **variables):
+        """``(L, dL . tangent)``: for a scalar loss, the gradient's dot product
+        with the tangent (a list of tangents for a list wrt: the sum)."""
+        names = [wrt] if isinstance(wrt, str) else list(wrt)
+        tangents = [tangent] if isinstance(wrt, str) else list(tangent)
+        if len(tangents) != len(names):
+            raise ValueError(f"wrt names {len(names)} variables but {len(tangents)} "
+                             f"tangents were given")
+        value, grads = self._gradient(names, "numerator", "compact", None, variables, True)
+        total = 0.0
+        for name, g, t in zip(names, grads, tangents):
+            t = _vector_like(t, np.asarray(g), g.dtype, "tangent", name)
+            total += float(np.dot(g.reshape(-1).astype(np.float64),
+                                  t.reshape(-1).astype(np.float64)))
+        return value, value.dtype.type(total)
+
+    def vjp(self, wrt, cotangent, **variables):
+        """``(L, cotangent * dL/d(wrt))``: for a scalar loss the cotangent is a
+        number; a tuple of results for a list wrt."""
+        if np.ndim(cotangent) != 0:
+            raise ValueError(f"a loss is a scalar: the cotangent must be a number, got shape "
+                             f"{np.shape(cotangent)}")
+        names = [wrt] if isinstance(wrt, str) else list(wrt)
+        value, grads = self._gradient(names, "numerator", "compact", None, variables, True)
+        scaled = tuple(g * g.dtype.type(cotangent) for g in grads)
+        return value, (scaled[0] if isinstance(wrt, str) else scaled)
+
+    def kernel(self, wrt=None, *, value=False):
+        """Not available for a loss: call :meth:`value_and_jacobian` (its
+        per-call cost is that of the checks, see docs/losses.md)."""
+        raise NotImplementedError("kernel() is not available for a compiled loss; call "
+                                  "value_and_jacobian or jacobian")
 
     # -- second derivatives ---------------------------------------------------------------
     def hessian_diagonal(self, wrt=None, **variables):
@@ -714,17 +740,17 @@ class CompiledLoss:
         For L = sum_k e(x_k . w, ...) and wrt = w: sum_k e''_k x_kj^2.
         """
         wrt = self._default_wrt(wrt)
-        dtype, values = self._values(variables)
-        _, _, hdiag = self._value_grad(wrt, values, dtype, want_value=False, want_grad=False,
-                                       want_hdiag=True)
-        return hdiag.astype(dtype)
+        dtype, values, shapes = self._values(variables)
+        _, _, hdiag = self._value_grad((wrt,), values, dtype, shapes, want_value=False,
+                                       want_grad=False, want_hdiag=True)
+        return _deliver_array(hdiag[0], dtype)
 
     def value_gradient_hessian_diagonal(self, wrt=None, **variables):
         """(L, dL/d(wrt), diagonal of d2L/d(wrt)2), all from one pass over X."""
         wrt = self._default_wrt(wrt)
-        dtype, values = self._values(variables)
-        value, grad, hdiag = self._value_grad(wrt, values, dtype, want_hdiag=True)
-        return dtype.type(value), grad.astype(dtype), hdiag.astype(dtype)
+        dtype, values, shapes = self._values(variables)
+        value, grad, hdiag = self._value_grad((wrt,), values, dtype, shapes, want_hdiag=True)
+        return dtype.type(value), _deliver_array(grad[0], dtype), _deliver_array(hdiag[0], dtype)
 
     def hvp(self, wrt, v, **variables):
         """The Hessian-vector product d2L/d(wrt)2 @ v, in one pass over X.
@@ -741,10 +767,10 @@ class CompiledLoss:
             The values of the variables.
         """
         wrt = self._check_wrt(wrt)
-        dtype, values = self._values(variables)
+        dtype, values, shapes = self._values(variables)
         v = _vector_like(v, values[wrt], dtype, "v", wrt)
         hv = np.zeros(values[wrt].shape, np.float64)
-        for term in self._terms:
+        for i, term in enumerate(self._terms):
             role = self._role(term, wrt)
             if role is None:
                 continue
@@ -752,17 +778,19 @@ class CompiledLoss:
                 raise NotImplementedError(
                     f"Hessian-vector products with respect to the matrix {wrt!r} of "
                     f"{term.matmul[0]} @ {term.matmul[1]} are not supported")
-            c = self._scale(term, values)
+            c = self._scale(term, values, shapes[i])
             if role == "w":
-                (r,) = self._pass(term, values, dtype, [_Z], [("out", ("ddt", 0))], v=v)
+                (r,) = self._pass(i, values, dtype, shapes[i], (_Z,), [("xw", ("ddt", 0))],
+                                  v=v)
                 if r is not None:
                     hv += c * r
             else:
-                sink = "acc" if values[wrt].ndim == 0 else "out"
-                (h,) = self._pass(term, values, dtype, [wrt], [(sink, ("dd", 0, 0))])
+                sink = self._sink(role, values, wrt)
+                (h,) = self._pass(i, values, dtype, shapes[i], (wrt,),
+                                  [(sink, ("dd", 0, 0))])
                 if h is not None:
                     hv += c * np.asarray(h) * v        # an element-wise term: diagonal
-        return hv.astype(dtype)
+        return _deliver_array(hv, dtype)
 
     def hessian(self, wrt=None, *, format="compact", **variables):
         """The Hessian d2L/d(wrt)2, structured.
@@ -789,14 +817,14 @@ class CompiledLoss:
         if isinstance(wrt, (tuple, list)):
             return self._mixed(wrt, format, variables)
         wrt = self._default_wrt(wrt)
-        dtype, values = self._values(variables)
+        dtype, values, shapes = self._values(variables)
         if format == "operator":
             return _hessian_operator(self, wrt, values, dtype)
         shape = values[wrt].shape
         size = int(np.prod(shape)) if shape else 1
         diag = np.zeros(shape, np.float64)
         dense = None
-        for term in self._terms:
+        for i, term in enumerate(self._terms):
             role = self._role(term, wrt)
             if role is None:
                 continue
@@ -804,10 +832,10 @@ class CompiledLoss:
                 raise NotImplementedError(
                     f"the Hessian with respect to the matrix {wrt!r} of "
                     f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
-            c = self._scale(term, values)
+            c = self._scale(term, values, shapes[i])
             if role == "w":
-                (h,) = self._pass(term, values, dtype, [_Z], [("out", ("dd", 0, 0))],
-                                  full=(("dd", 0, 0),))
+                (h,) = self._pass(i, values, dtype, shapes[i], (_Z,),
+                                  [("full", ("dd", 0, 0))])
                 if h is None:
                     continue
                 X = values[term.matmul[0]]
@@ -815,8 +843,9 @@ class CompiledLoss:
                     dense = np.zeros((size, size), np.float64)
                 dense += c * _weighted_gram(X, h)
             else:
-                sink = "acc" if not shape else "out"
-                (h,) = self._pass(term, values, dtype, [wrt], [(sink, ("dd", 0, 0))])
+                sink = self._sink(role, values, wrt)
+                (h,) = self._pass(i, values, dtype, shapes[i], (wrt,),
+                                  [(sink, ("dd", 0, 0))])
                 if h is not None:
                     diag += c * np.asarray(h)
         if dense is not None:
@@ -834,14 +863,14 @@ class CompiledLoss:
             return self.hessian(a, format=format, **variables)
         if format == "operator":
             raise ValueError("format='operator' is for the Hessian of one variable")
-        dtype, values = self._values(variables)
+        dtype, values, shapes = self._values(variables)
         sa, sb = values[a].shape, values[b].shape
         if len(sa) > 1 or len(sb) > 1 or (sa and sb):
             raise NotImplementedError(
                 f"the mixed Hessian block of {a!r} and {b!r} is supported when one of them is "
                 f"a scalar and the other a scalar or a vector; got shapes {sa} and {sb}")
         total = np.zeros(sa or sb, np.float64)
-        for term in self._terms:
+        for i, term in enumerate(self._terms):
             ra, rb = self._role(term, a), self._role(term, b)
             if ra is None or rb is None:
                 continue
@@ -849,11 +878,12 @@ class CompiledLoss:
                 raise NotImplementedError(
                     f"mixed Hessians with the matrix of {term.matmul[0]} @ "
                     f"{term.matmul[1]} are not supported")
-            c = self._scale(term, values)
-            keys = [_Z if r == "w" else name for r, name in ((ra, a), (rb, b))]
+            c = self._scale(term, values, shapes[i])
+            keys = tuple(_Z if r == "w" else name for r, name in ((ra, a), (rb, b)))
             vector = bool(sa or sb)
-            (h,) = self._pass(term, values, dtype, keys,
-                              [("out" if vector else "acc", ("dd", 0, 1))])
+            (h,) = self._pass(i, values, dtype, shapes[i], keys,
+                              [("xw" if _Z in keys else "full" if vector else "acc",
+                                ("dd", 0, 1))])
             if h is not None:
                 total += c * np.asarray(h)
         if format == "dense":                   # (size of a) x (size of b)
@@ -865,16 +895,96 @@ def _unpickle_loss(root, wrt, variables):
     return CompiledLoss(root, wrt, variables=variables)
 
 
-def _sink_kind(term, dirs, what, full):
-    """Where a per-row output goes: "xw" (X^T out: one direction is the
-    weights of X @ w), "xx" ((X * X)^T out: both are, a Hessian diagonal),
-    or "full" (written out per element)."""
-    if term.matmul is None or what in full:
-        return "full"
-    if what[0] == "ddt":
-        return "xw"
-    on_z = sum(dirs[k] == _Z for k in what[1:])
-    return ("full", "xw", "xx")[on_z]
+class _TermRun:
+    """One term's program for one signature, with where each result lands
+    (built once, then only run).
+
+    Sinks of the results: "acc", a sum (a number); "xw", a per-row output
+    accumulated as X^T out (an n-vector); "xx", accumulated as (X * X)^T out;
+    "full", written out per element. The row pass takes its outputs in that
+    order, so the program is built with the outputs sorted by sink and the
+    results are put back in the order asked.
+    """
+
+    def __init__(self, term, scalar_vars, dirs, outs):
+        self.term = term
+        order = sorted(range(len(outs)), key=lambda i: _SINK_RANK[outs[i][0]])
+        built = [outs[i] for i in order]
+        self.program, where, self.arrays, self.scalars = \
+            _term_program(term, scalar_vars, dirs, built)
+        self.order = order
+        self.sinks = [sink for sink, _ in built]
+        self.where = where
+        kinds = [sink for (sink, _), j in zip(built, where) if sink != "acc" and j is not None]
+        if term.matmul is None and any(k != "full" for k in kinds):
+            raise RuntimeError("internal error: X-weighted output of a term without X @ w")
+        self.full = [k == "full" for k in kinds]
+        self.n_xw, self.n_xx = kinds.count("xw"), kinds.count("xx")
+        self.z = self.arrays.index(_Z) if _Z in self.arrays else -1
+        self.t = self.arrays.index(_T) if _T in self.arrays else -1
+
+    def __call__(self, values, dtype, shape, v):
+        prog, term = self.program, self.term
+        svals = [values[src[1]].item() if src[0] == "var" else src[1] for src in self.scalars]
+        is_double = dtype == np.float64
+        size = _size(shape)
+        full_outs = tuple(np.empty(size, dtype) if f else None for f in self.full)
+        vecs = ()
+        if term.matmul is not None:
+            X = values[term.matmul[0]]
+            arr = tuple(None if a == _Z or a == _T else values[a] for a in self.arrays)
+            res = _expr.run_rows(prog, X, values[term.matmul[1]], v, arr, self.z, self.t,
+                                 svals, self.n_xw, self.n_xx, full_outs, is_double)
+            n, k = X.shape[1], prog.n_acc
+            sums = res[:k]
+            vecs = [res[k + i * n: k + (i + 1) * n] for i in range(self.n_xw + self.n_xx)]
+        else:
+            arr = tuple(values[a].reshape(-1) for a in self.arrays)
+            sums = prog.run(arr, svals, full_outs, size, is_double)
+        results = [None] * len(self.order)
+        for i, sink, j in zip(self.order, self.sinks, self.where):
+            if j is None:
+                continue
+            if sink == "acc":
+                results[i] = float(sums[j])
+            elif sink == "full":
+                results[i] = full_outs[j].reshape(shape)
+            else:
+                results[i] = vecs[j]
+        return results
+
+
+_SINK_RANK = {"acc": 0, "xw": 1, "xx": 2, "full": 3}
+
+
+def _size(shape):
+    size = 1
+    for k in shape:
+        size *= k
+    return size
+
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _ready(kwargs):
+    """(dtype, values) when every value is already an ndarray of one float
+    dtype, C-contiguous, aligned and native, or a Python float (made a 0-d
+    array of that dtype); (None, None) otherwise (coerce_named's job)."""
+    dtype = None
+    for x in kwargs.values():
+        if type(x) is np.ndarray:
+            if dtype is None:
+                dtype = x.dtype
+            if x.dtype is not dtype and x.dtype != dtype:
+                return None, None
+            if not x.flags.c_contiguous or not x.flags.aligned:
+                return None, None
+        elif type(x) is not float:
+            return None, None
+    if dtype not in _FLOATS or not dtype.isnative:
+        return None, None
+    return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
 
 
 def _check_axis(term, ndim):
@@ -930,6 +1040,11 @@ def _weighted_gram(X, h):
         Xb = X[start:start + rows].astype(np.float64, copy=False)
         H += Xb.T @ (Xb * h[start:start + rows, None])
     return H
+
+
+def _deliver_array(a, dtype):
+    """A float64 result in the run's dtype: an array, or a NumPy scalar for 0-d."""
+    return a.astype(dtype) if a.ndim else dtype.type(a)
 
 
 def _deliver_gradient(grad, wrt, denominator, fmt, out):

@@ -56,6 +56,7 @@ OPCODES = {
     "muladd": OP_MULADD, "deriv": OP_DERIV, "sum": OP_SUM, "tanh_vd": OP_TANH_VD,
     "softplus": OP_SOFTPLUS, "log_sigmoid": OP_LOG_SIGMOID,
     "logaddexp": OP_LOGADDEXP, "log1p": OP_LOG1P, "expm1": OP_EXPM1,
+    "softplus_vd": OP_SOFTPLUS_VD,
 }
 REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
 BLOCK_SIZE = BLOCK

@@ -115,6 +115,7 @@ cdef enum Opcode:
     OP_LOGADDEXP
     OP_LOG1P
     OP_EXPM1
+    OP_SOFTPLUS_VD   # d = softplus(a), b = its derivative, c (if >= 0) the second: one exp
 
 # register kinds
 cdef enum:
@@ -221,6 +222,22 @@ cdef inline floating f_softplus(floating x) noexcept nogil:
     return <floating>(m + log1p_exp(fabs(xd), 0))
 
 
+cdef inline void softplus_vd(floating x, floating* v, floating* dv, floating* ddv) noexcept nogil:
+    # softplus, sigmoid (its derivative) and sigmoid' (its second), from one
+    # exponential e = exp(-|x|) -- each with the bits of its own formula
+    # (f_softplus, _derivatives.pxd's logistic in double), not recomputed.
+    # ddv may be NULL.
+    cdef double xd = x
+    cdef double e = fj_exp(-fabs(xd))
+    cdef double u = 1 + e
+    cdef double c = e - (u - 1)
+    cdef double s = 1 / u
+    v[0] = <floating>((xd if xd > 0 else 0) + (fj_log(u) + c / u))
+    dv[0] = <floating>(s if xd >= 0 else e * s)
+    if ddv != NULL:
+        ddv[0] = <floating>(e / (u * u))
+
+
 cdef inline floating f_log_sigmoid(floating x) noexcept nogil:
     # log(sigmoid(x)) = -softplus(-x): the same care, the same bits negated
     return -f_softplus(-x)
@@ -296,6 +313,7 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
     cdef const floating* c
     cdef floating u, v
     cdef floating* e2
+    cdef floating* e3
     for k in range(n_instr):
         op = prog[5 * k]
         if op == OP_SUM:
@@ -317,6 +335,16 @@ cdef inline void exec_block(const int* prog, Py_ssize_t n_instr, floating** R,
             e2 = R[prog[5 * k + 3]]
             for i in range(m):
                 tanh_vd(a[i], &d[i], &e2[i])
+            continue
+        if op == OP_SOFTPLUS_VD:
+            e2 = R[prog[5 * k + 3]]
+            if prog[5 * k + 4] >= 0:
+                e3 = R[prog[5 * k + 4]]
+                for i in range(m):
+                    softplus_vd(a[i], &d[i], &e2[i], &e3[i])
+            else:
+                for i in range(m):
+                    softplus_vd(a[i], &d[i], &e2[i], <floating*>NULL)
             continue
         if op == OP_COPY:
             for i in range(m):

@@ -49,7 +49,7 @@ __all__ = [
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
     "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
     "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp", "log1p", "expm1",
-    "mean", "matmul",
+    "mean", "matmul", "CompiledLoss",
 ]
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
@@ -769,10 +769,10 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
             elif op == "negative":
                 V[node] = B.emit("negative", a)
                 tang = [B.t_neg(t) for t in ta]
-            elif op == "tanh" and any(t is not None for t in ta):
-                # value and derivative from one exponential (tanh_vd)
+            elif op in ("tanh", "softplus") and any(t is not None for t in ta):
+                # value and derivative from one exponential (tanh_vd, softplus_vd)
                 v, d = B.reg("temp"), B.reg("temp")
-                B.instr.append([_OPCODES["tanh_vd"], v, a, d, 0])
+                B.instr.append([_OPCODES[op + "_vd"], v, a, d, 0 if op == "tanh" else -1])
                 V[node] = v
                 tang = [B.t_scale(d, t) for t in ta]
             else:
@@ -804,8 +804,7 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
     # -- sinks ----------------------------------------------------------------
     # recipe entries: ("out", j) -> outs[j]; ("acc", j) -> sums[j]; per result
     bound = set()
-    produced = {ins[1] for ins in B.instr}
-    produced |= {ins[3] for ins in B.instr if ins[0] == _OPCODES["tanh_vd"]}
+    produced = {r for ins in B.instr for r in _results(ins)}
 
     def to_out(r):
         j = B.n_outs
@@ -921,12 +920,14 @@ def _results(ins):
         return ()
     if op == _OPCODES["tanh_vd"]:
         return (ins[1], ins[3])
+    if op == _OPCODES["softplus_vd"]:
+        return (ins[1], ins[3]) if ins[4] < 0 else (ins[1], ins[3], ins[4])
     return (ins[1],)
 
 
 def _operands(ins):
     op = ins[0]
-    if op == _OPCODES["sum"] or op == _OPCODES["tanh_vd"]:
+    if op in (_OPCODES["sum"], _OPCODES["tanh_vd"], _OPCODES["softplus_vd"]):
         return (ins[2],)
     if op == _OPCODES["muladd"]:
         return (ins[2], ins[3], ins[4])
@@ -1873,7 +1874,11 @@ def compile(expr, wrt=None, *, variables=None):
 
     Returns
     -------
-    CompiledExpression
+    CompiledExpression, or CompiledLoss
+        A :class:`CompiledLoss` for a scalar loss over a batch: an
+        expression with ``X @ w`` (:func:`matmul`), :func:`mean` or
+        ``sum(..., axis=...)``, a weighted sum of such reductions; it adds
+        ``hessian``, ``hessian_diagonal`` and ``hvp``, each in one pass over X.
 
     Examples
     --------
@@ -1890,3 +1895,4 @@ def compile(expr, wrt=None, *, variables=None):
 
 
 from ._neuron import neuron_gradient  # noqa: E402  (the neuron reuses coerce_named)
+from ._batch import CompiledLoss  # noqa: E402  (a loss builds on this module's nodes)
