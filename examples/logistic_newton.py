@@ -15,9 +15,8 @@ deviance, without the terms that do not depend on w and b).
 fastjac compiles each loss once; every call then reads X once:
 
 * L-BFGS: scipy.optimize.minimize(method="L-BFGS-B", jac=True) on
-  theta = (w, b), with L and dL/dw from ``value_and_jacobian("w")`` and
-  dL/db from ``jacobian("b")`` (two passes over X per evaluation: the
-  gradient is taken with respect to one variable per call);
+  theta = (w, b), with L, dL/dw and dL/db from one call,
+  ``value_and_jacobian(["w", "b"])`` (one pass over X);
 * Newton-CG (a truncated Newton loop written out below): the Newton step
   solves H d = -g by conjugate gradients, where the Hessian of the joint
   (w, b) is applied as
@@ -91,10 +90,8 @@ class Objective:
         return float(self.loss.value(**self._vars(theta)))
 
     def value_and_grad(self, theta):
-        v = self._vars(theta)
-        value, gw = self.loss.value_and_jacobian("w", **v)
-        gb = self.loss.jacobian("b", **v)
-        self.passes += 2
+        value, (gw, gb) = self.loss.value_and_jacobian(["w", "b"], **self._vars(theta))
+        self.passes += 1
         return float(value), np.append(gw, gb)
 
     def hessian_product(self, theta):
