@@ -85,7 +85,7 @@ def _import(name):
         import autograd.numpy  # noqa: F401
         return autograd
     if name == "sklearn":
-        # the loss family's rival; its OpenMP loops get n_threads=CORES per call
+        # the loss family's rival (bench_loss.py sets its OpenMP threads per call)
         import sklearn
         from sklearn.linear_model import _linear_loss  # noqa: F401 - LinearModelLoss
         return sklearn
