@@ -92,7 +92,7 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("N,n", [(37, 5), (1000, 10), (3000, 33)])
+@pytest.mark.parametrize("N,n", [(37, 5), (1000, 10), (3000, 33), (77, 64), (41, 16), (19, 65)])
 def test_every_loss_against_closed_forms(name, N, n, dtype):
     d = _data(name, N, n, dtype)
     loss = fastjac.compile(fastjac.mean(s_ * LOSSES[name][0]))
@@ -383,3 +383,47 @@ def test_softplus_from_one_exponential_keeps_the_bits_of_each_formula(dtype):
     np.testing.assert_allclose(lsig.hessian_diagonal("x", x=finite),
                                fastjac.sum_hessian("log_sigmoid", finite),
                                rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_resolved_calls_repeat_the_full_path_bit_for_bit():
+    """The second call of a signature runs a LossCall (checks of types and
+    shapes only): the same bits as the first call, and a call that differs
+    in anything goes back to the full path and its errors."""
+    alpha = fastjac.var("alpha")
+    loss = fastjac.compile(fastjac.mean(s_ * (fastjac.softplus(Z_) - y_ * Z_))
+                           + alpha * fastjac.sum(w_ * w_) / 2 + 1.5)
+    for dtype in (np.float64, np.float32):
+        d = _data("logistic", 300, 7, dtype)
+        d["alpha"], d["b"] = 0.25, 0.5
+        v = np.linspace(-1, 1, 7).astype(dtype)
+        first = (loss.value(**d), loss.value_and_jacobian("w", **d), loss.jacobian("w", **d),
+                 loss.jacobian("b", **d), loss.hvp("w", v, **d))
+        for key in (("value", None), (True, "w"), (False, "w"), (False, "b")):
+            assert loss._calls[key](d) is not None, key      # resolved, and it runs
+        assert loss._calls[("hvp", "w")](d, v) is not None
+        again = (loss.value(**d), loss.value_and_jacobian("w", **d), loss.jacobian("w", **d),
+                 loss.jacobian("b", **d), loss.hvp("w", v, **d))
+        for a, b in zip(first[:1] + (first[1][0], first[1][1]) + first[2:],
+                        again[:1] + (again[1][0], again[1][1]) + again[2:]):
+            np.testing.assert_array_equal(a, b)
+            assert type(a) is type(b)
+        assert again[1][1].dtype == dtype and type(again[0]) is np.dtype(dtype).type
+        value, g, H, gb, *_ = _oracle("logistic", d)
+        w = d["w"].astype(np.float64)
+        np.testing.assert_allclose(again[1][0], value + 0.125 * w @ w + 1.5, **_tol(dtype))
+        np.testing.assert_allclose(again[1][1], g + 0.25 * w, **_tol(dtype))
+        np.testing.assert_allclose(again[4], (H + 0.25 * np.eye(7)) @ v, **_tol(dtype))
+    # after resolved calls: wrong shapes, types and missing names still raise
+    with pytest.raises(ValueError, match=r"'y' has shape \(299,\)"):
+        loss.value_and_jacobian("w", **{**d, "y": d["y"][:-1]})
+    with pytest.raises(ValueError, match="missing value"):
+        loss.value_and_jacobian("w", **{k: x for k, x in d.items() if k != "s"})
+    with pytest.raises(ValueError, match=r"v has shape \(6,\)"):
+        loss.hvp("w", v[:-1], **d)
+    with pytest.raises(ValueError, match="must be a scalar"):
+        loss.value(**{**d, "alpha": np.ones(2, np.float32)})
+    # a strided or non-native array takes the full path, same numbers
+    dd = {**d, "X": np.asfortranarray(d["X"])}
+    np.testing.assert_allclose(loss.jacobian("w", **dd), loss.jacobian("w", **d), rtol=1e-6)
+    d64 = {**d, "y": d["y"].astype(">f4")}
+    np.testing.assert_allclose(loss.jacobian("w", **d64), loss.jacobian("w", **d), rtol=1e-6)

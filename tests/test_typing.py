@@ -197,6 +197,8 @@ fastjac._api.Operands
 fastjac._expr.Program
 fastjac._expr.FastPlan
 fastjac._expr.ScalarStep
+fastjac._expr.LossCall
+fastjac._expr.LossTerm
 """
 
 

@@ -50,13 +50,14 @@ import numpy as np
 from . import _expr, _layout, _ops
 from ._api import check_format
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _finish, _ONE, _OPCODES, _KINDS, _check_variable_order, _results,
+                   _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _results,
                    coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
 _T = "\x00t"          # and X @ v (a Hessian-vector product)
 
 HESSIAN_FORMATS = ("compact", "dense", "operator")
+_ARRAY_Z, _ARRAY_T = -2, -3    # LossTerm's codes for the program arrays _Z and _T
 
 
 # =============================================================================
@@ -76,16 +77,6 @@ def is_loss(root):
             return True
         stack.extend(_children(node))
     return False
-
-
-def _children(node):
-    if isinstance(node, Unary):
-        return (node.arg,)
-    if isinstance(node, (Binary, MatMul)):
-        return (node.a, node.b)
-    if isinstance(node, (Sum, Mean)):
-        return (node.arg,)
-    return ()
 
 
 def _constant_part(node):
@@ -428,23 +419,7 @@ class CompiledLoss(CompiledExpression):
             raise TypeError(f"a loss is one expression, got {type(root).__name__}")
         self._root = root
         self._terms, self._constants = _terms(root)
-        names = []
-        for node in _all_nodes(root):
-            if isinstance(node, Var) and node.name not in names:
-                names.append(node.name)
-        self.variables = tuple(names) if variables is None else \
-            _check_variable_order(variables, names)
-        if wrt is None:
-            wrt = self.variables
-        elif isinstance(wrt, str):
-            wrt = (wrt,)
-        elif isinstance(wrt, (list, tuple)):
-            wrt = tuple(wrt)
-        else:
-            raise ValueError(f"wrt must be a variable name or a list of names, got {wrt!r}")
-        for name in wrt:
-            self._check_name(name)
-        self.wrt = wrt
+        self._set_variables(_all_nodes(root), variables, wrt)
         for term in self._terms:
             for name, _ in term.coef_vars:
                 if name in term.vars or (term.matmul and name in term.matmul):
@@ -452,6 +427,7 @@ class CompiledLoss(CompiledExpression):
                         f"{name!r} is both a weight of {term.reduction} and read inside "
                         f"it; write the weight inside the sum")
         self._programs = {}             # _TermRun by term and signature
+        self._calls = {}                # _expr.LossCall by method and wrt (last signature)
         self._single, self._outputs = True, [root]
         self._names = set(self.variables)
         self._weights = [n for t in self._terms for n, _ in t.coef_vars] + \
@@ -465,11 +441,6 @@ class CompiledLoss(CompiledExpression):
         return _unpickle_loss, (self._root, self.wrt, self.variables)
 
     # -- checks --------------------------------------------------------------------
-    def _check_name(self, name):
-        if not isinstance(name, str) or name not in self.variables:
-            known = ", ".join(self.variables) or "(none)"
-            raise ValueError(f"unknown variable {name!r}; the loss's variables are: {known}")
-
     def _check_wrt(self, wrt):
         if not isinstance(wrt, str):
             raise ValueError(f"wrt must be the name of one variable, got {wrt!r}")
@@ -536,15 +507,18 @@ class CompiledLoss(CompiledExpression):
         return shape
 
     # -- one term's pass ------------------------------------------------------------
-    def _pass(self, i, values, dtype, shape, dirs, outs, v=None):
+    def _pass(self, i, values, dtype, shape, dirs, outs, v=None, trace=None):
         """Run term i: a list of results, one per entry of outs (see _TermRun;
-        None where a result is structurally zero)."""
+        None where a result is structurally zero). ``trace`` collects
+        (i, run, outs) for _resolve."""
         term = self._terms[i]
         scalar_vars = frozenset(n for n in term.vars if values[n].ndim == 0)
         key = (i, scalar_vars, tuple(dirs), tuple(outs))
         run = self._programs.get(key)
         if run is None:
             run = self._programs[key] = _TermRun(term, scalar_vars, dirs, outs)
+        if trace is not None:
+            trace.append((i, run, outs))
         return run(values, dtype, shape, v)
 
     def _sink(self, role, values, wrt, second=False):
@@ -557,11 +531,56 @@ class CompiledLoss(CompiledExpression):
             return "full"
         return "acc" if values[wrt].ndim == 0 else "full"
 
+    def _resolve(self, trace, values, dtype, wrt, want_value, want_grad, is_hvp):
+        """The LossCall that repeats the call just made by the full path
+        (its _pass trace) for arguments of the same signature; None where
+        the call has parts a LossCall does not do (the matrix X as wrt,
+        weights of the loss's constants, a term without a pass)."""
+        if any(cv for _, cv in self._constants) or len(self.variables) > 32:
+            return None
+        names = self.variables
+        pos = {name: k for k, name in enumerate(names)}
+        kinds = [-1 if values[name].ndim == 0 else values[name].ndim for name in names]
+        terms = []
+        for i, run, outs in trace:
+            term = self._terms[i]
+            if wrt is not None and self._role(term, wrt) == "X":
+                return None
+            prog = run.program
+            array_var = [_ARRAY_Z if a == _Z else _ARRAY_T if a == _T else pos[a]
+                         for a in run.arrays]
+            scalar_var = [pos[src[1]] if src[0] == "var" else -1 for src in run.scalars]
+            scalar_const = [src[1] if src[0] == "const" else 0.0 for src in run.scalars]
+            slots = {"value": -1, "acc": -1, "xw": -1, "full": -1}
+            for r, (sink, what) in enumerate(outs):
+                k = run.order.index(r)
+                j = run.where[k]
+                if j is None:
+                    continue
+                slots["value" if what[0] == "value" else sink] = j
+            shape_var = -1
+            if term.matmul is None:
+                arrays = [a for a in run.arrays if a not in (_Z, _T)]
+                shape_var = pos[arrays[0]] if arrays else -1
+            grad_acc = slots["acc"] if (want_grad or is_hvp) else -1
+            terms.append(_expr.LossTerm(
+                prog, array_var, scalar_var, scalar_const,
+                pos[term.matmul[0]] if term.matmul else -1,
+                pos[term.matmul[1]] if term.matmul else -1, shape_var,
+                slots["value"], grad_acc, slots["xw"], slots["full"],
+                run.n_xw, run.n_xx, term.factor, [(pos[n], p) for n, p in term.coef_vars],
+                term.mean))
+        constant = 0.0
+        for c, _ in self._constants:
+            constant += c
+        return _expr.LossCall(tuple(names), dtype, kinds, terms, constant,
+                              -1 if wrt is None else pos[wrt], want_value, want_grad, is_hvp)
+
     def _scale(self, term, values, shape):
         """The term's coefficient: its factor, its scalar variables, 1/size for a mean."""
         c = term.factor
-        for name, p in term.coef_vars:
-            c *= float(values[name]) ** p
+        for name, p in term.coef_vars:        # p is 1 or -1 (_constant_part)
+            c = c * float(values[name]) if p == 1 else c * (1.0 / float(values[name]))
         if term.mean:
             size = _size(shape)
             if size == 0:
@@ -581,13 +600,13 @@ class CompiledLoss(CompiledExpression):
 
     # -- value and gradient ------------------------------------------------------------
     def _value_grad(self, wrts, values, dtype, shapes, want_value=True, want_grad=True,
-                    want_hdiag=False):
+                    want_hdiag=False, trace=None):
         """(value, [gradient per wrt], [Hessian diagonal per wrt]) in float64,
         one pass per term for all of them."""
         value = 0.0
         for c, cvars in self._constants:
             for name, p in cvars:
-                c *= float(values[name]) ** p
+                c = c * float(values[name]) if p == 1 else c * (1.0 / float(values[name]))
             value += c
         grads = [np.zeros(values[w].shape) for w in wrts] if want_grad else None
         hdiags = [np.zeros(values[w].shape) for w in wrts] if want_hdiag else None
@@ -610,16 +629,13 @@ class CompiledLoss(CompiledExpression):
                     outs.append((self._sink(role, values, w), ("d", d)))
                     slots.append((grads, k, role))
                 if want_hdiag:
-                    if role == "X":
-                        raise NotImplementedError(
-                            f"the Hessian with respect to the matrix {w!r} of "
-                            f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+                    _refuse_matrix(term, role, w, "the Hessian")
                     outs.append((self._sink(role, values, w, second=True), ("dd", d, d)))
                     slots.append((hdiags, k, role))
             if not outs:
                 continue
             c = self._scale(term, values, shapes[i])
-            res = self._pass(i, values, dtype, shapes[i], tuple(dirs), outs)
+            res = self._pass(i, values, dtype, shapes[i], tuple(dirs), outs, trace=trace)
             if want_value:
                 value += c * res.pop(0)
             for (target, k, role), r in zip(slots, res):
@@ -640,8 +656,16 @@ class CompiledLoss(CompiledExpression):
         >>> loss.value(X=np.eye(2), w=np.array([1.0, 2.0]), y=np.array([1.0, 0.0]))
         np.float64(2.0)
         """
+        call = self._calls.get(("value", None))
+        if call is not None:
+            result = call(variables)
+            if result is not None:
+                return result
         dtype, values, shapes = self._values(variables)
-        value, _, _ = self._value_grad((), values, dtype, shapes, want_grad=False)
+        trace = []
+        value, _, _ = self._value_grad((), values, dtype, shapes, want_grad=False, trace=trace)
+        self._calls[("value", None)] = self._resolve(trace, values, dtype, None, True, False,
+                                                     False)
         return dtype.type(value)
 
     def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
@@ -668,6 +692,12 @@ class CompiledLoss(CompiledExpression):
     def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
                            **variables):
         """(L, dL/d(wrt)) from one pass; arguments as :meth:`jacobian`."""
+        if format == "compact" and out is None and (wrt is None or type(wrt) is str):
+            call = self._calls.get((True, wrt))     # this signature, resolved
+            if call is not None:
+                result = call(variables)
+                if result is not None:
+                    return result
         return self._gradient(wrt, layout, format, out, variables, want_value=True)
 
     gradient = jacobian
@@ -682,6 +712,14 @@ class CompiledLoss(CompiledExpression):
         return self._check_wrt(wrt)
 
     def _gradient(self, wrt, layout, format, out, variables, want_value):
+        fast = out is None and format == "compact" and (wrt is None or type(wrt) is str) \
+            and (layout == "numerator" or layout == "denominator")
+        if fast:
+            call = self._calls.get((want_value, wrt))
+            if call is not None:
+                result = call(variables)
+                if result is not None:
+                    return result if want_value else (None, result)
         stacked = isinstance(wrt, (list, tuple))
         if stacked:
             wrts = tuple(self._check_wrt(w) for w in wrt)
@@ -694,7 +732,12 @@ class CompiledLoss(CompiledExpression):
         denominator = _layout.check_layout(layout)
         fmt = check_format(format)
         dtype, values, shapes = self._values(variables)
-        value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value)
+        trace = [] if fast and not stacked else None
+        value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value,
+                                           trace=trace)
+        if trace is not None:
+            self._calls[(want_value, wrt)] = self._resolve(trace, values, dtype, wrts[0],
+                                                           want_value, True, False)
         results = [_deliver_gradient(g.astype(dtype, copy=False), w, denominator, fmt, out)
                    for w, g in zip(wrts, grads)]
         result = results if stacked else results[0]
@@ -766,30 +809,43 @@ class CompiledLoss(CompiledExpression):
         **variables
             The values of the variables.
         """
+        call = self._calls.get(("hvp", wrt)) if type(wrt) is str else None
+        if call is not None:
+            result = call(variables, v)
+            if result is not None:
+                return result
         wrt = self._check_wrt(wrt)
         dtype, values, shapes = self._values(variables)
         v = _vector_like(v, values[wrt], dtype, "v", wrt)
         hv = np.zeros(values[wrt].shape, np.float64)
+        trace = []
         for i, term in enumerate(self._terms):
             role = self._role(term, wrt)
             if role is None:
                 continue
-            if role == "X":
-                raise NotImplementedError(
-                    f"Hessian-vector products with respect to the matrix {wrt!r} of "
-                    f"{term.matmul[0]} @ {term.matmul[1]} are not supported")
+            _refuse_matrix(term, role, wrt, "Hessian-vector products")
             c = self._scale(term, values, shapes[i])
             if role == "w":
                 (r,) = self._pass(i, values, dtype, shapes[i], (_Z,), [("xw", ("ddt", 0))],
-                                  v=v)
+                                  v=v, trace=trace)
+                if r is not None:
+                    hv += c * r
+            elif term.matmul is None and v.ndim:
+                # an element-wise term: a diagonal, times v in the pass (_T is v)
+                (r,) = self._pass(i, values, dtype, shapes[i], (wrt,), [("full", ("ddt", 0))],
+                                  v=v, trace=trace)
                 if r is not None:
                     hv += c * r
             else:
+                trace = None                    # (a per-row variable, or a scalar)
                 sink = self._sink(role, values, wrt)
                 (h,) = self._pass(i, values, dtype, shapes[i], (wrt,),
                                   [(sink, ("dd", 0, 0))])
                 if h is not None:
-                    hv += c * np.asarray(h) * v        # an element-wise term: diagonal
+                    hv += c * np.asarray(h) * v
+        if trace is not None:
+            self._calls[("hvp", wrt)] = self._resolve(trace, values, dtype, wrt, False, False,
+                                                      True)
         return _deliver_array(hv, dtype)
 
     def hessian(self, wrt=None, *, format="compact", **variables):
@@ -828,10 +884,7 @@ class CompiledLoss(CompiledExpression):
             role = self._role(term, wrt)
             if role is None:
                 continue
-            if role == "X":
-                raise NotImplementedError(
-                    f"the Hessian with respect to the matrix {wrt!r} of "
-                    f"{term.matmul[0]} @ {term.matmul[1]} is not supported")
+            _refuse_matrix(term, role, wrt, "the Hessian")
             c = self._scale(term, values, shapes[i])
             if role == "w":
                 (h,) = self._pass(i, values, dtype, shapes[i], (_Z,),
@@ -939,7 +992,8 @@ class _TermRun:
             sums = res[:k]
             vecs = [res[k + i * n: k + (i + 1) * n] for i in range(self.n_xw + self.n_xx)]
         else:
-            arr = tuple(values[a].reshape(-1) for a in self.arrays)
+            # _T: the vector of a Hessian-vector product, read element-wise
+            arr = tuple((v if a == _T else values[a]).reshape(-1) for a in self.arrays)
             sums = prog.run(arr, svals, full_outs, size, is_double)
         results = [None] * len(self.order)
         for i, sink, j in zip(self.order, self.sinks, self.where):
@@ -985,6 +1039,13 @@ def _ready(kwargs):
     if dtype not in _FLOATS or not dtype.isnative:
         return None, None
     return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
+
+
+def _refuse_matrix(term, role, wrt, what):
+    if role == "X":
+        raise NotImplementedError(
+            f"{what} with respect to the matrix {wrt!r} of {term.matmul[0]} @ "
+            f"{term.matmul[1]} {'is' if what == 'the Hessian' else 'are'} not supported")
 
 
 def _check_axis(term, ndim):

@@ -45,7 +45,7 @@
 from cython cimport floating
 from libc.float cimport DBL_MAX, DBL_MIN, FLT_MAX, FLT_MIN
 from libc.math cimport (cos, cosf, fabs, fabsf, log, logf, pow,
-                        powf, sin, sinf, sqrt, sqrtf, tanh, tanhf, NAN, INFINITY)
+                        powf, sin, sinf, sqrt, sqrtf, copysign, NAN, INFINITY)
 
 cdef extern from "_vecmath.h" nogil:
     double fj_exp(double x)
@@ -489,11 +489,39 @@ cdef inline floating power_log_libm(floating a, floating b) noexcept nogil:
 # all), on libm where no vectorised piece exists; float32 powers and
 # logarithms are computed in double and rounded once.
 
-cdef inline floating f_tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
+cdef inline double tanh_series(double x2) noexcept nogil:
+    """P(x^2) with tanh(x) = x P(x^2) for |x| < 0.55: the Taylor series of tanh to
+    x^39 (shared by the second derivatives below and _expr_loops.pxd's f_tanh
+    and tanh_vd)."""
+    cdef double p
+    p = -2.859136662305254e-08
+    p = p * x2 + 7.054636946400968e-08
+    p = p * x2 + -1.7406618963571648e-07
+    p = p * x2 + 4.294911078273806e-07
+    p = p * x2 + -1.0597268320104654e-06
+    p = p * x2 + 2.6147711512907546e-06
+    p = p * x2 + -6.451689215655431e-06
+    p = p * x2 + 1.5918905069328964e-05
+    p = p * x2 + -3.927832388331683e-05
+    p = p * x2 + 9.691537956929451e-05
+    p = p * x2 + -0.00023912911424355248
+    p = p * x2 + 0.000590027440945586
+    p = p * x2 + -0.0014558343870513183
+    p = p * x2 + 0.003592128036572481
+    p = p * x2 + -0.008863235529902197
+    p = p * x2 + 0.021869488536155203
+    p = p * x2 + -0.05396825396825397
+    p = p * x2 + 0.13333333333333333
+    p = p * x2 + -0.3333333333333333
+    p = p * x2 + 1.0
+    return p
+
+
+cdef inline double tanh_given_exp(double ax, double e) noexcept nogil:
+    """tanh(ax) for ax >= 0 (or NaN), given e = exp(-2 ax): the series below
+    0.55, (1 - e) / (1 + e) above (>= 0.5 there: no cancellation). Both
+    computed, one selected: a loop of it vectorises."""
+    return ax * tanh_series(ax * ax) if ax < 0.55 else (1 - e) / (1 + e)
 
 
 cdef inline double pow_shifted(double a, double b, double shift) noexcept nogil:
@@ -544,6 +572,7 @@ cdef inline floating power_dbb(floating a, floating b) noexcept nogil:
 
 
 cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcept nogil:
+    cdef double ax, e           # (the second derivatives of tanh and sigmoid)
     # -- section 2: binary operators ---------------------------------------
     if Derivative is AddDa or Derivative is AddDb or Derivative is SubtractDa:
         return 1
@@ -664,12 +693,20 @@ cdef inline floating derivative(Derivative* tag, floating a, floating b) noexcep
     elif Derivative is CosDD:
         return -f_cos(a)
     elif Derivative is TanhDD:
-        # -2 tanh(a) tanh'(a); tanh' as above, tanh from libm (its own
-        # small-argument care): no cancellation anywhere
-        return -8 * f_tanh(a) * logistic_slope(2 * a)
+        # -2 tanh(a) tanh'(a) = -8 tanh(a) e / (1 + e)^2, e = exp(-2|a|):
+        # both factors from one exponential, no cancellation anywhere; in
+        # double, float32 rounded once
+        ax = fabs(<double>a)
+        e = fj_exp(-2 * ax)
+        return <floating>-copysign(8 * tanh_given_exp(ax, e) * (e / ((1 + e) * (1 + e))),
+                                   <double>a)
     elif Derivative is SigmoidDD:
-        # s'(1 - 2s) with 1 - 2s(a) = -tanh(a/2), free of cancellation
-        return -logistic_slope(a) * f_tanh(a / 2)
+        # s'(1 - 2s) with 1 - 2s(a) = -tanh(a/2), free of cancellation:
+        # s' = e / (1 + e)^2 and tanh(|a|/2) from one e = exp(-|a|)
+        ax = fabs(<double>a)
+        e = fj_exp(-ax)
+        return <floating>-copysign((e / ((1 + e) * (1 + e))) * tanh_given_exp(ax / 2, e),
+                                   <double>a)
     elif Derivative is LogSigmoidDD:
         return -logistic_slope(a)
     elif Derivative is Log1pDD:

@@ -1,5 +1,5 @@
 # _expr.pyx: ExprKernel, and the names the rest of fastjac uses. Program and
-# FastPlan, the interpreter's own classes, are left out
+# FastPlan, the interpreter's own classes, and LossCall, LossTerm (_batch.py's) are left out
 # (STUBTEST_ALLOWLIST in tests/test_typing.py).
 import inspect
 from typing import Any, Optional

@@ -12,6 +12,8 @@
 
 import numpy as np
 cimport numpy as cnp
+from cpython.dict cimport PyDict_GetItem
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.pystate cimport PyThreadState
@@ -333,6 +335,285 @@ def run_rows(Program prog, cnp.ndarray X, cnp.ndarray w, object v, tuple arrays,
     if status != 0:
         raise MemoryError("fastjac: could not allocate the scratch of a batch pass")
     return result
+
+
+# -- a compiled loss's call, resolved for one signature (_batch.py) ---------------
+
+cdef enum:
+    LOSS_MAX_VARS = 32
+    LOSS_MAX_COEF = 8
+    LOSS_SCALAR = -1             # LossCall.kind_of: a scalar variable (else the ndim)
+    ARRAY_Z = -2                 # LossTerm.array_var: the block's X @ w
+    ARRAY_T = -3                 # ... X @ v (a row pass), or v itself (element-wise)
+
+
+cdef class LossTerm:
+    """One reduction of a LossCall: its program and where its inputs and
+    results are (built once by _batch.py from a _TermRun)."""
+    cdef Program program
+    cdef int array_var[64]       # program array j <- variable position, ARRAY_Z or ARRAY_T
+    cdef int scalar_var[256]     # program scalar j <- variable position, or -1: scalar_const
+    cdef double scalar_const[256]
+    cdef int x_var, w_var        # X and w of X @ w (-1: an element-wise term)
+    cdef int shape_var           # element-wise: a variable of the term's shape (-1: scalars)
+    cdef int value_acc, grad_acc, grad_vec, grad_full
+    cdef int n_xw, n_xx
+    cdef double factor
+    cdef int coef_var[LOSS_MAX_COEF]
+    cdef int coef_pow[LOSS_MAX_COEF]
+    cdef int n_coef
+    cdef bint mean
+
+    def __init__(self, Program program, array_var, scalar_var, scalar_const, int x_var,
+                 int w_var, int shape_var, int value_acc, int grad_acc, int grad_vec,
+                 int grad_full, int n_xw, int n_xx, double factor, coef, bint mean):
+        cdef Py_ssize_t j
+        if len(array_var) != program.n_arrays or len(scalar_var) != program.n_scalars \
+                or program.n_arrays > 64 or program.n_scalars > 256 or len(coef) > LOSS_MAX_COEF:
+            raise ValueError("internal error: a loss term that does not fit its program")
+        self.program = program
+        for j in range(program.n_arrays):
+            self.array_var[j] = array_var[j]
+        for j in range(program.n_scalars):
+            self.scalar_var[j] = scalar_var[j]
+            self.scalar_const[j] = scalar_const[j]
+        self.x_var, self.w_var, self.shape_var = x_var, w_var, shape_var
+        self.value_acc, self.grad_acc = value_acc, grad_acc
+        self.grad_vec, self.grad_full = grad_vec, grad_full
+        self.n_xw, self.n_xx = n_xw, n_xx
+        self.factor, self.mean = factor, mean
+        self.n_coef = len(coef)
+        for j in range(self.n_coef):
+            self.coef_var[j], self.coef_pow[j] = coef[j]
+
+
+cdef class LossCall:
+    """``value``, ``value_and_jacobian`` (compact) or ``hvp`` of a compiled
+    loss, resolved for one signature: the dtype, which variables are
+    scalars and the number of dimensions of the others. Called with the
+    keyword arguments' dict, it checks only what can differ between calls
+    of that signature (types, contiguity, shapes) and returns None at the
+    first difference -- the caller then takes the full path, which checks
+    everything and says what is wrong. Same operations in the same order
+    as that path: the same bits."""
+    cdef tuple names
+    cdef int n_vars, type_num
+    cdef object scalar_type
+    cdef signed char kind_of[LOSS_MAX_VARS]     # LOSS_SCALAR, or the ndim of an array
+    cdef list terms
+    cdef double constant
+    cdef int wrt                                # gradient / hvp variable, or -1
+    cdef bint want_value, want_grad, is_hvp
+
+    def __init__(self, tuple names, dtype, kinds, list terms, double constant, int wrt,
+                 bint want_value, bint want_grad, bint is_hvp):
+        cdef Py_ssize_t i
+        if len(names) > LOSS_MAX_VARS:
+            raise ValueError("too many variables for a resolved call")
+        self.names, self.n_vars = names, len(names)
+        self.type_num = np.dtype(dtype).num
+        self.scalar_type = np.dtype(dtype).type
+        for i in range(self.n_vars):
+            self.kind_of[i] = kinds[i]
+        self.terms, self.constant, self.wrt = terms, constant, wrt
+        self.want_value, self.want_grad, self.is_hvp = want_value, want_grad, is_hvp
+
+    def __call__(self, dict variables, v=None):
+        cdef void* data[LOSS_MAX_VARS]
+        cdef double sval[LOSS_MAX_VARS]
+        cdef cnp.npy_intp* dims[LOSS_MAX_VARS]
+        cdef PyObject* item
+        cdef cnp.ndarray arr
+        cdef Py_ssize_t i
+        cdef bint is_double = self.type_num == cnp.NPY_DOUBLE
+        if len(variables) != self.n_vars:
+            return None
+        for i in range(self.n_vars):
+            item = PyDict_GetItem(variables, self.names[i])
+            if item == NULL:
+                return None
+            data[i] = NULL
+            if self.kind_of[i] == LOSS_SCALAR:
+                if type(<object>item) is float:
+                    sval[i] = PyFloat_AS_DOUBLE(<object>item)
+                elif cnp.PyArray_CheckExact(<object>item) and \
+                        cnp.PyArray_NDIM(<cnp.ndarray>item) == 0 and \
+                        cnp.PyArray_TYPE(<cnp.ndarray>item) == self.type_num:
+                    sval[i] = float((<cnp.ndarray>item)[()])
+                else:
+                    return None
+                if not is_double:
+                    sval[i] = <float>sval[i]        # as coerce_named: a 0-d float32 array
+                continue
+            if not cnp.PyArray_CheckExact(<object>item):
+                return None
+            arr = <cnp.ndarray>item
+            if cnp.PyArray_TYPE(arr) != self.type_num or \
+                    cnp.PyArray_NDIM(arr) != self.kind_of[i] or \
+                    not cnp.PyArray_ISCARRAY_RO(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
+                return None
+            data[i] = cnp.PyArray_DATA(arr)
+            dims[i] = cnp.PyArray_DIMS(arr)
+        cdef void* vdata = NULL
+        if self.is_hvp:
+            if not cnp.PyArray_CheckExact(v):
+                return None
+            arr = <cnp.ndarray>v
+            if cnp.PyArray_TYPE(arr) != self.type_num or \
+                    cnp.PyArray_NDIM(arr) != self.kind_of[self.wrt] or \
+                    not cnp.PyArray_ISCARRAY_RO(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
+                return None
+            for i in range(self.kind_of[self.wrt]):
+                if cnp.PyArray_DIMS(arr)[i] != dims[self.wrt][i]:
+                    return None
+            vdata = cnp.PyArray_DATA(arr)
+        # the gradient (or product): the wrt variable's shape, in float64 until the end
+        cdef Py_ssize_t n_grad = 1
+        if self.wrt >= 0 and self.kind_of[self.wrt] != LOSS_SCALAR:
+            for i in range(self.kind_of[self.wrt]):
+                n_grad *= dims[self.wrt][i]
+        cdef cnp.ndarray grad = None
+        if self.want_grad or self.is_hvp:
+            grad = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n_grad, cnp.NPY_DOUBLE, 0)
+        cdef double value = self.constant
+        cdef LossTerm term
+        for term in self.terms:
+            if run_loss_term(term, is_double, data, sval, dims, self.kind_of, vdata, n_grad,
+                             <double*>cnp.PyArray_DATA(grad) if grad is not None else NULL,
+                             &value) != 0:
+                return None
+        if grad is not None:
+            if self.kind_of[self.wrt] == LOSS_SCALAR:
+                result = self.scalar_type(grad[0])
+            else:
+                result = grad if is_double else grad.astype(np.float32)
+                if self.kind_of[self.wrt] != 1:
+                    result = result.reshape(variables[self.names[self.wrt]].shape)
+            if self.is_hvp or not self.want_value:
+                return result
+            return self.scalar_type(value), result
+        return self.scalar_type(value)
+
+
+cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double* sval,
+                       cnp.npy_intp** dims, const signed char* kind_of, void* vdata,
+                       Py_ssize_t n_grad, double* grad, double* value) except -2:
+    """One term of a LossCall into value and grad; 1 when the full path must
+    take over (shapes that differ, an empty mean), 0 when done."""
+    cdef Program p = term.program
+    cdef void* aptr[64]
+    cdef void* optr[64]
+    cdef double svals[256]
+    cdef double sums[256]
+    cdef Py_ssize_t j, d, N = 0, n = 0, size = 1, k
+    cdef int var, status
+    cdef double c = term.factor
+    cdef cnp.ndarray result, full = None
+    cdef double* res = NULL
+    if term.x_var >= 0:                 # X (N, n), w (n,), per-row arrays (N,)
+        N, n = dims[term.x_var][0], dims[term.x_var][1]
+        if dims[term.w_var][0] != n:
+            return 1
+        size = N
+        for j in range(p.n_arrays):
+            var = term.array_var[j]
+            if var >= 0 and dims[var][0] != N:
+                return 1
+    elif term.shape_var >= 0:           # arrays of one shape
+        for d in range(kind_of[term.shape_var]):
+            size *= dims[term.shape_var][d]
+        for j in range(p.n_arrays):
+            var = term.array_var[j]
+            if var < 0:
+                continue
+            if kind_of[var] != kind_of[term.shape_var]:
+                return 1
+            for d in range(kind_of[var]):
+                if dims[var][d] != dims[term.shape_var][d]:
+                    return 1
+    if term.grad_full >= 0 and size != n_grad:
+        return 1
+    # the coefficient, as _batch.CompiledLoss._scale
+    for j in range(term.n_coef):
+        c = c * sval[term.coef_var[j]] if term.coef_pow[j] == 1 else \
+            c * (1.0 / sval[term.coef_var[j]])
+    if term.mean:
+        if size == 0:
+            return 1
+        c /= size
+    for j in range(p.n_scalars):
+        svals[j] = sval[term.scalar_var[j]] if term.scalar_var[j] >= 0 else term.scalar_const[j]
+    for j in range(p.n_arrays):
+        var = term.array_var[j]
+        aptr[j] = data[var] if var >= 0 else (vdata if var == ARRAY_T and term.x_var < 0 else NULL)
+    for j in range(p.n_outs):
+        optr[j] = NULL
+    if term.grad_full >= 0:
+        full = np.empty(size, dtype=np.float64 if is_double else np.float32)
+        optr[term.grad_full] = cnp.PyArray_DATA(full)
+    cdef ProgramView view = p.view
+    cdef double small[512]          # the pass's results, when they fit (no allocation)
+    cdef Py_ssize_t stride = p.n_acc + (term.n_xw + term.n_xx) * n
+    cdef PyThreadState* state = NULL
+    if term.x_var >= 0:
+        if stride <= 512:
+            res = small
+        else:
+            result = np.empty(stride, dtype=np.float64)
+            res = <double*>cnp.PyArray_DATA(result)
+        if N * (n + 1) >= NOGIL_MIN_SIZE:
+            state = PyEval_SaveThread()
+        if True:
+            if is_double:
+                status = CURRENT.batch_f64(<const double*>data[term.x_var],
+                                           <const double*>data[term.w_var], <const double*>vdata,
+                                           N, n, view.code, view.n_instr, view.n_regs, view.kind,
+                                           view.index, view.slot, view.n_slots, <double**>aptr,
+                                           find_array(term, ARRAY_Z, p.n_arrays),
+                                           find_array(term, ARRAY_T, p.n_arrays), svals,
+                                           p.n_outs, term.n_xw, term.n_xx, <double**>optr,
+                                           view.n_acc, res)
+            else:
+                status = CURRENT.batch_f32(<const float*>data[term.x_var],
+                                           <const float*>data[term.w_var], <const float*>vdata,
+                                           N, n, view.code, view.n_instr, view.n_regs, view.kind,
+                                           view.index, view.slot, view.n_slots, <float**>aptr,
+                                           find_array(term, ARRAY_Z, p.n_arrays),
+                                           find_array(term, ARRAY_T, p.n_arrays), svals,
+                                           p.n_outs, term.n_xw, term.n_xx, <float**>optr,
+                                           view.n_acc, res)
+        if state != NULL:
+            PyEval_RestoreThread(state)
+        if status != 0:
+            raise MemoryError("fastjac: could not allocate the scratch of a batch pass")
+        for j in range(p.n_acc):
+            sums[j] = res[j]
+    else:
+        execute(p, is_double, aptr, svals, optr, sums, size)
+        res = NULL
+    if term.value_acc >= 0:
+        value[0] += c * sums[term.value_acc]
+    if term.grad_acc >= 0:
+        grad[0] += c * sums[term.grad_acc]
+    if term.grad_vec >= 0:
+        for k in range(n_grad):
+            grad[k] += c * res[p.n_acc + term.grad_vec * n + k]
+    if term.grad_full >= 0:
+        if is_double:
+            for k in range(n_grad):
+                grad[k] += c * (<double*>cnp.PyArray_DATA(full))[k]
+        else:
+            for k in range(n_grad):
+                grad[k] += c * <double>(<float*>cnp.PyArray_DATA(full))[k]
+    return 0
+
+
+cdef inline int find_array(LossTerm term, int what, Py_ssize_t n_arrays) noexcept nogil:
+    cdef int j
+    for j in range(n_arrays):
+        if term.array_var[j] == what:
+            return j
+    return -1
 
 
 # -- scalar arithmetic after a sum ------------------------------------------------

@@ -50,7 +50,8 @@ from libc.math cimport copysign, expm1, expm1f, fabs, log1p, log1pf
 from libc.stdlib cimport free, malloc
 
 from ._derivatives cimport (f_abs, f_cos, f_exp, f_log, f_pow, f_sin, f_sqrt, fj_exp,
-                            fj_log, fj_trig_fast, logistic, two_difference, v_cos, v_sin,
+                            fj_log, fj_trig_fast, logistic, tanh_series, two_difference, v_cos,
+                            v_sin,
                             SQRT_D)
 from ._kernels cimport derivative_into, in_chunks
 from ._pool cimport parallel_for, pool_threads
@@ -125,32 +126,6 @@ cdef enum:
     K_OUT = 3
 
 # This module's loops are exported as an ExprTable (_tables.pxd, _level.pxi).
-
-
-cdef inline double tanh_series(double x2) noexcept nogil:
-    """P(x^2) with tanh(x) = x P(x^2) for |x| < 0.55 (shared by f_tanh and tanh_vd)."""
-    cdef double p
-    p = -2.859136662305254e-08
-    p = p * x2 + 7.054636946400968e-08
-    p = p * x2 + -1.7406618963571648e-07
-    p = p * x2 + 4.294911078273806e-07
-    p = p * x2 + -1.0597268320104654e-06
-    p = p * x2 + 2.6147711512907546e-06
-    p = p * x2 + -6.451689215655431e-06
-    p = p * x2 + 1.5918905069328964e-05
-    p = p * x2 + -3.927832388331683e-05
-    p = p * x2 + 9.691537956929451e-05
-    p = p * x2 + -0.00023912911424355248
-    p = p * x2 + 0.000590027440945586
-    p = p * x2 + -0.0014558343870513183
-    p = p * x2 + 0.003592128036572481
-    p = p * x2 + -0.008863235529902197
-    p = p * x2 + 0.021869488536155203
-    p = p * x2 + -0.05396825396825397
-    p = p * x2 + 0.13333333333333333
-    p = p * x2 + -0.3333333333333333
-    p = p * x2 + 1.0
-    return p
 
 
 cdef inline floating f_tanh(floating x) noexcept nogil:
@@ -453,6 +428,23 @@ cdef inline void stream_out(floating* dst, const floating* src, Py_ssize_t m) no
         fj_stream_f32(dst + head, src + head, m - head)
 
 
+cdef inline void bind_scratch(Py_ssize_t n_regs, const int* kind, const int* index,
+                              const int* slot, const double* scalars, floating* scratch,
+                              floating** R) noexcept nogil:
+    """Point the TEMP and SCALAR registers at their slots of the thread's
+    scratch, and fill each SCALAR register with its value (a block of it)."""
+    cdef Py_ssize_t r, i
+    cdef floating s
+    for r in range(n_regs):
+        if kind[r] == K_TEMP:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+        elif kind[r] == K_SCALAR:
+            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
+            s = <floating>scalars[index[r]]
+            for i in range(BLOCK):
+                R[r][i] = s
+
+
 cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_regs,
                     const int* kind, const int* index, const int* slot, Py_ssize_t n_slots,
                     floating** arrays, const double* scalars, floating** outs,
@@ -462,18 +454,11 @@ cdef inline void run_chunk(const int* prog, Py_ssize_t n_instr, Py_ssize_t n_reg
     # with non-temporal stores (outputs far larger than the cache: this
     # saves the read of every output line that an ordinary store costs).
     cdef Py_ssize_t r, i, pos, m, extra = n_slots
-    cdef floating s
     for i in range(n_acc):
         acc[i] = 0
+    bind_scratch(n_regs, kind, index, slot, scalars, scratch, R)
     for r in range(n_regs):
-        if kind[r] == K_TEMP:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-        elif kind[r] == K_SCALAR:
-            R[r] = scratch + <Py_ssize_t>slot[r] * BLOCK
-            s = <floating>scalars[index[r]]
-            for i in range(BLOCK):
-                R[r][i] = s
-        elif kind[r] == K_OUT and streamed:
+        if kind[r] == K_OUT and streamed:
             R[r] = scratch + extra * BLOCK
             extra += 1
     pos = start
@@ -815,18 +800,11 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c,
     cdef floating* obuf = tbuf + BLOCK
     cdef const floating* X = <const floating*>job.X
     cdef const floating* Xb
-    cdef floating s
     for i in range(job.stride):
         acc[i] = 0
+    bind_scratch(job.n_regs, job.kind, job.index, job.slot, job.scalars, scratch, R)
     for r in range(job.n_regs):
-        if job.kind[r] == K_TEMP:
-            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
-        elif job.kind[r] == K_SCALAR:
-            R[r] = scratch + <Py_ssize_t>job.slot[r] * BLOCK
-            s = <floating>job.scalars[job.index[r]]
-            for i in range(BLOCK):
-                R[r][i] = s
-        elif job.kind[r] == K_OUT:
+        if job.kind[r] == K_OUT:
             R[r] = obuf + <Py_ssize_t>job.index[r] * BLOCK
     pos = start
     while pos < stop:

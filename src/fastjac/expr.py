@@ -1046,6 +1046,23 @@ class CompiledExpression:
                     f"fastjac.compile(expression), which returns a loss; a list of "
                     f"expressions cannot hold one")
         nodes = _topological(outputs)
+        self._set_variables(nodes, variables, wrt)
+        # stages: every Sum node (inner ones first), then each output root
+        self._sums = [n for n in nodes if isinstance(n, Sum)]
+        self._has_inner = any(s not in outputs for s in self._sums)
+        # arithmetic on one sum's value (sum(e) / N): one pass and a scalar step
+        # when the variables it reads after the sum are scalars
+        self._step = _scalar_step_shape(outputs[0]) if single and self._has_inner else None
+        self._fast_ok = self._single and (not self._has_inner or self._step is not None)
+        # wrt=None means this one name when only one was compiled (fast path)
+        self._default_wrt = self.wrt[0] if len(self.wrt) == 1 else None
+        self._fast_kernels = {}
+        self._plans = {}
+        self._product_plans = {}        # fused jvp / vjp programs, by signature
+
+    def _set_variables(self, nodes, variables, wrt):
+        """.variables (in order of appearance, or compile's ``variables=``) and
+        .wrt, checked; nodes: every node of the expression."""
         names = []
         for node in nodes:
             if isinstance(node, Unary) and node.op not in _ops.UNARY:
@@ -1069,18 +1086,6 @@ class CompiledExpression:
         if len(set(wrt)) != len(wrt):
             raise ValueError(f"wrt names a variable twice: {list(wrt)}")
         self.wrt = wrt
-        # stages: every Sum node (inner ones first), then each output root
-        self._sums = [n for n in nodes if isinstance(n, Sum)]
-        self._has_inner = any(s not in outputs for s in self._sums)
-        # arithmetic on one sum's value (sum(e) / N): one pass and a scalar step
-        # when the variables it reads after the sum are scalars
-        self._step = _scalar_step_shape(outputs[0]) if single and self._has_inner else None
-        self._fast_ok = self._single and (not self._has_inner or self._step is not None)
-        # wrt=None means this one name when only one was compiled (fast path)
-        self._default_wrt = wrt[0] if len(wrt) == 1 else None
-        self._fast_kernels = {}
-        self._plans = {}
-        self._product_plans = {}        # fused jvp / vjp programs, by signature
 
     def __repr__(self):
         outs = ", ".join(str(o) for o in self._outputs)
