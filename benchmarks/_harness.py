@@ -75,6 +75,10 @@ ROUTES = {
     "autograd": "autograd: elementwise_grad (make_jvp for a scalar operand, grad for sums)",
     "scipy": "SciPy: the same product or solve with the CSR matrix of the Jacobian "
              "(the operator family)",
+    "sklearn": "scikit-learn: LinearModelLoss(HalfBinomialLoss()) loss_gradient, the hessp of "
+               "gradient_hessian_product applied to v, or gradient_hessian (the loss family)",
+    "sklearn_setup": "scikit-learn: gradient_hessian_product (its setup: gradient and h * X) "
+                     "and then hessp(v), both timed (the loss family's hvp)",
 }
 # Rivals that fill a preallocated array are compared with fastjac's out=
 # call; rivals that allocate their result with fastjac's allocating call.
@@ -240,9 +244,17 @@ def dtype_of(args):
 # -- answers ---------------------------------------------------------------------
 
 def to_numpy(result):
-    """A NumPy array from any library's result (JAX, PyTorch, scalars)."""
+    """A NumPy array from any library's result (JAX, PyTorch, scalars).
+
+    A tuple of several parts of different sizes (a loss's value and
+    gradient) is one flat array of its parts, in order."""
     if isinstance(result, tuple) and len(result) == 1:
         result = result[0]
+    if isinstance(result, tuple):
+        parts = [to_numpy(part) for part in result]
+        if len({part.shape for part in parts}) > 1:
+            return np.concatenate([part.reshape(-1) for part in parts])
+        return np.stack(parts)
     if hasattr(result, "detach"):              # torch.Tensor
         result = result.detach().cpu().numpy()
     return np.asarray(result)
@@ -357,7 +369,7 @@ SETTLE_AFTER, SETTLE_S = 1e-3, 0.1
 # time (minimum d/dx at n = 10^5: median 27 us beside numba, best batch 15 us,
 # 15 us in fastjac's own process).
 POOLED_ROUTES = frozenset({"numexpr", "numba_par", "jax", "jax_dense", "torch", "torch_vjp",
-                           "torch_dense"})
+                           "torch_dense", "sklearn", "sklearn_setup"})
 SETTLE_POOL_S = 0.02
 
 
@@ -623,6 +635,7 @@ GROUPS = {
     "jax": ("jax", "jax_dense"),
     "torch": ("torch", "torch_vjp", "torch_dense"),
     "autograd": ("autograd",),
+    "sklearn": ("sklearn", "sklearn_setup"),
 }
 GROUP_OF = {route: group for group, routes in GROUPS.items() for route in routes}
 

@@ -84,13 +84,18 @@ def _import(name):
         import autograd
         import autograd.numpy  # noqa: F401
         return autograd
+    if name == "sklearn":
+        # the loss family's rival (bench_loss.py sets its OpenMP threads per call)
+        import sklearn
+        from sklearn.linear_model import _linear_loss  # noqa: F401 - LinearModelLoss
+        return sklearn
     raise ValueError(name)
 
 
 def versions():
     """Versions and thread counts of the rivals that are installed."""
     info = {}
-    for name in ("numexpr", "numba", "jax", "torch", "autograd"):
+    for name in ("numexpr", "numba", "jax", "torch", "autograd", "sklearn"):
         try:
             module = load(name)
         except Skip as exc:

@@ -36,6 +36,7 @@ LIBRARIES = {
     "JAX": ("jax",),
     "PyTorch": ("torch", "torch_vjp"),
     "autograd": ("autograd",),
+    "scikit-learn": ("sklearn", "sklearn_setup"),
 }
 DENSE = {"JAX jacfwd": "jax_dense", "PyTorch jacobian": "torch_dense"}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -378,6 +379,7 @@ def targets(report):
                 rows.append((f"n = 16 `jacobian`/`sum_gradient` ≥ 5× faster than {lib}",
                              min(rs) >= 5,
                              f"min {fmt_ratio(min(rs))}, geo. mean {fmt_ratio(geomean(rs))}"))
+    rows += loss_targets(report)
     imp = report.get("import")
     if imp and "error" not in imp:
         rows.append(("`import fastjac` adds ≤ 20 ms to `import numpy`",
@@ -385,6 +387,105 @@ def targets(report):
         rows.append(("`import fastjac` never imports SciPy", not imp["imports_scipy"],
                      "SciPy " + ("imported" if imp["imports_scipy"] else "not imported")))
     return rows
+
+
+# The loss family's targets (bench_loss.py): (label, case kind, rival routes or
+# None for the read-once bound, least N for the bound)
+LOSS_LIMIT = 1.3
+LOSS_CALL_LIMIT = 2e-6
+LOSS_ROUTES = ("numpy", "sklearn", "sklearn_setup", "jax", "torch")
+
+
+def _loss_cases(report, kind, dt="float64"):
+    return [c for c in report["cases"] if c["family"] == "loss" and c["dtype"] == dt
+            and c["name"].split(",")[0] == kind and "fastjac" in c["times"]]
+
+
+def _loss_faster(report, label, kind, routes):
+    cs = _loss_cases(report, kind)
+    found = [(ratio(c, r), r, c) for c in cs for r in routes]
+    found = [(v, r, c) for v, r, c in found if v is not None]
+    if not found:
+        return None
+    slow = [f"{c['name'].split(', ', 1)[1]} {r} {fmt_ratio(v)}" for v, r, c in found if v < 1]
+    worst = min(found, key=lambda f: f[0])
+    return (label, not slow,
+            f"worst {worst[1]} {fmt_ratio(worst[0])} ({worst[2]['name'].split(', ', 1)[1]})"
+            + (f"; slower: " + "; ".join(slow[:10]) + (" …" if len(slow) > 10 else "")
+               if slow else f"; {len(found)} comparisons"))
+
+
+def _loss_bound(report, label, kind, least_n=1_000_000):
+    cs = [c for c in _loss_cases(report, kind) if "stream" in c["times"]]
+    if not cs:
+        return None
+    top = max(c["n"] for c in cs)
+    at = [c for c in cs if c["n"] == top]
+    rs = [(bound_ratio(c, report)[0], c) for c in at]
+    evidence = "; ".join(f"{c['name'].split(', ', 1)[1]}: "
+                         f"{fmt_time(c['times']['fastjac']['median'])} vs "
+                         f"{fmt_time(c['times']['stream']['median'])}, {r:.2f}×"
+                         for r, c in rs)
+    if top < least_n:
+        return label, None, f"not run at N ≥ {least_n:,}; at n = {top:,}: {evidence}"
+    return label, all(r <= LOSS_LIMIT for r, _ in rs), evidence
+
+
+def loss_targets(report):
+    """(target, met, evidence) rows of the loss family (float64), for those it ran."""
+    rows = [
+        _loss_bound(report, f"loss: logistic value+grad at N = 10⁶ (n = 10, 100) within "
+                    f"{LOSS_LIMIT}× of one read of X and y (STREAM read, timed beside it)",
+                    "value+grad"),
+        _loss_faster(report, "loss: logistic value+grad faster than NumPy, scikit-learn, JAX "
+                     "and PyTorch at every size", "value+grad",
+                     ("numpy", "sklearn", "jax", "torch")),
+        _loss_bound(report, f"loss: hvp at N = 10⁶ within {LOSS_LIMIT}× of one read of X and y",
+                    "hvp"),
+        _loss_faster(report, "loss: hvp faster than scikit-learn's gradient_hessian_product "
+                     "+ hessp and JAX jvp(grad)", "hvp", ("sklearn_setup", "jax")),
+        _loss_faster(report, "loss: hvp faster than scikit-learn's hessp alone (setup "
+                     "excluded)", "hvp", ("sklearn",)),
+        _loss_faster(report, "loss: dense Hessian faster than scikit-learn's gradient_hessian "
+                     "and jax.hessian", "dense Hessian", ("sklearn", "jax")),
+    ]
+    calls = [c for c in _loss_cases(report, "value+grad") if c["n"] == 16]
+    if calls:
+        t = calls[0]["times"]["fastjac"]["median"]
+        rows.append((f"loss: compiled-loss call value_and_jacobian at 16 × 10 ≤ "
+                     f"{LOSS_CALL_LIMIT * 1e6:.0f} µs", t <= LOSS_CALL_LIMIT, fmt_time(t)))
+    return [r for r in rows if r is not None]
+
+
+def loss_tables(report, stat="median"):
+    """Every route of every loss case: its time (``stat``: the median, or the
+    best batch), and rival / fastjac (the fastjac time measured beside it)."""
+    out = []
+    what = "median time" if stat == "median" else "best batch"
+    for dtype in report["dtypes"]:
+        cs = [c for c in report["cases"] if c["family"] == "loss" and c["dtype"] == dtype]
+        if not cs:
+            continue
+        out += [f"### loss, {dtype}: {what} (rival time / fastjac time beside it)", "",
+                "| case | fastjac | read X once | fastjac / read | "
+                + " | ".join(f"`{r}`" for r in LOSS_ROUTES) + " |",
+                "|---|---:|---:|---:|" + "---:|" * len(LOSS_ROUTES)]
+        for c in sorted(cs, key=lambda c: (c["name"].split(",")[0], c["n"], c["name"])):
+            t = c["times"]
+            twin = (t["fastjac"][stat] / t["stream"][stat]
+                    if "fastjac" in t and "stream" in t else None)
+            cells = []
+            for r in LOSS_ROUTES:
+                if r not in t:
+                    cells.append("—")
+                    continue
+                q = ratio(c, r, stat)
+                cells.append(f"{fmt_time(t[r][stat])} ({fmt_ratio(q)})")
+            out.append(f"| {c['name']} | {fmt_time(t.get('fastjac', {}).get(stat))} | "
+                       f"{fmt_time(t.get('stream', {}).get(stat))} | {fmt_ratio(twin)} | "
+                       + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def targets_table(report):
@@ -515,6 +616,12 @@ def markdown(report):
         bt = bandwidth_table(report, dtype)
         if bt:
             lines += [f"## Bandwidth bound at the largest n, {dtype}", ""] + bt + [""]
+    lt = loss_tables(report)
+    if lt:
+        lines += ["## Losses over batches (the loss family, every route)", ""] + lt
+        lines += ["On a shared machine the best batch shows what each route can do when it "
+                  "is not disturbed; the medians above are the figures of record.", ""]
+        lines += loss_tables(report, stat="best")
     sn = small_n_table(report)
     if sn:
         lines += ["## Per-call cost at small n", ""] + sn + [""]

@@ -35,7 +35,7 @@ FULL_SIZES = (16, 1_000, 100_000, 10_000_000)
 QUICK_SIZES = (16, 100_000)
 # the library whose presence decides whether a group's worker runs
 GROUP_LIBRARY = {"fastjac": "fastjac", "numexpr": "numexpr", "numba": "numba",
-                 "jax": "jax", "torch": "torch", "autograd": "autograd"}
+                 "jax": "jax", "torch": "torch", "autograd": "autograd", "sklearn": "sklearn"}
 
 
 def parse(argv=None):
@@ -46,7 +46,7 @@ def parse(argv=None):
     p.add_argument("--dtypes", help="comma-separated dtypes (default float64,float32)")
     p.add_argument("--families", help="comma-separated families (default: every bench_*.py)")
     p.add_argument("--groups", help="comma-separated library groups to time "
-                   "(default: all: fastjac,numexpr,numba,jax,torch,autograd)")
+                   "(default: all: fastjac,numexpr,numba,jax,torch,autograd,sklearn)")
     p.add_argument("--out", default=str(HERE / "results"), help="output directory")
     p.add_argument("--readme", action="store_true",
                    help="rewrite docs/performance.md between <!-- bench:start --> and <!-- bench:end -->")

@@ -118,3 +118,33 @@ def test_command_line_quick_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "results.json").read_text())
     assert report["cases"] and (out / "results.md").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_loss_family_numpy_agrees_with_fastjac(dtype):
+    """Every loss case (value+grad, hvp, Hessian diagonal, dense Hessian) at
+    16 x 10 and 1000 x {10, 100}: the hand-written NumPy formula passes the
+    answer check, value and gradient joined (``_harness.to_numpy``)."""
+    (_, module), = _harness.discover(("loss",))
+    for n in (16, 1000):
+        cases = module.cases(n, np.dtype(dtype))
+        assert {c.name.split(",")[0] for c in cases} == {
+            "value+grad", "hvp", "value+grad+hdiag", "dense Hessian"}
+        for case in cases:
+            result = _harness.run_case(_harness.select(case, ("numpy",)), quick=True,
+                                       log=lambda m: None)
+            assert "numpy" in result["times"], (case.name, result["notes"])
+
+
+def test_loss_family_check_sees_the_value_beside_the_gradient():
+    # a rival whose gradient is right but whose value is off by 1e-6 relative
+    (_, module), = _harness.discover(("loss",))
+    case = [c for c in module.cases(1000, np.dtype(np.float64))
+            if c.name.startswith("value+grad,")][0]
+    value, grad = case.fastjac()
+    case.rivals = [_harness.Rival("numpy", lambda: (lambda: (value * (1 + 1e-6), grad.copy()))),
+                   _harness.Rival("jax", lambda: (lambda: (value, grad[::-1].copy())))]
+    result = _harness.run_case(case, quick=True, log=lambda m: None)
+    assert result["notes"]["numpy"].startswith("wrong answer (max abs error")
+    assert result["notes"]["jax"].startswith("wrong answer")
+    assert _harness.to_numpy((value, grad)).shape == (1 + grad.size,)
