@@ -434,3 +434,21 @@ def test_resolved_calls_repeat_the_full_path_bit_for_bit():
     np.testing.assert_allclose(loss.jacobian("w", **dd), loss.jacobian("w", **d), rtol=1e-6)
     d64 = {**d, "y": d["y"].astype(">f4")}
     np.testing.assert_allclose(loss.jacobian("w", **d64), loss.jacobian("w", **d), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 16, 70])
+def test_neuron_gradient_is_the_loss_of_a_relu_unit(n):
+    """fastjac.neuron_gradient keeps its own pass; the same loss through
+    compile gives the same numbers (two implementations, checked against
+    each other and the closed form)."""
+    rng = np.random.default_rng(n)
+    X, y = rng.standard_normal((500, n)), rng.standard_normal(500)
+    w, b = rng.standard_normal(n) * 0.4, 0.05
+    loss = fastjac.compile(fastjac.mean((y_ - fastjac.relu(X_ @ w_ + b_)) ** 2))
+    value, (gw, gb) = loss.value_and_jacobian(["w", "b"], X=X, y=y, w=w, b=b)
+    nw, nb, nloss = fastjac.neuron_gradient(X, y, w, b, return_loss=True)
+    z = X @ w + b
+    r = np.where(z > 0, z - y, 0.0)
+    np.testing.assert_allclose(gw, 2 * X.T @ r / 500, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gw, nw, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose([gb, value], [nb, nloss], rtol=1e-12)
