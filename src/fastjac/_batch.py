@@ -50,7 +50,7 @@ import numpy as np
 from . import _expr, _layout, _ops
 from ._api import check_format
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _results,
+                   _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results,
                    coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
@@ -115,16 +115,11 @@ class _Term:
         self.matmul = None              # (X name, w name)
         self.nodes = []                 # element-wise nodes, children first
         self.vars = []                  # names read element-wise
-        order, seen = [], set()
-        stack = [(reduction.arg, False)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
+        # element-wise work; a product X @ w is a leaf (its operands are
+        # not read element-wise), a reduction inside is refused below
+        order = _postorder([reduction.arg],
+                           lambda node: not isinstance(node, (MatMul, Sum, Mean)))
+        for node in order:
             if isinstance(node, (Sum, Mean)):
                 raise NotImplementedError(
                     f"a reduction inside a reduction ({node} inside {reduction}) is not "
@@ -142,12 +137,6 @@ class _Term:
                         f"({self.matmul[0]} @ {self.matmul[1]} and {pair[0]} @ {pair[1]}); "
                         f"one per reduction is supported: write them as separate sums")
                 self.matmul = pair
-                order.append(node)
-                continue
-            stack.append((node, True))
-            for c in reversed(_children(node)):
-                if id(c) not in seen:
-                    stack.append((c, False))
         self.nodes = order
         for node in order:
             if isinstance(node, Var) and node.name not in self.vars:
@@ -419,7 +408,7 @@ class CompiledLoss(CompiledExpression):
             raise TypeError(f"a loss is one expression, got {type(root).__name__}")
         self._root = root
         self._terms, self._constants = _terms(root)
-        self._set_variables(_all_nodes(root), variables, wrt)
+        self._set_variables(_postorder([root]), variables, wrt)
         for term in self._terms:
             for name, _ in term.coef_vars:
                 if name in term.vars or (term.matmul and name in term.matmul):
@@ -1080,19 +1069,6 @@ def _check_axis(term, ndim):
         raise NotImplementedError(
             f"{term.reduction} reduces over some axes only; a loss reduces every axis of "
             f"its reductions (axis=None, or all of them)")
-
-
-def _all_nodes(root):
-    out, stack, seen = [], [root], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        out.append(node)
-        stack.extend(reversed(_children(node)))
-    # variables in order of first appearance, left to right
-    return out
 
 
 def _vector_like(v, like, dtype, what, wrt):

@@ -516,8 +516,9 @@ def _children(node):
     return ()
 
 
-def _topological(roots):
-    """All nodes reachable from roots, children before parents (iterative)."""
+def _postorder(roots, descend=None):
+    """All nodes reachable from roots, children before parents (iterative);
+    the children of a node are visited only where descend(node) is true."""
     order, seen = [], set()
     stack = [(r, False) for r in reversed(roots)]
     while stack:
@@ -529,32 +530,23 @@ def _topological(roots):
             continue
         seen.add(id(node))
         stack.append((node, True))
+        if descend is not None and not descend(node):
+            continue
         for c in reversed(_children(node)):
             if id(c) not in seen:
                 stack.append((c, False))
     return order
+
+
+def _topological(roots):
+    """All nodes reachable from roots, children before parents."""
+    return _postorder(roots)
 
 
 def _stage_nodes(root):
     """Nodes of the stage ending at root: element-wise work, stopping at sums
     other than root (those are inputs of the stage)."""
-    order, seen = [], set()
-    stack = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        if isinstance(node, Sum) and node is not root:
-            continue
-        for c in reversed(_children(node)):
-            if id(c) not in seen:
-                stack.append((c, False))
-    return order
+    return _postorder([root], lambda node: not isinstance(node, Sum) or node is root)
 
 
 class _Stage:
