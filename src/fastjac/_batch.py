@@ -43,14 +43,14 @@ one term, X or w also read element-wise in the term of their product, a
 reduction over some axes only) raises NotImplementedError when the
 expression is compiled, saying which part.
 """
-import numbers
 
 import numpy as np
 
 from . import _expr, _layout, _ops
-from ._api import check_format
+from ._api import check_format, is_dask_array
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results,
+                   _Builder, _children, _dask_in, _finish, _ONE, _OPCODES, _KINDS, _postorder,
+                   _results,
                    coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
@@ -442,20 +442,21 @@ class CompiledLoss(CompiledExpression):
     def _values(self, kwargs):
         """(dtype, values, element shape of each term), every check made."""
         if kwargs.keys() != self._names:
-            for name in kwargs:
-                self._check_name(name)
-            missing = [n for n in self.variables if n not in kwargs]
-            raise ValueError(f"missing value for variable{'s' if len(missing) > 1 else ''} "
-                             f"{', '.join(repr(m) for m in missing)}")
+            self._check_names(kwargs)
         dtype, values = _ready(kwargs)
         if dtype is None:
             dtype, values = coerce_named(kwargs)
+        return dtype, values, self._shapes(values)
+
+    def _shapes(self, values):
+        """The element shape of each term, every shape check made; values
+        need only .shape and .ndim (_dask_loss passes Dask arrays)."""
         shapes = [self._check_shapes(term, values) for term in self._terms]
         for name in self._weights:
             if values[name].ndim != 0:
                 raise ValueError(f"{name!r} weights a reduction of the loss and must be a "
                                  f"scalar, got shape {values[name].shape}")
-        return dtype, values, shapes
+        return shapes
 
     @staticmethod
     def _check_shapes(term, values):
@@ -575,11 +576,7 @@ class CompiledLoss(CompiledExpression):
         for name, p in term.coef_vars:        # p is 1 or -1 (_constant_part)
             c = c * float(values[name]) if p == 1 else c * (1.0 / float(values[name]))
         if term.mean:
-            size = _size(shape)
-            if size == 0:
-                raise ValueError(f"{term.reduction} is the mean of no elements (a variable "
-                                 f"of size 0): it is undefined")
-            c /= size
+            c /= _mean_size(term, shape)
         return c
 
     def _role(self, term, name):
@@ -605,11 +602,7 @@ class CompiledLoss(CompiledExpression):
         hdiags = [np.zeros(values[w].shape) for w in wrts] if want_hdiag else None
         for i, term in enumerate(self._terms):
             roles = [self._role(term, w) for w in wrts]
-            for w in wrts:
-                if any(n == w for n, _ in term.coef_vars):
-                    raise NotImplementedError(
-                        f"differentiating by {w!r}, a weight of {term.reduction}, is not "
-                        f"supported; write the weight inside the sum")
+            _refuse_weight(term, wrts)
             dirs, outs, slots = [], [("acc", ("value",))] if want_value else [], []
             for k, (w, role) in enumerate(zip(wrts, roles)):
                 if role is None:
@@ -655,6 +648,9 @@ class CompiledLoss(CompiledExpression):
             result = call(variables)
             if result is not None:
                 return result
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.value(self, variables)
         dtype, values, shapes = self._values(variables)
         trace = []
         value, _, _ = self._value_grad((), values, dtype, shapes, want_grad=False, trace=trace)
@@ -726,6 +722,9 @@ class CompiledLoss(CompiledExpression):
             wrts = (self._default_wrt(wrt),)
         denominator = _layout.check_layout(layout)
         fmt = check_format(format)
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.gradient(self, wrts, stacked, fmt, out, variables, want_value)
         dtype, values, shapes = self._values(variables)
         trace = [] if fast else None
         value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value,
@@ -747,6 +746,9 @@ class CompiledLoss(CompiledExpression):
             raise ValueError(f"wrt names {len(names)} variables but {len(tangents)} "
                              f"tangents were given")
         value, grads = self._gradient(names, "numerator", "compact", None, variables, True)
+        if _dask_in(variables) or any(is_dask_array(t) for t in tangents):
+            from . import _dask_loss
+            return value, _dask_loss.dot(names, grads, tangents)
         total = 0.0
         for name, g, t in zip(names, grads, tangents):
             t = _vector_like(t, np.asarray(g), g.dtype, "tangent", name)
@@ -762,7 +764,10 @@ class CompiledLoss(CompiledExpression):
                              f"{np.shape(cotangent)}")
         names = [wrt] if isinstance(wrt, str) else list(wrt)
         value, grads = self._gradient(names, "numerator", "compact", None, variables, True)
-        scaled = tuple(g * g.dtype.type(cotangent) for g in grads)
+        if is_dask_array(cotangent):            # lazy, as the Dask variables' gradients
+            scaled = tuple(g * cotangent.astype(g.dtype) for g in grads)
+        else:
+            scaled = tuple(g * g.dtype.type(cotangent) for g in grads)
         return value, (scaled[0] if isinstance(wrt, str) else scaled)
 
     def kernel(self, wrt=None, *, value=False):
@@ -778,6 +783,9 @@ class CompiledLoss(CompiledExpression):
         For L = sum_k e(x_k . w, ...) and wrt = w: sum_k e''_k x_kj^2.
         """
         wrt = self._default_wrt(wrt)
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.hessian_diagonal(self, wrt, variables, False)
         dtype, values, shapes = self._values(variables)
         _, _, hdiag = self._value_grad((wrt,), values, dtype, shapes, want_value=False,
                                        want_grad=False, want_hdiag=True)
@@ -786,6 +794,9 @@ class CompiledLoss(CompiledExpression):
     def value_gradient_hessian_diagonal(self, wrt=None, **variables):
         """(L, dL/d(wrt), diagonal of d2L/d(wrt)2), all from one pass over X."""
         wrt = self._default_wrt(wrt)
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.hessian_diagonal(self, wrt, variables, True)
         dtype, values, shapes = self._values(variables)
         value, grad, hdiag = self._value_grad((wrt,), values, dtype, shapes, want_hdiag=True)
         return dtype.type(value), _deliver_array(grad[0], dtype), _deliver_array(hdiag[0], dtype)
@@ -810,8 +821,20 @@ class CompiledLoss(CompiledExpression):
             if result is not None:
                 return result
         wrt = self._check_wrt(wrt)
+        if _dask_in(variables) or is_dask_array(v):
+            from . import _dask_loss
+            return _dask_loss.hvp(self, wrt, v, variables)
         dtype, values, shapes = self._values(variables)
         v = _vector_like(v, values[wrt], dtype, "v", wrt)
+        hv, trace = self._hvp(wrt, v, values, dtype, shapes)
+        if trace is not None:
+            self._calls[("hvp", wrt)] = self._resolve(trace, values, dtype, (wrt,), False,
+                                                      False, False, True)
+        return _deliver_array(hv, dtype)
+
+    def _hvp(self, wrt, v, values, dtype, shapes):
+        """(d2L/d(wrt)2 @ v in float64, the trace of its passes for _resolve,
+        None when the call has a part a LossCall cannot repeat)."""
         hv = np.zeros(values[wrt].shape, np.float64)
         trace = []
         for i, term in enumerate(self._terms):
@@ -838,10 +861,7 @@ class CompiledLoss(CompiledExpression):
                                   [(sink, ("dd", 0, 0))])
                 if h is not None:
                     hv += c * np.asarray(h) * v
-        if trace is not None:
-            self._calls[("hvp", wrt)] = self._resolve(trace, values, dtype, (wrt,), False,
-                                                      False, False, True)
-        return _deliver_array(hv, dtype)
+        return hv, trace
 
     def hessian(self, wrt=None, *, format="compact", **variables):
         """The Hessian d2L/d(wrt)2, structured.
@@ -868,11 +888,20 @@ class CompiledLoss(CompiledExpression):
         if isinstance(wrt, (tuple, list)):
             return self._mixed(wrt, format, variables)
         wrt = self._default_wrt(wrt)
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.hessian(self, wrt, format, variables)
         dtype, values, shapes = self._values(variables)
         if format == "operator":
             return _hessian_operator(self, wrt, values, dtype)
+        diag, dense = self._hessian_parts(wrt, values, dtype, shapes)
+        return _deliver_hessian(diag, dense, format, dtype)
+
+    def _hessian_parts(self, wrt, values, dtype, shapes):
+        """(the Hessian's diagonal of element-wise terms, X^T diag(e'') X of the
+        terms where wrt is the weights of X @ w, or None), float64."""
         shape = values[wrt].shape
-        size = int(np.prod(shape)) if shape else 1
+        size = _size(shape)
         diag = np.zeros(shape, np.float64)
         dense = None
         for i, term in enumerate(self._terms):
@@ -882,26 +911,19 @@ class CompiledLoss(CompiledExpression):
             _refuse_matrix(term, role, wrt, "the Hessian")
             c = self._scale(term, values, shapes[i])
             if role == "w":
+                if dense is None:           # n x n even where e'' is 0 (a linear term)
+                    dense = np.zeros((size, size), np.float64)
                 (h,) = self._pass(i, values, dtype, shapes[i], (_Z,),
                                   [("full", ("dd", 0, 0))])
-                if h is None:
-                    continue
-                X = values[term.matmul[0]]
-                if dense is None:
-                    dense = np.zeros((size, size), np.float64)
-                dense += c * _weighted_gram(X, h)
+                if h is not None:
+                    dense += c * _weighted_gram(values[term.matmul[0]], h)
             else:
                 sink = self._sink(role, values, wrt)
                 (h,) = self._pass(i, values, dtype, shapes[i], (wrt,),
                                   [(sink, ("dd", 0, 0))])
                 if h is not None:
                     diag += c * np.asarray(h)
-        if dense is not None:
-            dense[np.diag_indices(size)] += diag.reshape(-1)
-            return dense.astype(dtype)
-        if format == "dense":
-            return np.diag(diag.reshape(-1)).astype(dtype)
-        return dtype.type(diag) if not shape else diag.astype(dtype)
+        return diag, dense
 
     def _mixed(self, wrt, format, variables):
         if len(wrt) != 2:
@@ -911,13 +933,21 @@ class CompiledLoss(CompiledExpression):
             return self.hessian(a, format=format, **variables)
         if format == "operator":
             raise ValueError("format='operator' is for the Hessian of one variable")
+        if _dask_in(variables):
+            from . import _dask_loss
+            return _dask_loss.hessian(self, (a, b), format, variables)
         dtype, values, shapes = self._values(variables)
-        sa, sb = values[a].shape, values[b].shape
+        total = self._mixed_total(a, b, values, dtype, shapes)
+        return _deliver_mixed(total, values[a].shape, values[b].shape, format, dtype)
+
+    def _mixed_terms(self, a, b, sa, sb):
+        """[(term index, role of a, role of b)] of the terms with a mixed
+        block, every check made (sa, sb: the shapes of a and b)."""
         if len(sa) > 1 or len(sb) > 1 or (sa and sb):
             raise NotImplementedError(
                 f"the mixed Hessian block of {a!r} and {b!r} is supported when one of them is "
                 f"a scalar and the other a scalar or a vector; got shapes {sa} and {sb}")
-        total = np.zeros(sa or sb, np.float64)
+        found = []
         for i, term in enumerate(self._terms):
             ra, rb = self._role(term, a), self._role(term, b)
             if ra is None or rb is None:
@@ -926,6 +956,15 @@ class CompiledLoss(CompiledExpression):
                 raise NotImplementedError(
                     f"mixed Hessians with the matrix of {term.matmul[0]} @ "
                     f"{term.matmul[1]} are not supported")
+            found.append((i, ra, rb))
+        return found
+
+    def _mixed_total(self, a, b, values, dtype, shapes):
+        """d2L/(da db) in float64 (shape of the vector of the two, or ())."""
+        sa, sb = values[a].shape, values[b].shape
+        total = np.zeros(sa or sb, np.float64)
+        for i, ra, rb in self._mixed_terms(a, b, sa, sb):
+            term = self._terms[i]
             c = self._scale(term, values, shapes[i])
             keys = tuple(_Z if r == "w" else name for r, name in ((ra, a), (rb, b)))
             vector = bool(sa or sb)
@@ -934,9 +973,7 @@ class CompiledLoss(CompiledExpression):
                                 ("dd", 0, 1))])
             if h is not None:
                 total += c * np.asarray(h)
-        if format == "dense":                   # (size of a) x (size of b)
-            return total.astype(dtype).reshape(sa[0] if sa else 1, sb[0] if sb else 1)
-        return total.astype(dtype) if total.ndim else dtype.type(total)
+        return total
 
 
 def _unpickle_loss(root, wrt, variables):
@@ -1046,6 +1083,23 @@ def _call_key(want_value, wrt):
     return None
 
 
+def _mean_size(term, shape):
+    """The number of elements a mean term divides by (never 0)."""
+    size = _size(shape)
+    if size == 0:
+        raise ValueError(f"{term.reduction} is the mean of no elements (a variable "
+                         f"of size 0): it is undefined")
+    return size
+
+
+def _refuse_weight(term, wrts):
+    for w in wrts:
+        if any(n == w for n, _ in term.coef_vars):
+            raise NotImplementedError(
+                f"differentiating by {w!r}, a weight of {term.reduction}, is not "
+                f"supported; write the weight inside the sum")
+
+
 def _refuse_matrix(term, role, wrt, what):
     if role == "X":
         raise NotImplementedError(
@@ -1112,6 +1166,22 @@ def _deliver_gradient(grad, wrt, denominator, fmt, out):
         raise ValueError(f"format={fmt!r} needs a vector variable; {wrt!r} has shape "
                          f"{grad.shape}: use format='compact'")
     return _layout.as_matrix(grad, "gradient", denominator, fmt, False, out)
+
+
+def _deliver_hessian(diag, dense, format, dtype):
+    """The Hessian from _hessian_parts, in ``format`` ("compact" or "dense")."""
+    if dense is not None:
+        dense[np.diag_indices(dense.shape[0])] += diag.reshape(-1)
+        return dense.astype(dtype)
+    if format == "dense":
+        return np.diag(diag.reshape(-1)).astype(dtype)
+    return _deliver_array(diag, dtype)
+
+
+def _deliver_mixed(total, sa, sb, format, dtype):
+    if format == "dense":                   # (size of a) x (size of b)
+        return total.astype(dtype).reshape(sa[0] if sa else 1, sb[0] if sb else 1)
+    return _deliver_array(total, dtype)
 
 
 def _hessian_operator(loss, wrt, values, dtype):

@@ -371,14 +371,9 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
         name = names[0]
     elif not compiled._single:
         raise NotImplementedError("with Dask arrays, value() takes a single expression")
-    if compiled._has_inner:
-        raise NotImplementedError(
-            "with Dask arrays, expressions whose sums feed further work (sum(e) / N, "
-            "log(sum(e)), a dot feeding element-wise ops) are not supported yet: the "
-            "outer step needs the sum of every block first. Differentiate the inner sum "
-            "(a compiled fastjac.sum(e)) with Dask, then apply the outer step's derivative "
-            "to its value, or pass NumPy arrays")
     compiled._check_names(variables)
+    if compiled._has_inner:
+        return _staged(compiled, name, want_value, want_jacobian, variables)
     names = compiled.variables
     operands, votes = [], []
     shape, owner = None, None
@@ -423,3 +418,93 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     if not want_jacobian:
         return value
     return value, jac
+
+
+# -- expressions whose sums feed further work: one graph per stage ---------------------------
+
+def _substitute(root, placeholders):
+    """root with each Sum node whose id is in ``placeholders`` replaced by
+    the variable of that name (the nodes below it are not visited)."""
+    from .expr import Binary, Sum, Unary, Var, _postorder
+    new = {}
+    for node in _postorder([root], lambda n: id(n) not in placeholders):
+        if id(node) in placeholders:
+            new[id(node)] = Var(placeholders[id(node)])
+        elif isinstance(node, Unary):
+            new[id(node)] = Unary(node.op, new[id(node.arg)])
+        elif isinstance(node, Binary):
+            new[id(node)] = Binary(node.op, new[id(node.a)], new[id(node.b)])
+        elif isinstance(node, Sum):
+            new[id(node)] = Sum(new[id(node.arg)], node.axis)
+        else:                                   # Var, Const
+            new[id(node)] = node
+    return new[id(root)]
+
+
+def _stages(compiled):
+    """The expression as a list of (placeholder name, compiled stage), inner
+    sums first and the root last (placeholder None): each stage reads the
+    sums it contains as scalar variables named by their placeholders.
+    Built once per compiled expression."""
+    stages = compiled.__dict__.get("_dask_stages")
+    if stages is None:
+        from .expr import CompiledExpression
+        root = compiled._outputs[0]
+        sums = [s for s in compiled._sums if s is not root]
+        names = {id(s): f"\x00sum{k}" for k, s in enumerate(sums)}
+        stages = []
+        for node in sums + [root]:
+            inner = {k: v for k, v in names.items() if k != id(node)}
+            stages.append((names.get(id(node)), CompiledExpression(_substitute(node, inner))))
+        compiled._dask_stages = stages
+    return stages
+
+
+def _staged(compiled, name, want_value, want_jacobian, variables):
+    """``expression()`` for an expression whose sums feed further work
+    (``sum(e) / N``, ``log(sum(exp(x)))``, ``sum((x - sum(x) / N) ** 2)``):
+    each sum is a tree reduction whose lazy value the stages after it read
+    as a scalar; the gradient is the chain rule over the stages, as lazy
+    arrays (one pass per stage and per variable it is differentiated by).
+    The Jacobian needs a scalar result: an element-wise expression reading
+    a sum has a Jacobian that is not diagonal (diagonal plus rank one)."""
+    stages = _stages(compiled)
+    env = dict(variables)
+    results = []                        # (value, stage) in order
+    for placeholder, stage in stages:
+        value = expression(stage, None, "numerator", "compact", None, None, True, False,
+                           {n: env[n] for n in stage.variables})
+        if placeholder is not None:
+            env[placeholder] = value
+        results.append(value)
+    value = results[-1]
+    if not want_jacobian:
+        return value
+    if value.ndim:
+        raise NotImplementedError(
+            "with Dask arrays, the Jacobian of an element-wise expression that reads a sum "
+            "(diagonal plus rank one) is not given; its value is. Differentiate a scalar "
+            "expression (a sum of it), or pass NumPy arrays")
+
+    def partial(stage, wrt):
+        stage_vars = {n: env[n] for n in stage.variables}
+        return expression(stage, wrt, "numerator", "compact", None, None, False, True,
+                          stage_vars)[1]
+    # reverse mode over the stages: adjoint[k] = d(result) / d(value of stage k)
+    adjoint = [None] * len(stages)
+    adjoint[-1] = 1.0
+    gradient = None
+    for k in reversed(range(len(stages))):
+        a = adjoint[k]
+        if a is None:
+            continue
+        placeholder, stage = stages[k]
+        for j, (inner, _) in enumerate(stages[:k]):
+            if inner in stage.variables:
+                term = a * partial(stage, inner)
+                adjoint[j] = term if adjoint[j] is None else adjoint[j] + term
+        if name in stage.variables:
+            term = a * partial(stage, name)
+            gradient = term if gradient is None else gradient + term
+    # (every variable is read by a stage, and every stage feeds the result)
+    return (value if want_value else None), gradient.astype(value.dtype)

@@ -1,0 +1,408 @@
+"""Losses over Dask arrays: one pass per block of rows, then a tree sum.
+
+Imported only when a variable of a ``CompiledLoss`` call (or its tangent,
+cotangent or Hessian-vector ``v``) is a Dask array; each method of
+CompiledLoss checks that after its NumPy fast path.
+
+How
+---
+A loss is a weighted sum of reductions (fastjac._batch). Everything asked
+of one reduction is a sum over its rows (a term with ``X @ w``) or over its
+elements (a term without): the value, the gradient by the weights w or by
+a scalar, the Hessian diagonal, a Hessian-vector product, X^T diag(e'') X.
+The gradient by a per-row variable (y, or X itself) is per row. So:
+
+* the terms are grouped by what they run over: the rows of one matrix X
+  (every term with ``X @ w`` for that X), or the elements of arrays of one
+  shape (an L2 penalty ``sum(w * w)`` is such a group);
+* a group is one ``blockwise`` task per block: a block of rows of X with
+  all of its columns, and the same rows of the per-row arrays (Dask
+  aligns their chunks). The task runs the NumPy path's own pass
+  (``CompiledLoss._value_grad``, ``_hvp``, ``_hessian_parts``,
+  ``_mixed_total``) on a *block view* of the loss: the group's terms, each
+  ``mean(e)`` made ``sum(e) / size`` with the size of the whole array, so
+  a block's results are exactly its share of the whole;
+* a summed result (one float64 partial per block) goes through Dask's
+  tree reduction (``_dask.tree_sum``); a per-row result keeps the blocks.
+
+The groups' results are added in float64 and rounded once to the loss's
+dtype. Every check of the NumPy path (names, shapes, axis, what cannot be
+differentiated) is made when the graph is built, by the same functions.
+
+What differs from NumPy inputs is what differs on the rest of the Dask
+path (_dask.py): results are lazy Dask arrays (0-d where the NumPy path
+gives a number), ``out=`` raises TypeError, and sums equal the NumPy
+path's to rounding. A gradient is given in format "compact" only; a
+Hessian in "compact" and "dense" ("operator" is refused: each product
+would be a pass over the cluster's data, call :meth:`hvp` for that).
+"""
+import copy
+import functools
+
+import numpy as np
+import dask.array as da
+from dask.highlevelgraph import HighLevelGraph
+
+from . import _dask
+from ._api import is_dask_array
+from ._batch import HESSIAN_FORMATS, _mean_size, _refuse_matrix, _refuse_weight, _size
+
+_V = "\x00v"            # the block of a Hessian-vector product's v
+
+
+# -- the block view: a group's terms, each mean made a sum over the whole ----------
+
+def _block_view(loss, indices, sizes):
+    """A CompiledLoss of the terms ``indices`` of ``loss``, where a mean of
+    the whole array's ``size`` elements is a sum times 1/size (built once
+    per process and group)."""
+    views = loss.__dict__.setdefault("_block_views", {})
+    key = (indices, sizes)
+    view = views.get(key)
+    if view is None:
+        view = object.__new__(type(loss))
+        view.__dict__.update(loss.__dict__)
+        terms = []
+        for i, size in zip(indices, sizes):
+            term = copy.copy(loss._terms[i])
+            if term.mean:
+                term.mean, term.factor = False, term.factor / size
+            terms.append(term)
+        names = {n for term in terms for n in term.names}
+        view.variables = tuple(n for n in loss.variables if n in names)
+        view._names = set(view.variables)
+        view._terms, view._constants = terms, []
+        view._weights = [n for term in terms for n, _ in term.coef_vars]
+        view._programs, view._calls, view._block_views = {}, {}, {}
+        views[key] = view
+    return view
+
+
+@_dask.task
+def _group_block(shared, indices, sizes, names, request, dtype, summed, out_ndim, *blocks):
+    """One group's results on one block: a tuple of float64 arrays, a
+    summed one shaped (1,) * out_ndim + its shape (a per-block partial)."""
+    view = _block_view(shared.compiled, indices, sizes)
+    kwargs, v = {}, None
+    for name, block in zip(names, blocks):
+        if name == _V or not _dask._is_number(block):
+            block = np.asarray(block, dtype)
+        if name == _V:
+            v = block
+        else:
+            kwargs[name] = block
+    block_dtype, values, shapes = view._values(kwargs)
+    kind, wrts = request[0], request[1]
+    if kind == "hvp":
+        parts = [view._hvp(wrts[0], v, values, block_dtype, shapes)[0]]
+    elif kind == "hessian":
+        diag, dense = view._hessian_parts(wrts[0], values, block_dtype, shapes)
+        parts = [diag] + ([dense] if request[2] else [])
+    elif kind == "mixed":
+        parts = [view._mixed_total(wrts[0], wrts[1], values, block_dtype, shapes)]
+    else:
+        want_value, want_grad, want_hdiag = request[2]
+        value, grads, hdiags = view._value_grad(wrts, values, block_dtype, shapes,
+                                                want_value, want_grad, want_hdiag)
+        parts = ([value] if want_value else []) + (grads or []) + (hdiags or [])
+    lead = (1,) * out_ndim
+    return tuple(np.asarray(p, np.float64).reshape(lead + np.shape(p)) if s
+                 else np.asarray(p, np.float64) for p, s in zip(parts, summed))
+
+
+# -- one call: the variables, checked, and the groups -------------------------------
+
+class _Call:
+    """A call's variables as Dask arrays, NumPy arrays and numbers, checked
+    as the NumPy path checks them, and the loss's terms grouped."""
+
+    def __init__(self, loss, variables):
+        loss._check_names(variables)
+        self.loss = loss
+        self.operands, votes = {}, []
+        for name in loss.variables:
+            x, vote = _dask._operand(variables[name], name)
+            self.operands[name] = x
+            votes.append(vote)
+        self.dtype = _dask._result_dtype(votes)
+        shaped = {n: (np.asarray(x) if _dask._is_number(x) else x)
+                  for n, x in self.operands.items()}
+        self.shape = {n: tuple(x.shape) for n, x in shaped.items()}
+        shapes = loss._shapes(shaped)
+        groups = {}
+        for i, term in enumerate(loss._terms):
+            key = ("rows", term.matmul[0]) if term.matmul else ("elements", shapes[i])
+            groups.setdefault(key, []).append(i)
+        self.groups = []
+        for (kind, what), indices in groups.items():
+            sizes = tuple(_mean_size(loss._terms[i], shapes[i]) if loss._terms[i].mean else 1
+                          for i in indices)
+            self.groups.append(_Group(self, kind, what, tuple(indices), sizes))
+
+    def constants(self):
+        """The value of the loss's constant part (float64; lazy if a weight is a Dask array)."""
+        total = 0.0
+        for c, cvars in self.loss._constants:
+            for name, p in cvars:
+                x = self.operands[name]
+                x = x.astype(np.float64) if is_dask_array(x) else float(np.asarray(x))
+                c = c * x if p == 1 else c * (1.0 / x)
+            total = total + c
+        return total
+
+    def run(self, request, part_of):
+        """[sum over the groups of each requested result]: ``request`` is
+        (kind, wrts, options); ``part_of(group)`` lists the group's parts as
+        (result index, shape, summed)."""
+        totals = {}
+        for group in self.groups:
+            for index, part in group.run(request, part_of(group)):
+                totals[index] = part if index not in totals else totals[index] + part
+        return totals
+
+
+class _Group:
+    """Terms running over the same blocks: the rows of one X, or the
+    elements of arrays of one shape."""
+
+    def __init__(self, call, kind, what, indices, sizes):
+        self.call, self.indices, self.sizes = call, indices, sizes
+        loss = call.loss
+        self.terms = [loss._terms[i] for i in indices]
+        self.names = [n for n in loss.variables if any(n in t.names for t in self.terms)]
+        # block index of each variable: X rows (0) x columns (1), per-row arrays
+        # (0,), the weights w (1,): summed over; arrays of the group's shape: all axes
+        self.index = {}
+        if kind == "rows":
+            self.out_ndim = 1
+            for n in self.names:
+                shape = call.shape[n]
+                if n == what:
+                    self.index[n] = (0, 1)
+                elif any(t.matmul and n == t.matmul[1] for t in self.terms):
+                    self.index[n] = (1,)
+                else:
+                    self.index[n] = (0,) if shape else ()
+        else:
+            self.out_ndim = len(what)
+            for n in self.names:
+                self.index[n] = tuple(range(len(what))) if call.shape[n] else ()
+
+    def blocked(self, name):
+        """True when the variable's derivatives are per block (not summed)."""
+        return 0 in self.index.get(name, ())
+
+    def roles(self, wrt):
+        return [self.call.loss._role(t, wrt) for t in self.terms]
+
+    def run(self, request, parts):
+        """[(result index, Dask array)] of this group's share of each part."""
+        if not parts:
+            return []
+        call = self.call
+        names = list(self.names)
+        args = []
+        for n in names:
+            args += _arg(call.operands[n], self.index[n])
+        if request[0] == "hvp":
+            names.append(_V)
+            args += _arg(request[3], self.index[request[1][0]])
+        shared = _dask._share(call.loss)
+        summed = tuple(s for _, _, s in parts)
+        fn = functools.partial(_group_block, shared, self.indices, self.sizes, tuple(names),
+                               request[:3], call.dtype, summed, self.out_ndim)
+        out = tuple(range(self.out_ndim))
+        pairs = da.blockwise(fn, out, *args, dtype=object,
+                             meta=np.empty((0,) * self.out_ndim, object),
+                             concatenate=True, token="fastjac-loss")
+        results = []
+        for k, (index, shape, is_summed) in enumerate(parts):
+            if is_summed:
+                ones = tuple((1,) * len(c) for c in pairs.chunks)
+                leaf = _part(pairs, k, ones, shape, "loss-partial")
+                if out:
+                    leaf = _dask.tree_sum(leaf, out, np.dtype(np.float64))
+                results.append((index, leaf))
+            else:
+                extra = shape[self.out_ndim:]
+                results.append((index, _part(pairs, k, pairs.chunks, extra, "loss-block")))
+        return results
+
+
+def _arg(x, index):
+    """blockwise's (array, index) pair for a variable."""
+    if _dask._is_number(x) or (isinstance(x, np.ndarray) and x.ndim == 0):
+        return [x, None]
+    if isinstance(x, np.ndarray):
+        x = da.from_array(x, chunks=-1)
+    return [x, index]
+
+
+def _part(pairs, k, chunks, extra, label):
+    """Part ``k`` of the blockwise array of tuples ``pairs``, with the
+    trailing dimensions ``extra`` (one chunk each)."""
+    name = f"{label}-{k}-{pairs.name}"
+    tail = (0,) * len(extra)
+    layer = {(name,) + key[1:] + tail: (_dask._pick, key, k)
+             for key in _dask._flat_keys(pairs.__dask_keys__())}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[pairs])
+    return da.Array(graph, name, chunks=tuple(chunks) + tuple((n,) for n in extra),
+                    meta=np.empty((0,) * (len(chunks) + len(extra)), np.float64))
+
+
+def _zeros(call, name):
+    """A structurally zero derivative, shaped (and chunked) like the variable."""
+    x = call.operands[name]
+    if is_dask_array(x):
+        return da.zeros(x.shape, chunks=x.chunks, dtype=np.float64)
+    return da.zeros(call.shape[name], dtype=np.float64)
+
+
+def _rounded(x, dtype):
+    return x.astype(dtype) if is_dask_array(x) else da.from_array(np.asarray(x, dtype))
+
+
+# -- the entries (CompiledLoss's methods with Dask variables) ----------------------
+
+def _value_grad(loss, wrts, variables, want_value, want_grad, want_hdiag):
+    """(value, [gradient], [Hessian diagonal]) as lazy arrays in the loss's dtype."""
+    call = _Call(loss, variables)
+    for term in loss._terms:
+        _refuse_weight(term, wrts)
+        if want_hdiag:
+            for w in wrts:
+                _refuse_matrix(term, loss._role(term, w), w, "the Hessian")
+
+    def parts(group):
+        present = [w for w in wrts if w in group.names]
+        found = []
+        if want_value:
+            found.append(("value", (), True))
+        for kind, wanted in (("grad", want_grad), ("hdiag", want_hdiag)):
+            if not wanted:
+                continue
+            for w in present:
+                found.append(((kind, w), call.shape[w], not group.blocked(w)))
+        return found
+
+    totals = {}
+    for group in call.groups:
+        present = tuple(w for w in wrts if w in group.names)
+        request = ("pass", present, (want_value, want_grad, want_hdiag))
+        for index, part in group.run(request, parts(group)):
+            totals[index] = part if index not in totals else totals[index] + part
+    value = None
+    if want_value:
+        value = _rounded(totals.get("value", 0.0) + call.constants(), call.dtype)
+
+    def result(kind, w):
+        part = totals.get((kind, w))
+        return (part if part is not None else _zeros(call, w)).astype(call.dtype)
+    grads = [result("grad", w) for w in wrts] if want_grad else None
+    hdiags = [result("hdiag", w) for w in wrts] if want_hdiag else None
+    return value, grads, hdiags
+
+
+def value(loss, variables):
+    return _value_grad(loss, (), variables, True, False, False)[0]
+
+
+def gradient(loss, wrts, stacked, fmt, out, variables, want_value):
+    """CompiledLoss._gradient with Dask variables: (value or None, gradient(s))."""
+    _dask._check_compact(fmt)
+    _dask._check_no_out(out)
+    value, grads, _ = _value_grad(loss, wrts, variables, want_value, True, False)
+    return value, (grads if stacked else grads[0])
+
+
+def hessian_diagonal(loss, wrt, variables, with_value_gradient):
+    value, grads, hdiags = _value_grad(loss, (wrt,), variables, with_value_gradient,
+                                       with_value_gradient, True)
+    return (value, grads[0], hdiags[0]) if with_value_gradient else hdiags[0]
+
+
+def hvp(loss, wrt, v, variables):
+    call = _Call(loss, variables)
+    for term in loss._terms:
+        _refuse_matrix(term, loss._role(term, wrt), wrt, "Hessian-vector products")
+    v, _ = _dask._operand(v, "v")
+    if tuple(np.shape(v)) != call.shape[wrt]:
+        raise ValueError(f"v has shape {tuple(np.shape(v))} but {wrt!r} has shape "
+                         f"{call.shape[wrt]}; they must match")
+    request = ("hvp", (wrt,), None, v)
+    total = call.run(request, lambda group: [("hv", call.shape[wrt], not group.blocked(wrt))]
+                     if wrt in group.names else []).get("hv")
+    return (total if total is not None else _zeros(call, wrt)).astype(call.dtype)
+
+
+def hessian(loss, wrt, format, variables):
+    """The Hessian ("compact" or "dense"), or a mixed block for a pair wrt."""
+    if format == "operator":
+        raise ValueError("format='operator' is not available with Dask arrays: each "
+                         "product would be a pass over the data; call hvp(wrt, v, ...) "
+                         "for a lazy product, or pass NumPy arrays")
+    assert format in HESSIAN_FORMATS
+    call = _Call(loss, variables)
+    if isinstance(wrt, tuple):
+        a, b = wrt
+        sa, sb = call.shape[a], call.shape[b]
+        loss._mixed_terms(a, b, sa, sb)
+        vector = a if sa else b
+        request = ("mixed", (a, b), None)
+        total = call.run(request, lambda group: [("mixed", sa or sb,
+                                                  not (sa or sb) or not group.blocked(vector))]
+                         if a in group.names and b in group.names else []).get("mixed")
+        if total is None:
+            total = da.zeros(sa or sb, dtype=np.float64)
+        total = total.astype(call.dtype)
+        if format == "dense":
+            total = total.reshape(sa[0] if sa else 1, sb[0] if sb else 1)
+        return total
+    shape = call.shape[wrt]
+    has_dense = False
+    for term in loss._terms:
+        role = loss._role(term, wrt)
+        _refuse_matrix(term, role, wrt, "the Hessian")
+        has_dense |= role == "w"
+    if not has_dense and format == "dense" and shape:
+        _dask._check_compact("dense")       # an n x n diagonal matrix: not built lazily
+    size = _size(shape)
+
+    def parts(group):
+        if wrt not in group.names:
+            return []
+        found = [("diag", shape, not group.blocked(wrt))]
+        if any(r == "w" for r in group.roles(wrt)):
+            found.append(("dense", (size, size), True))
+        return found
+
+    def request_of(group):
+        return ("hessian", (wrt,), any(r == "w" for r in group.roles(wrt)))
+    totals = {}
+    for group in call.groups:
+        for index, part in group.run(request_of(group), parts(group)):
+            totals[index] = part if index not in totals else totals[index] + part
+    diag = totals.get("diag")
+    if diag is None:
+        diag = _zeros(call, wrt)
+    if has_dense:
+        result = totals["dense"] + da.diag(diag.reshape(-1))
+    elif format == "dense":                 # a scalar: a 1 x 1 matrix
+        result = diag.reshape(1, 1)
+    else:
+        result = diag
+    return result.astype(call.dtype)
+
+
+def dot(names, grads, tangents):
+    """The jvp of a loss: sum over the variables of gradient . tangent, lazily."""
+    total = 0.0
+    for name, g, t in zip(names, grads, tangents):
+        t, _ = _dask._operand(t, "tangent")
+        if tuple(np.shape(t)) != tuple(g.shape):
+            raise ValueError(f"tangent has shape {tuple(np.shape(t))} but {name!r} has shape "
+                             f"{tuple(g.shape)}; they must match")
+        g = da.asarray(g).astype(np.float64).reshape(-1)
+        t = da.asarray(t).astype(np.float64).reshape(-1)
+        total = total + (g * t).sum()
+    return da.asarray(total).astype(grads[0].dtype)
