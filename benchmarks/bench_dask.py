@@ -54,6 +54,26 @@ def _setups(n, chunk, dtype):
     w = rng.uniform(0.5, 1.5, width).astype(dtype)
     xv, zv, yv = fastjac.var("x"), fastjac.var("z"), fastjac.var("y")
     loss = fastjac.compile(fastjac.sum(fastjac.log(1 + fastjac.exp(-yv * zv * xv))), wrt="z")
+    X_, w_, t_ = fastjac.var("X"), fastjac.var("w"), fastjac.var("t")
+    logistic = fastjac.compile(fastjac.mean(fastjac.softplus(X_ @ w_) - t_ * (X_ @ w_)),
+                               wrt="w")
+    targets = (rng.uniform(size=X.shape[0]) < 0.5).astype(dtype)
+    d_targets = da.from_array(targets, chunks=dX.chunks[0])
+    w_small = (w - 1) / width
+
+    def logistic_dask():
+        value, grad = logistic.value_and_jacobian("w", X=dX, w=w_small, t=d_targets)
+        return da.concatenate([value[None], grad])
+
+    def logistic_numpy():
+        z = dX @ w_small
+        value = (da.logaddexp(0, z) - d_targets * z).mean()
+        grad = dX.T @ (1 / (1 + da.exp(-z)) - d_targets) / X.shape[0]
+        return da.concatenate([value[None].astype(dtype), grad.astype(dtype)])
+
+    def logistic_memory():
+        value, grad = logistic.value_and_jacobian("w", X=X, w=w_small, t=targets)
+        return np.concatenate([[value], grad])
     sign = np.where(a > 1, 1.0, -1.0).astype(dtype)
     da_sign = da.from_array(sign, chunks=chunk)
     z = 0.3
@@ -79,6 +99,9 @@ def _setups(n, chunk, dtype):
             lambda: loss.jacobian("z", x=da_a, z=z, y=da_sign),
             lambda: (-da_sign * da_a / (1 + np.exp(da_sign * z * da_a))).sum(),
             lambda: loss.jacobian("z", x=a, z=z, y=sign)),
+        "logistic loss X @ w: value and d/dw": (
+            "memory", (X.size + X.shape[0]) * item, logistic_dask, logistic_numpy,
+            logistic_memory),
     }
 
 
