@@ -252,6 +252,8 @@ def test_constants_and_weights_in_the_loss():
     close(loss.value(**dv), 1.5 * (X @ w).sum() + 3 + 5, np.float64)
     close(loss.jacobian("w", **dv), 1.5 * X.sum(0), np.float64)
     close(loss.hessian("w", **dv), np.zeros((3, 3)), np.float64)
+    # the NumPy path's compact Hessian by the weights is n x n also here, where e'' = 0
+    np.testing.assert_array_equal(loss.hessian("w", X=X, w=w, c=1.5), np.zeros((3, 3)))
 
 
 def test_a_plain_compiled_sum_takes_its_hessian_with_dask():
