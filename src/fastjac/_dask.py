@@ -112,16 +112,21 @@ def _operand(x, name):
     if _is_number(x):
         return x, 0
     if _api.is_dask_array(x):
-        meta = getattr(x, "_meta", None)
-        if type(meta) is not np.ndarray:
-            raise TypeError(f"{name} is a Dask array of {type(meta).__name__} blocks; "
-                            f"fastjac computes on numpy.ndarray blocks")
-        if any(n != n for n in x.shape):
-            raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
-                             f"{name}.compute_chunk_sizes() first")
+        _check_blocks(x, name)
         return x, _api.dtype_vote(np.empty(0, x.dtype), name)
     arr = _api.as_array(x, name)
     return arr, _api.dtype_vote(arr, name)
+
+
+def _check_blocks(x, name):
+    """A Dask array fastjac can compute on: NumPy blocks of known sizes."""
+    meta = getattr(x, "_meta", None)
+    if type(meta) is not np.ndarray:
+        raise TypeError(f"{name} is a Dask array of {type(meta).__name__} blocks; "
+                        f"fastjac computes on numpy.ndarray blocks")
+    if any(n != n for n in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
+                         f"{name}.compute_chunk_sizes() first")
 
 
 def _result_dtype(votes):
@@ -364,20 +369,12 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     if want_jacobian:
         names, stacked = compiled._wrt_list(wrt)
         if stacked or not compiled._single:
-            raise NotImplementedError(
-                "with Dask arrays, a compiled expression gives the Jacobian of one "
-                "expression by one variable at a time; stacked Jacobians (a list of "
-                "expressions, or wrt given as a list) need NumPy inputs")
+            return stacked_jacobian(compiled, names, not stacked, want_value, variables)
         name = names[0]
     elif not compiled._single:
-        raise NotImplementedError("with Dask arrays, value() takes a single expression")
+        return list_value(compiled, variables)
     if compiled._has_inner:
-        raise NotImplementedError(
-            "with Dask arrays, expressions whose sums feed further work (sum(e) / N, "
-            "log(sum(e)), a dot feeding element-wise ops) are not supported yet: the "
-            "outer step needs the sum of every block first. Differentiate the inner sum "
-            "(a compiled fastjac.sum(e)) with Dask, then apply the outer step's derivative "
-            "to its value, or pass NumPy arrays")
+        _refuse_inner()
     compiled._check_names(variables)
     names = compiled.variables
     operands, votes = [], []
@@ -422,4 +419,248 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
             jac = _leaf(pairs, 1, pairs.chunks, _meta(ndim, dtype), "jacobian")
     if not want_jacobian:
         return value
+    return value, jac
+
+
+# -- jvp, vjp, stacked Jacobians, lists of expressions ----------------------------------------
+#
+# One blockwise pass over the variables (and the tangents or the cotangent):
+# each block calls the NumPy method itself (f.jvp, f.vjp, f.value_and_jacobian
+# with a list wrt, f.value) on NumPy blocks and returns a tuple of results,
+# each of one kind:
+#   _ELEMENTWISE  shaped like the block: the result is those blocks, as they are;
+#   _SUMMED       one float64 number per block (the block's part of a sum over
+#                 the elements), added by tree_sum;
+#   _FIRST        one number, the same in every block (it reads no array
+#                 variable, e.g. z**2 for a scalar z, or everything is a
+#                 scalar): the first block's.
+
+_ELEMENTWISE, _SUMMED, _FIRST = "elementwise", "summed", "first"
+
+
+def _refuse_inner():
+    raise NotImplementedError(
+        "with Dask arrays, expressions whose sums feed further work (sum(e) / N, "
+        "log(sum(e)), a dot feeding element-wise ops) are not supported yet: the "
+        "outer step needs the sum of every block first. Differentiate the inner sum "
+        "(a compiled fastjac.sum(e)) with Dask, then apply the outer step's derivative "
+        "to its value, or pass NumPy arrays")
+
+
+def _expression_operands(compiled, variables):
+    """The variables of a compiled expression, checked as by expression():
+    (operands in compiled.variables order, dtype, the arrays' one shape)."""
+    compiled._check_names(variables)
+    operands, votes = [], []
+    shape, owner = None, None
+    for v in compiled.variables:
+        x, vote = _operand(variables[v], v)
+        operands.append(x)
+        votes.append(vote)
+        s = _shape(x)
+        if s == ():
+            continue
+        if shape is None:
+            shape, owner = s, v
+        elif s != shape:
+            raise ValueError(
+                f"{owner} has shape {shape} and {v} has shape {s}; the variables of an "
+                f"element-wise expression must have the same shape, or be scalars")
+    return operands, _result_dtype(votes), shape or ()
+
+
+def _output_kinds(compiled, shapes, ndim):
+    """The kind of each output's value: a sum over the elements of an array
+    variable, element-wise, or a number that reads no array variable."""
+    from . import expr as _expr_mod
+    kinds = []
+    for root in compiled._outputs:
+        reads_array = ndim > 0 and any(
+            isinstance(node, _expr_mod.Var) and shapes[node.name] != ()
+            for node in _expr_mod._topological([root]))
+        kinds.append(_FIRST if not reads_array else
+                     _SUMMED if isinstance(root, _expr_mod.Sum) else _ELEMENTWISE)
+    return kinds
+
+
+def _seed(t, shape, dtype, what, of):
+    """A tangent or cotangent (Dask, NumPy or a number) checked as by the
+    NumPy path (expr._product_operand), with its messages; NumPy ones come
+    back as arrays of ``dtype``, Dask ones as they are (each block is cast by
+    the NumPy method that receives it)."""
+    from . import expr as _expr_mod
+    if _api.is_dask_array(t):
+        _check_blocks(t, what)
+        # the NumPy check on a stand-in of t's dtype and shape (no memory)
+        _expr_mod._product_operand(np.broadcast_to(np.zeros((), t.dtype), t.shape), shape,
+                                   t.dtype, what, of)
+        return t
+    return _expr_mod._product_operand(t, shape, dtype, what, of)
+
+
+def _as_kind(x, kind, ndim):
+    x = np.asarray(x)
+    if kind == _SUMMED:
+        return x.astype(np.float64).reshape((1,) * ndim)
+    if kind == _FIRST:
+        return x.reshape((1,) * ndim)
+    return x
+
+
+def _blocks(fn, operands, ndim):
+    """The blockwise array of ``fn``'s tuples, one per block."""
+    return da.blockwise(fn, tuple(range(ndim)), *_graph_args(operands, ndim),
+                        dtype=object, meta=np.empty((0,) * ndim, object),
+                        concatenate=True, token="fastjac-expr")
+
+
+def _result(pairs, i, kind, ndim, dtype, label):
+    """Output ``i`` of the blocks' tuples as a lazy array of ``dtype``, by its kind."""
+    label = f"{label}{i}"
+    if kind == _ELEMENTWISE:
+        return _leaf(pairs, i, pairs.chunks, _meta(ndim, dtype), label)
+    ones = tuple((1,) * len(c) for c in pairs.chunks)
+    if kind == _SUMMED:
+        return tree_sum(_leaf(pairs, i, ones, _meta(ndim, np.float64), label),
+                        tuple(range(ndim)), dtype)
+    return _leaf(pairs, i, ones, _meta(ndim, dtype), label)[(0,) * ndim]
+
+
+@task
+def _product_block(shared, names, mode, wrt, stacked, kinds, ndim, *blocks):
+    """f.jvp or f.vjp of one block: (value, product) or (value, *gradients)."""
+    n = len(names)
+    values = dict(zip(names, blocks[:n]))
+    seeds = blocks[n:]
+    f = shared.compiled
+    if mode == "jvp":
+        value, product = f.jvp(list(wrt) if stacked else wrt[0],
+                               list(seeds) if stacked else seeds[0], **values)
+        results = (value, product)
+    else:
+        value, grads = f.vjp(list(wrt) if stacked else wrt[0], seeds[0], **values)
+        results = (value,) + (tuple(grads) if stacked else (grads,))
+    return tuple(_as_kind(r, k, ndim) for r, k in zip(results, kinds))
+
+
+def products(compiled, mode, names, stacked, seed, variables):
+    """``jvp`` (mode "jvp", seed: the tangent, a list of them for a list
+    wrt) or ``vjp`` (seed: the cotangent) of a single compiled expression
+    with Dask variables; wrt is checked (expr._product_args). Returns
+    (value, product) or (value, gradient or tuple of gradients), lazy."""
+    if compiled._has_inner:
+        _refuse_inner()
+    from . import expr as _expr_mod
+    operands, dtype, shape = _expression_operands(compiled, variables)
+    ndim = len(shape)
+    shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
+    summed_root = isinstance(compiled._outputs[0], _expr_mod.Sum)
+    y_kind = _FIRST if ndim == 0 else _SUMMED if summed_root else _ELEMENTWISE
+    if mode == "jvp":
+        if stacked:
+            if not isinstance(seed, (list, tuple)) or len(seed) != len(names):
+                raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
+                                 f"per variable of wrt={list(names)}")
+        else:
+            seed = [seed]
+        seeds = [_seed(t, shapes[n], dtype, f"the tangent of {n!r}", f"variable {n!r}")
+                 for n, t in zip(names, seed)]
+        kinds = (y_kind, y_kind)
+    else:
+        y_shape = () if summed_root else shape
+        seeds = [_seed(seed, y_shape, dtype, "cotangent", "the expression's value")]
+        # by an array variable: shaped like it; by a scalar: a sum over the elements
+        kinds = (y_kind,) + tuple(_ELEMENTWISE if shapes[n] != () else
+                                  _FIRST if ndim == 0 else _SUMMED for n in names)
+    fn = functools.partial(_product_block, _share(compiled), compiled.variables, mode,
+                           tuple(names), stacked, kinds, ndim)
+    pairs = _blocks(fn, operands + seeds, ndim)
+    results = [_result(pairs, i, k, ndim, dtype, mode) for i, k in enumerate(kinds)]
+    if mode == "jvp" or not stacked:
+        return results[0], results[1]
+    return results[0], tuple(results[1:])
+
+
+@task
+def _list_block(shared, names, wrt, kinds, ndim, *blocks):
+    """The outputs' values of one block, then (with ``wrt``) the pieces of
+    the stacked Jacobian: for each variable of wrt, each output's gradient
+    by it (the block's columns of the NumPy path's matrix)."""
+    values = dict(zip(names, blocks))
+    f = shared.compiled
+    if wrt is None:
+        vals, M = f.value(**values), None
+    else:
+        vals, M = f.value_and_jacobian(list(wrt), **values)
+    if f._single:
+        vals = (vals,)
+    results = list(vals)
+    if M is not None:
+        M = np.asarray(M).reshape(len(vals), -1)
+        offset = 0
+        for name in wrt:
+            s = np.shape(values[name])
+            size = int(np.prod(s))
+            results += [M[i, offset:offset + size].reshape(s) for i in range(len(vals))]
+            offset += size
+    return tuple(_as_kind(r, k, ndim) for r, k in zip(results, kinds))
+
+
+def _list_graph(compiled, names, variables):
+    """(dtype, the outputs' kinds, the lazy values, the lazy gradients
+    [output][variable of names]) of a compiled list of expressions (or of
+    one, for a stacked Jacobian)."""
+    operands, dtype, shape = _expression_operands(compiled, variables)
+    ndim = len(shape)
+    shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
+    out_kinds = _output_kinds(compiled, shapes, ndim)
+    if names is not None and _ELEMENTWISE in out_kinds:
+        raise ValueError(
+            "the stacked Jacobian of a list of expressions (or of wrt given as a "
+            "list) needs scalar-valued expressions (use fastjac.sum, fastjac.dot, "
+            "or scalar variables); for the Jacobian of an element-wise expression, "
+            "compile it on its own and ask for one variable at a time")
+    kinds = list(out_kinds)
+    for name in names or ():
+        # by an array variable: the gradient is shaped like it; by a scalar,
+        # it is of the kind of the output's value
+        kinds += [_ELEMENTWISE if shapes[name] != () else k for k in out_kinds]
+    fn = functools.partial(_list_block, _share(compiled), compiled.variables,
+                           None if names is None else tuple(names), tuple(kinds), ndim)
+    pairs = _blocks(fn, operands, ndim)
+    results = [_result(pairs, i, k, ndim, dtype, "list") for i, k in enumerate(kinds)]
+    n_out = len(out_kinds)
+    values = results[:n_out]
+    grads = [[results[n_out * (1 + j) + i] for j in range(len(names or ()))]
+             for i in range(n_out)]
+    return values, grads
+
+
+def list_value(compiled, variables):
+    """``value()`` of a compiled list of expressions with Dask variables: a
+    tuple of lazy values, one per output (checks: expression())."""
+    if compiled._has_inner:
+        _refuse_inner()
+    return tuple(_list_graph(compiled, None, variables)[0])
+
+
+def stacked_jacobian(compiled, names, one_variable, want_value, variables):
+    """The stacked Jacobian of ``value_and_jacobian`` (wrt a list, or a
+    list of expressions) with Dask variables, as the NumPy path's compact
+    result: (number of outputs, total elements of the wrt variables), or
+    with ``one_variable`` (number of outputs,) + that variable's shape.
+    Each output must be scalar; row i holds output i's gradients by the
+    variables of ``names``, flattened and concatenated. Returns (value,
+    matrix), value None unless ``want_value``, a tuple for a list of
+    expressions (checks: expression())."""
+    if compiled._has_inner:
+        _refuse_inner()
+    values, grads = _list_graph(compiled, names, variables)
+    if one_variable:
+        jac = da.stack([row[0] for row in grads])
+    else:
+        jac = da.stack([da.concatenate([g.reshape(-1) for g in row]) for row in grads])
+    value = None
+    if want_value:
+        value = values[0] if compiled._single else tuple(values)
     return value, jac
