@@ -659,8 +659,16 @@ def stacked_jacobian(compiled, names, one_variable, want_value, variables):
     if one_variable:
         jac = da.stack([row[0] for row in grads])
     else:
-        jac = da.stack([da.concatenate([g.reshape(-1) for g in row]) for row in grads])
+        jac = da.stack([da.concatenate([_flat(g) for g in row]) for row in grads])
     value = None
     if want_value:
         value = values[0] if compiled._single else tuple(values)
     return value, jac
+
+
+def _flat(g):
+    """g flattened in C order, lazily: its trailing axes in one chunk first
+    (which Dask's reshape needs, also for an empty array)."""
+    if g.ndim > 1:
+        g = g.rechunk({i: -1 for i in range(1, g.ndim)})
+    return g.reshape(-1)
