@@ -431,8 +431,13 @@ def test_product_errors_are_raised_when_the_graph_is_built():
     with pytest.raises(ValueError, match=r"x has shape \(4, 3\) and y has shape \(3,\)"):
         F.jvp("x", X, x=X, y=da.ones(3, chunks=1))
     unknown = X[X[:, 0] > 0]                                     # nan chunk sizes
-    with pytest.raises(ValueError, match="the tangent of 'x' has unknown chunk sizes"):
+    with pytest.raises(ValueError, match=r"the tangent of 'x' has unknown chunk sizes "
+                                         r"\(shape \(nan, 3\)\); call its "
+                                         r"compute_chunk_sizes\(\) first"):
         F.jvp("x", unknown, x=X, y=X)
+    masked = X.map_blocks(np.ma.masked_invalid, meta=np.ma.masked_array(np.empty((0, 0))))
+    with pytest.raises(TypeError, match="cotangent is a Dask array of MaskedArray blocks"):
+        F.vjp("x", masked, x=X, y=X)
 
 
 def test_stacked_errors_are_raised_when_the_graph_is_built():

@@ -2,8 +2,8 @@
 
 Imported only when an operand or a variable is a ``dask.array.Array``: the
 one check is in ``_api.differentiate`` (``jacobian``, ``sum_gradient``) and
-in ``CompiledExpression.value_and_jacobian`` / ``value`` (expr.py), after
-the NumPy fast paths. ``import fastjac`` never imports Dask.
+in ``CompiledExpression.value_and_jacobian`` / ``value`` / ``_product_args``
+(jvp, vjp) (expr.py), after the NumPy fast paths. ``import fastjac`` never imports Dask.
 
 What the graph looks like
 -------------------------
@@ -37,9 +37,17 @@ What differs from the NumPy path
   to rounding (float64: a few ulp of the sum of |terms|; float32 totals
   are accumulated in float64 per block and across blocks, then rounded
   once). Element-wise results are bit-identical.
-* Compiled expressions: one output, one variable; an inner reduction (a
-  sum feeding element-wise work, e.g. ``sum(e) / N``) raises
-  NotImplementedError, as do stacked Jacobians.
+* Compiled expressions: ``jacobian``, ``value_and_jacobian``, ``value``,
+  ``jvp`` and ``vjp``, also stacked Jacobians (wrt a list, or a list of
+  scalar expressions: the NumPy path's compact matrix, assembled with
+  ``da.stack`` / ``da.concatenate`` from each output's gradients) and the
+  value of a list (a tuple). One pass over the blocks per call: each
+  block runs the NumPy method; its results are element-wise blocks,
+  per-block partial sums (tree_sum), or one number that reads no array
+  variable (the first block's). Tangents and cotangents may be Dask,
+  NumPy or numbers. The array variables must have one shape (scalars
+  aside). An inner reduction (a sum feeding element-wise work, e.g.
+  ``sum(e) / N``) raises NotImplementedError (:func:`_refuse_inner`).
 
 Threads
 -------
@@ -118,15 +126,16 @@ def _operand(x, name):
     return arr, _api.dtype_vote(arr, name)
 
 
-def _check_blocks(x, name):
-    """A Dask array fastjac can compute on: NumPy blocks of known sizes."""
+def _check_blocks(x, name, fix=None):
+    """A Dask array fastjac can compute on: NumPy blocks of known sizes
+    (``fix``: the call the message suggests, default name.compute_chunk_sizes())."""
     meta = getattr(x, "_meta", None)
     if type(meta) is not np.ndarray:
         raise TypeError(f"{name} is a Dask array of {type(meta).__name__} blocks; "
                         f"fastjac computes on numpy.ndarray blocks")
     if any(n != n for n in x.shape):
         raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
-                         f"{name}.compute_chunk_sizes() first")
+                         f"{fix or name + '.compute_chunk_sizes()'} first")
 
 
 def _result_dtype(votes):
@@ -490,7 +499,7 @@ def _seed(t, shape, dtype, what, of):
     the NumPy method that receives it)."""
     from . import expr as _expr_mod
     if _api.is_dask_array(t):
-        _check_blocks(t, what)
+        _check_blocks(t, what, "its compute_chunk_sizes()")
         # the NumPy check on a stand-in of t's dtype and shape (no memory)
         _expr_mod._product_operand(np.broadcast_to(np.zeros((), t.dtype), t.shape), shape,
                                    t.dtype, what, of)
@@ -607,9 +616,9 @@ def _list_block(shared, names, wrt, kinds, ndim, *blocks):
 
 
 def _list_graph(compiled, names, variables):
-    """(dtype, the outputs' kinds, the lazy values, the lazy gradients
-    [output][variable of names]) of a compiled list of expressions (or of
-    one, for a stacked Jacobian)."""
+    """(the outputs' lazy values, their lazy gradients [output][variable
+    of names]) of a compiled list of expressions (or of one, for a stacked
+    Jacobian), from one pass over the blocks; names None: the values only."""
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
