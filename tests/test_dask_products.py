@@ -352,6 +352,27 @@ def test_value_of_a_list_of_expressions(chunking, dtype):
     np.testing.assert_array_equal(v.compute(), X * Y)
 
 
+def test_outputs_that_read_no_array_variable():
+    # a sum that reads only the scalar z is one number (not one per block),
+    # and so is a constant output: the first block's, not a tree sum
+    G = fastjac.compile([fastjac.sum(x_ * z_), 2.0 + 0 * z_, fastjac.sum(z_ * 3)])
+    X = data((7, 3))
+    dX = da.from_array(X, chunks=(3, 2))                 # 6 blocks
+    values = G.value(x=dX, z=0.5)
+    close(lazy(values[0], np.float64, ()), 0.5 * fsum(X), np.float64, scale=fsum(X))
+    assert lazy(values[1], np.float64, ()) == 2.0 and lazy(values[2], np.float64, ()) == 1.5
+    got = lazy(G.jacobian(["x", "z"], x=dX, z=0.5), np.float64, (3, X.size + 1))
+    want = np.zeros((3, X.size + 1))
+    want[0, :-1], want[0, -1], want[2, -1] = 0.5, fsum(X), 3.0
+    close(got, want, np.float64, scale=fsum(X))
+    np.testing.assert_array_equal(got[:, :-1], G.jacobian(["x", "z"], x=X, z=0.5)[:, :-1])
+    # every variable a scalar (one a 0-d Dask array): one block
+    got = G.jacobian(["x", "z"], x=da.from_array(np.array(1.5)), z=0.5)
+    np.testing.assert_array_equal(lazy(got, np.float64, (3, 2)),
+                                  [[0.5, 1.5], [0.0, 0.0], [0.0, 3.0]])
+    np.testing.assert_array_equal(got.compute(), G.jacobian(["x", "z"], x=1.5, z=0.5))
+
+
 # -- laziness --------------------------------------------------------------------------------
 
 def test_nothing_is_computed_before_compute(monkeypatch):
