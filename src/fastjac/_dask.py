@@ -3,7 +3,8 @@
 Imported only when an operand or a variable is a ``dask.array.Array``: the
 one check is in ``_api.differentiate`` (``jacobian``, ``sum_gradient``) and
 in ``CompiledExpression.value_and_jacobian`` / ``value`` / ``_product_args``
-(jvp, vjp) (expr.py), after the NumPy fast paths. ``import fastjac`` never imports Dask.
+(``jvp``, ``vjp``) in expr.py, after the NumPy fast paths. ``import
+fastjac`` never imports Dask.
 
 What the graph looks like
 -------------------------
@@ -448,6 +449,7 @@ _ELEMENTWISE, _SUMMED, _FIRST = "elementwise", "summed", "first"
 
 
 def _refuse_inner():
+    """The one refusal of inner sums (expression() and the entries below)."""
     raise NotImplementedError(
         "with Dask arrays, expressions whose sums feed further work (sum(e) / N, "
         "log(sum(e)), a dot feeding element-wise ops) are not supported yet: the "
