@@ -348,8 +348,6 @@ def test_expression_errors():
         SUMMED.jacobian("x", x=X, y=X, format="dense")
     with pytest.raises(TypeError, match="value_out= is not supported"):
         SUMMED.value_and_jacobian("x", x=X, y=X, value_out=np.empty(()))
-    with pytest.raises(NotImplementedError, match="one variable at a time"):
-        SUMMED.jacobian(["x", "y"], x=X, y=X)
     outer = fastjac.compile(x_ * fastjac.sum(y_))       # diagonal plus rank one
     with pytest.raises(NotImplementedError, match="diagonal plus rank one"):
         outer.jacobian("x", x=X, y=X)
@@ -498,7 +496,7 @@ def test_example_runs_in_ci_mode():
     out = subprocess.run([sys.executable, example, "--small"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "equals the closed form exactly" in out.stdout
+    assert "the gradient equals the closed form" in out.stdout
     assert "peak memory of worker" in out.stdout and "GB/s" in out.stdout
 
 

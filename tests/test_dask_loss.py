@@ -364,3 +364,47 @@ def test_elementwise_result_reading_a_sum_gives_its_value_not_its_jacobian():
     close(f.value(x=dx), x * x.sum(), np.float64)
     with pytest.raises(NotImplementedError, match="diagonal plus rank one"):
         f.jacobian("x", x=dx)
+
+
+def test_staged_jvp_vjp_stacked_and_list_values():
+    """The products and stacked rows of expressions whose sums feed further
+    work, against closed forms: f = z log(sum(exp(x) y)), df/dx = z e^x y / S,
+    df/dy = z e^x / S, df/dz = log S."""
+    y_, z_ = fastjac.var("y"), fastjac.var("z")
+    x = rng.normal(size=(30, 4))
+    y = rng.uniform(1, 2, (30, 4))
+    S = (np.exp(x) * y).sum()
+    gx, gy, gz = 2 * np.exp(x) * y / S, 2 * np.exp(x) / S, np.log(S)
+    dv = dict(x=da.from_array(x, chunks=(7, 3)), y=da.from_array(y, chunks=(10, 4)), z=2.0)
+    f = fastjac.compile(fastjac.log(fastjac.sum(fastjac.exp(x_) * y_)) * z_)
+    tx, ty = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    value, jv = f.jvp(["x", "y", "z"], [tx, da.from_array(ty, chunks=9), 0.5], **dv)
+    close(value, 2 * np.log(S), np.float64)
+    close(jv, (gx * tx).sum() + (gy * ty).sum() + 0.5 * gz, np.float64)
+    _, (vx, vz) = f.vjp(["x", "z"], 3.0, **dv)
+    close(vx, 3 * gx, np.float64)
+    close(vz, 3 * gz, np.float64)
+    many = fastjac.compile([fastjac.sum(x_) / 3, fastjac.log(fastjac.sum(y_ * y_)), z_ * 2])
+    values = many.value(**dv)
+    for got, want in zip(values, (x.sum() / 3, np.log((y * y).sum()), 4.0)):
+        close(got, want, np.float64)
+    _, M = many.value_and_jacobian(["x", "z"], **dv)
+    want = np.zeros((3, 121))
+    want[0, :120] = 1 / 3
+    want[2, 120] = 2
+    close(M, want, np.float64)
+    elementwise = fastjac.compile([fastjac.sum(x_) / 3, x_ * fastjac.sum(x_)])
+    with pytest.raises(ValueError, match="needs scalar-valued expressions"):
+        elementwise.value_and_jacobian(["x"], x=dv["x"])
+
+
+def test_a_dask_tangent_with_numpy_variables_gives_a_lazy_product():
+    x = rng.normal(size=(20, 3))
+    f = fastjac.compile(fastjac.tanh(x_) * v_)
+    t = rng.normal(size=(20, 3))
+    _, jv = f.jvp("x", da.from_array(t, chunks=6), x=x, v=2.0)
+    assert isinstance(jv, da.Array)
+    np.testing.assert_array_equal(jv.compute(), f.jvp("x", t, x=x, v=2.0)[1])
+    _, vj = f.vjp("x", da.from_array(t, chunks=6), x=x, v=2.0)
+    assert isinstance(vj, da.Array)
+    close(vj, 2 * (1 - np.tanh(x) ** 2) * t, np.float64)

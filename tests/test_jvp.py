@@ -136,11 +136,11 @@ def test_products_by_a_structurally_zero_derivative_are_zero():
     np.testing.assert_array_equal(jv, 0.0)
 
 
-def test_dask_arrays_are_refused_not_computed():
+def test_dask_arrays_give_lazy_products():
+    # Dask variables: lazy Dask results (tests/test_dask_products.py covers them)
     da = pytest.importorskip("dask.array")
     f = fj.compile(w_ * x_)
-    w = da.ones(4, chunks=2)
-    with pytest.raises(NotImplementedError, match="Dask"):
-        f.jvp("w", np.ones(4), w=w, x=np.ones(4))
-    with pytest.raises(NotImplementedError, match="Dask"):
-        f.vjp("w", np.ones(4), w=w, x=np.ones(4))
+    w, x = da.ones(4, chunks=2), np.arange(4.0)
+    for value, product in (f.jvp("w", np.ones(4), w=w, x=x), f.vjp("w", np.ones(4), w=w, x=x)):
+        assert isinstance(value, da.Array) and isinstance(product, da.Array)
+        np.testing.assert_array_equal(product.compute(), x)

@@ -2,8 +2,9 @@
 
 Imported only when an operand or a variable is a ``dask.array.Array``: the
 one check is in ``_api.differentiate`` (``jacobian``, ``sum_gradient``) and
-in ``CompiledExpression.value_and_jacobian`` / ``value`` (expr.py), after
-the NumPy fast paths. ``import fastjac`` never imports Dask.
+in ``CompiledExpression.value_and_jacobian`` / ``value`` / ``_product_args``
+(``jvp``, ``vjp``) in expr.py, after the NumPy fast paths. ``import
+fastjac`` never imports Dask.
 
 What the graph looks like
 -------------------------
@@ -37,9 +38,22 @@ What differs from the NumPy path
   to rounding (float64: a few ulp of the sum of |terms|; float32 totals
   are accumulated in float64 per block and across blocks, then rounded
   once). Element-wise results are bit-identical.
-* Compiled expressions: one output, one variable; an inner reduction (a
-  sum feeding element-wise work, e.g. ``sum(e) / N``) raises
-  NotImplementedError, as do stacked Jacobians.
+* Compiled expressions: ``jacobian``, ``value_and_jacobian``, ``value``,
+  ``jvp`` and ``vjp``, also stacked Jacobians (wrt a list, or a list of
+  scalar expressions: the NumPy path's compact matrix, assembled with
+  ``da.stack`` / ``da.concatenate`` from each output's gradients) and the
+  value of a list (a tuple). One pass over the blocks per call: each
+  block runs the NumPy method; its results are element-wise blocks,
+  per-block partial sums (tree_sum), or one number that reads no array
+  variable (the first block's). Tangents and cotangents may be Dask,
+  NumPy or numbers. The array variables must have one shape (scalars
+  aside). An expression whose sums feed further work (``sum(e) / N``,
+  ``log(sum(exp(x)))``) runs one graph per stage (:func:`_staged`): each
+  sum is a tree reduction whose lazy value the next stage reads as a
+  number, the gradient is the chain rule over the stages; its jvp, vjp and
+  stacked rows come from those gradients. Its result must be a number for
+  derivatives (an element-wise result reading a sum has a Jacobian that is
+  diagonal plus rank one: NotImplementedError); its value is always given.
 
 Threads
 -------
@@ -112,16 +126,22 @@ def _operand(x, name):
     if _is_number(x):
         return x, 0
     if _api.is_dask_array(x):
-        meta = getattr(x, "_meta", None)
-        if type(meta) is not np.ndarray:
-            raise TypeError(f"{name} is a Dask array of {type(meta).__name__} blocks; "
-                            f"fastjac computes on numpy.ndarray blocks")
-        if any(n != n for n in x.shape):
-            raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
-                             f"{name}.compute_chunk_sizes() first")
+        _check_blocks(x, name)
         return x, _api.dtype_vote(np.empty(0, x.dtype), name)
     arr = _api.as_array(x, name)
     return arr, _api.dtype_vote(arr, name)
+
+
+def _check_blocks(x, name, fix=None):
+    """A Dask array fastjac can compute on: NumPy blocks of known sizes
+    (``fix``: the call the message suggests, default name.compute_chunk_sizes())."""
+    meta = getattr(x, "_meta", None)
+    if type(meta) is not np.ndarray:
+        raise TypeError(f"{name} is a Dask array of {type(meta).__name__} blocks; "
+                        f"fastjac computes on numpy.ndarray blocks")
+    if any(n != n for n in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call "
+                         f"{fix or name + '.compute_chunk_sizes()'} first")
 
 
 def _result_dtype(votes):
@@ -364,13 +384,10 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     if want_jacobian:
         names, stacked = compiled._wrt_list(wrt)
         if stacked or not compiled._single:
-            raise NotImplementedError(
-                "with Dask arrays, a compiled expression gives the Jacobian of one "
-                "expression by one variable at a time; stacked Jacobians (a list of "
-                "expressions, or wrt given as a list) need NumPy inputs")
+            return stacked_jacobian(compiled, names, not stacked, want_value, variables)
         name = names[0]
     elif not compiled._single:
-        raise NotImplementedError("with Dask arrays, value() takes a single expression")
+        return list_value(compiled, variables)
     compiled._check_names(variables)
     if compiled._has_inner:
         return _staged(compiled, name, want_value, want_jacobian, variables)
@@ -508,3 +525,311 @@ def _staged(compiled, name, want_value, want_jacobian, variables):
             gradient = term if gradient is None else gradient + term
     # (every variable is read by a stage, and every stage feeds the result)
     return (value if want_value else None), gradient.astype(value.dtype)
+
+
+# -- jvp, vjp, stacked Jacobians, lists of expressions ----------------------------------------
+#
+# One blockwise pass over the variables (and the tangents or the cotangent):
+# each block calls the NumPy method itself (f.jvp, f.vjp, f.value_and_jacobian
+# with a list wrt, f.value) on NumPy blocks and returns a tuple of results,
+# each of one kind:
+#   _ELEMENTWISE  shaped like the block: the result is those blocks, as they are;
+#   _SUMMED       one float64 number per block (the block's part of a sum over
+#                 the elements), added by tree_sum;
+#   _FIRST        one number, the same in every block (it reads no array
+#                 variable, e.g. z**2 for a scalar z, or everything is a
+#                 scalar): the first block's.
+
+_ELEMENTWISE, _SUMMED, _FIRST = "elementwise", "summed", "first"
+
+
+def _expression_operands(compiled, variables):
+    """The variables of a compiled expression, checked as by expression():
+    (operands in compiled.variables order, dtype, the arrays' one shape)."""
+    compiled._check_names(variables)
+    operands, votes = [], []
+    shape, owner = None, None
+    for v in compiled.variables:
+        x, vote = _operand(variables[v], v)
+        operands.append(x)
+        votes.append(vote)
+        s = _shape(x)
+        if s == ():
+            continue
+        if shape is None:
+            shape, owner = s, v
+        elif s != shape:
+            raise ValueError(
+                f"{owner} has shape {shape} and {v} has shape {s}; the variables of an "
+                f"element-wise expression must have the same shape, or be scalars")
+    return operands, _result_dtype(votes), shape or ()
+
+
+def _output_kinds(compiled, shapes, ndim):
+    """The kind of each output's value: a sum over the elements of an array
+    variable, element-wise, or a number that reads no array variable."""
+    from . import expr as _expr_mod
+    kinds = []
+    for root in compiled._outputs:
+        reads_array = ndim > 0 and any(
+            isinstance(node, _expr_mod.Var) and shapes[node.name] != ()
+            for node in _expr_mod._topological([root]))
+        kinds.append(_FIRST if not reads_array else
+                     _SUMMED if isinstance(root, _expr_mod.Sum) else _ELEMENTWISE)
+    return kinds
+
+
+def _seed(t, shape, dtype, what, of):
+    """A tangent or cotangent (Dask, NumPy or a number) checked as by the
+    NumPy path (expr._product_operand), with its messages; NumPy ones come
+    back as arrays of ``dtype``, Dask ones as they are (each block is cast by
+    the NumPy method that receives it)."""
+    from . import expr as _expr_mod
+    if _api.is_dask_array(t):
+        _check_blocks(t, what, "its compute_chunk_sizes()")
+        # the NumPy check on a stand-in of t's dtype and shape (no memory)
+        _expr_mod._product_operand(np.broadcast_to(np.zeros((), t.dtype), t.shape), shape,
+                                   t.dtype, what, of)
+        return t
+    return _expr_mod._product_operand(t, shape, dtype, what, of)
+
+
+def _as_kind(x, kind, ndim):
+    x = np.asarray(x)
+    if kind == _SUMMED:
+        return x.astype(np.float64).reshape((1,) * ndim)
+    if kind == _FIRST:
+        return x.reshape((1,) * ndim)
+    return x
+
+
+def _blocks(fn, operands, ndim):
+    """The blockwise array of ``fn``'s tuples, one per block."""
+    return da.blockwise(fn, tuple(range(ndim)), *_graph_args(operands, ndim),
+                        dtype=object, meta=np.empty((0,) * ndim, object),
+                        concatenate=True, token="fastjac-expr")
+
+
+def _result(pairs, i, kind, ndim, dtype, label):
+    """Output ``i`` of the blocks' tuples as a lazy array of ``dtype``, by its kind."""
+    label = f"{label}{i}"
+    if kind == _ELEMENTWISE:
+        return _leaf(pairs, i, pairs.chunks, _meta(ndim, dtype), label)
+    ones = tuple((1,) * len(c) for c in pairs.chunks)
+    if kind == _SUMMED:
+        return tree_sum(_leaf(pairs, i, ones, _meta(ndim, np.float64), label),
+                        tuple(range(ndim)), dtype)
+    return _leaf(pairs, i, ones, _meta(ndim, dtype), label)[(0,) * ndim]
+
+
+@task
+def _product_block(shared, names, mode, wrt, stacked, kinds, ndim, *blocks):
+    """f.jvp or f.vjp of one block: (value, product) or (value, *gradients)."""
+    n = len(names)
+    values = dict(zip(names, blocks[:n]))
+    seeds = blocks[n:]
+    f = shared.compiled
+    if mode == "jvp":
+        value, product = f.jvp(list(wrt) if stacked else wrt[0],
+                               list(seeds) if stacked else seeds[0], **values)
+        results = (value, product)
+    else:
+        value, grads = f.vjp(list(wrt) if stacked else wrt[0], seeds[0], **values)
+        results = (value,) + (tuple(grads) if stacked else (grads,))
+    return tuple(_as_kind(r, k, ndim) for r, k in zip(results, kinds))
+
+
+def products(compiled, mode, names, stacked, seed, variables):
+    """``jvp`` (mode "jvp", seed: the tangent, a list of them for a list
+    wrt) or ``vjp`` (seed: the cotangent) of a single compiled expression
+    with Dask variables; wrt is checked (expr._product_args). Returns
+    (value, product) or (value, gradient or tuple of gradients), lazy."""
+    from . import expr as _expr_mod
+    operands, dtype, shape = _expression_operands(compiled, variables)
+    ndim = len(shape)
+    shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
+    root = compiled._outputs[0]
+    summed_root = isinstance(root, _expr_mod.Sum) or (
+        compiled._has_inner and all(shapes[v] == () for v in _expr_mod._Stage(root).vars))
+    y_kind = _FIRST if ndim == 0 else _SUMMED if summed_root else _ELEMENTWISE
+    if mode == "jvp":
+        if stacked:
+            if not isinstance(seed, (list, tuple)) or len(seed) != len(names):
+                raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
+                                 f"per variable of wrt={list(names)}")
+        else:
+            seed = [seed]
+        seeds = [_seed(t, shapes[n], dtype, f"the tangent of {n!r}", f"variable {n!r}")
+                 for n, t in zip(names, seed)]
+        kinds = (y_kind, y_kind)
+    else:
+        y_shape = () if summed_root else shape
+        seeds = [_seed(seed, y_shape, dtype, "cotangent", "the expression's value")]
+        # by an array variable: shaped like it; by a scalar: a sum over the elements
+        kinds = (y_kind,) + tuple(_ELEMENTWISE if shapes[n] != () else
+                                  _FIRST if ndim == 0 else _SUMMED for n in names)
+    if compiled._has_inner:
+        return _staged_products(compiled, mode, names, stacked, seeds, variables)
+    fn = functools.partial(_product_block, _share(compiled), compiled.variables, mode,
+                           tuple(names), stacked, kinds, ndim)
+    pairs = _blocks(fn, operands + seeds, ndim)
+    results = [_result(pairs, i, k, ndim, dtype, mode) for i, k in enumerate(kinds)]
+    if mode == "jvp" or not stacked:
+        return results[0], results[1]
+    return results[0], tuple(results[1:])
+
+
+@task
+def _list_block(shared, names, wrt, kinds, ndim, *blocks):
+    """The outputs' values of one block, then (with ``wrt``) the pieces of
+    the stacked Jacobian: for each variable of wrt, each output's gradient
+    by it (the block's columns of the NumPy path's matrix)."""
+    values = dict(zip(names, blocks))
+    f = shared.compiled
+    if wrt is None:
+        vals, M = f.value(**values), None
+    else:
+        vals, M = f.value_and_jacobian(list(wrt), **values)
+    if f._single:
+        vals = (vals,)
+    results = list(vals)
+    if M is not None:
+        M = np.asarray(M).reshape(len(vals), -1)
+        offset = 0
+        for name in wrt:
+            s = np.shape(values[name])
+            size = int(np.prod(s))
+            results += [M[i, offset:offset + size].reshape(s) for i in range(len(vals))]
+            offset += size
+    return tuple(_as_kind(r, k, ndim) for r, k in zip(results, kinds))
+
+
+def _list_graph(compiled, names, variables):
+    """(the outputs' lazy values, their lazy gradients [output][variable
+    of names]) of a compiled list of expressions (or of one, for a stacked
+    Jacobian), from one pass over the blocks; names None: the values only."""
+    operands, dtype, shape = _expression_operands(compiled, variables)
+    ndim = len(shape)
+    shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
+    out_kinds = _output_kinds(compiled, shapes, ndim)
+    if names is not None and _ELEMENTWISE in out_kinds:
+        _refuse_elementwise_stack()
+    kinds = list(out_kinds)
+    for name in names or ():
+        # by an array variable: the gradient is shaped like it; by a scalar,
+        # it is of the kind of the output's value
+        kinds += [_ELEMENTWISE if shapes[name] != () else k for k in out_kinds]
+    fn = functools.partial(_list_block, _share(compiled), compiled.variables,
+                           None if names is None else tuple(names), tuple(kinds), ndim)
+    pairs = _blocks(fn, operands, ndim)
+    results = [_result(pairs, i, k, ndim, dtype, "list") for i, k in enumerate(kinds)]
+    n_out = len(out_kinds)
+    values = results[:n_out]
+    grads = [[results[n_out * (1 + j) + i] for j in range(len(names or ()))]
+             for i in range(n_out)]
+    return values, grads
+
+
+def list_value(compiled, variables):
+    """``value()`` of a compiled list of expressions with Dask variables: a
+    tuple of lazy values, one per output (checks: expression())."""
+    if compiled._has_inner:
+        return tuple(expression(f, None, "numerator", "compact", None, None, True, False,
+                                {n: variables[n] for n in f.variables})
+                     for f in _outputs_alone(compiled, variables))
+    return tuple(_list_graph(compiled, None, variables)[0])
+
+
+def stacked_jacobian(compiled, names, one_variable, want_value, variables):
+    """The stacked Jacobian of ``value_and_jacobian`` (wrt a list, or a
+    list of expressions) with Dask variables, as the NumPy path's compact
+    result: (number of outputs, total elements of the wrt variables), or
+    with ``one_variable`` (number of outputs,) + that variable's shape.
+    Each output must be scalar; row i holds output i's gradients by the
+    variables of ``names``, flattened and concatenated. Returns (value,
+    matrix), value None unless ``want_value``, a tuple for a list of
+    expressions (checks: expression())."""
+    if compiled._has_inner:
+        values, grads = _staged_rows(compiled, names, variables)
+    else:
+        values, grads = _list_graph(compiled, names, variables)
+    if one_variable:
+        jac = da.stack([row[0] for row in grads])
+    else:
+        jac = da.stack([da.concatenate([_flat(g) for g in row]) for row in grads])
+    value = None
+    if want_value:
+        value = values[0] if compiled._single else tuple(values)
+    return value, jac
+
+
+def _flat(g):
+    """g flattened in C order, lazily: its trailing axes in one chunk first
+    (which Dask's reshape needs, also for an empty array)."""
+    if g.ndim > 1:
+        g = g.rechunk({i: -1 for i in range(1, g.ndim)})
+    return g.reshape(-1)
+
+
+def _refuse_elementwise_stack():
+    raise ValueError(
+        "the stacked Jacobian of a list of expressions (or of wrt given as a "
+        "list) needs scalar-valued expressions (use fastjac.sum, fastjac.dot, "
+        "or scalar variables); for the Jacobian of an element-wise expression, "
+        "compile it on its own and ask for one variable at a time")
+
+
+def _outputs_alone(compiled, variables):
+    """Each output of a compiled list as a compiled expression of its own
+    (made once), for the staged path; [compiled] for a single expression."""
+    if compiled._single:
+        return [compiled]
+    alone = compiled.__dict__.get("_dask_outputs")
+    if alone is None:
+        from .expr import CompiledExpression
+        alone = compiled._dask_outputs = [CompiledExpression(o) for o in compiled._outputs]
+    return alone
+
+
+def _staged_rows(compiled, names, variables):
+    """(values, gradients [output][variable of names]) of the outputs of an
+    expression (or list) whose sums feed further work, each output's
+    gradients from _staged; every output must be a number."""
+    operands, _, _ = _expression_operands(compiled, variables)
+    by_name = dict(zip(compiled.variables, operands))
+    values, grads = [], []
+    for f in _outputs_alone(compiled, variables):
+        own = {n: variables[n] for n in f.variables}
+        value = expression(f, None, "numerator", "compact", None, None, True, False, own)
+        if value.ndim:
+            _refuse_elementwise_stack()
+        row = []
+        for name in names:
+            if name in f.variables:
+                row.append(expression(f, name, "numerator", "compact", None, None, False,
+                                      True, own)[1])
+            else:                               # the output does not read it
+                x = by_name[name]
+                row.append(da.zeros(_shape(x), dtype=value.dtype,
+                                    chunks=x.chunks if _api.is_dask_array(x) else -1))
+        values.append(value)
+        grads.append(row)
+    return values, grads
+
+
+def _staged_products(compiled, mode, names, stacked, seeds, variables):
+    """jvp and vjp of an expression whose sums feed further work, from its
+    staged gradients (a scalar result: see _staged)."""
+    value, grads = None, []
+    for name in names:
+        value, g = expression(compiled, name, "numerator", "compact", None, None, True, True,
+                              variables)
+        grads.append(g)
+    if mode == "jvp":
+        total = 0.0
+        for g, t in zip(grads, seeds):
+            total = total + (g.astype(np.float64) * t).sum()
+        return value, total.astype(value.dtype)
+    u = seeds[0]
+    scaled = tuple((g * u).astype(value.dtype) for g in grads)
+    return value, (scaled if stacked else scaled[0])

@@ -1609,6 +1609,8 @@ class CompiledExpression:
         (array([3., 8.]), array([3., 4.]))
         """
         names, seeds, dtype, values = self._product_args(wrt, tangent, variables)
+        if names is None:           # Dask variables: seeds is the lazy result
+            return seeds
         fused = self._fused("jvp", names, seeds, None, values, dtype)
         if fused is not None:
             return fused[0], fused[1][0]
@@ -1641,7 +1643,9 @@ class CompiledExpression:
         >>> f.vjp(["w", "z"], np.ones(2), w=np.array([1.0, 2.0]), z=3.0)
         (array([3., 6.]), (array([3., 3.]), np.float64(3.0)))
         """
-        names, _, dtype, values = self._product_args(wrt, None, variables)
+        names, lazy, dtype, values = self._product_args(wrt, None, variables, "vjp", cotangent)
+        if names is None:           # Dask variables: the lazy result
+            return lazy
         stacked = not isinstance(wrt, str)
         fused = self._fused("vjp", names, None, cotangent, values, dtype)
         if fused is not None:
@@ -1717,8 +1721,9 @@ class CompiledExpression:
         variables = [a for a in arrays if not a.startswith("\x00")]
         return stage, prog, value_rec, recs, variables, array_src, scalar_src
 
-    def _product_args(self, wrt, tangent, variables):
-        """The checks of jvp (tangent given) and vjp: (names, tangents, dtype, values)."""
+    def _product_args(self, wrt, tangent, variables, mode="jvp", cotangent=None):
+        """The checks of jvp (tangent given) and vjp: (names, tangents, dtype,
+        values); with Dask variables, (None, the lazy result, None, None)."""
         if not self._single:
             raise ValueError("jvp and vjp take a single expression; compile each output "
                              "of a list on its own")
@@ -1727,10 +1732,11 @@ class CompiledExpression:
         names, stacked = self._wrt_list(wrt)
         if len(set(names)) != len(names):
             raise ValueError(f"wrt names a variable twice: {list(names)}")
-        if _dask_in(variables):
-            raise NotImplementedError(
-                "jvp and vjp take NumPy arrays; with Dask arrays, ask jacobian() for the "
-                "compact Jacobian (a lazy Dask array) and multiply it by the tangent")
+        seed = tangent if mode == "jvp" else cotangent
+        seeds = seed if isinstance(seed, (list, tuple)) else (seed,)
+        if _dask_in(variables) or _dask_in(dict(enumerate(seeds))):
+            from . import _dask         # Dask arrays in: lazy Dask arrays out (_dask.py)
+            return None, _dask.products(self, mode, names, stacked, seed, variables), None, None
         dtype, values = self._values(variables)
         seeds = None
         if tangent is not None:
