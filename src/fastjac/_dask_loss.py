@@ -85,6 +85,8 @@ def _group_block(shared, indices, sizes, names, request, dtype, summed, out_ndim
     view = _block_view(shared.compiled, indices, sizes)
     kwargs, v = {}, None
     for name, block in zip(names, blocks):
+        if type(block) is list:         # X's and w's columns: one chunk (_Group.run)
+            block = block[0]
         if name == _V or not _dask._is_number(block):
             block = np.asarray(block, dtype)
         if name == _V:
@@ -207,6 +209,12 @@ class _Group:
         if request[0] == "hvp":
             names.append(_V)
             args += _arg(request[3], self.index[request[1][0]])
+        # The columns of X (and w, v) are summed over in the task: one chunk
+        # each, handed over as a list of that one block (concatenate=False:
+        # Dask would otherwise copy every block of X through concatenate3).
+        for i in range(0, len(args), 2):
+            if args[i + 1] is not None and 1 in args[i + 1] and self.out_ndim == 1:
+                args[i] = args[i].rechunk({args[i + 1].index(1): -1})
         shared = _dask._share(call.loss)
         summed = tuple(s for _, _, s in parts)
         fn = functools.partial(_group_block, shared, self.indices, self.sizes, tuple(names),
@@ -214,7 +222,7 @@ class _Group:
         out = tuple(range(self.out_ndim))
         pairs = da.blockwise(fn, out, *args, dtype=object,
                              meta=np.empty((0,) * self.out_ndim, object),
-                             concatenate=True, token="fastjac-loss")
+                             concatenate=False, token="fastjac-loss")
         results = []
         for k, (index, shape, is_summed) in enumerate(parts):
             if is_summed:
