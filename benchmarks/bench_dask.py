@@ -169,6 +169,7 @@ def report(total, rounds, throughput_only=False):
                   f"{t['np'] / t['fj']:.2f}x |")
     if throughput_only:
         return
+    scheduler_floor(total, rounds)
 
     print("\n## Threads inside tasks: serial per task (default) vs fastjac's pool\n")
     print("| case | chunk | scheduler | serial per task | pool per task |")
@@ -205,6 +206,35 @@ def report(total, rounds, throughput_only=False):
         per_task = (t["fj"] - t["mem"]) / tasks
         print(f"| {chunk:.0e} | {tasks} | {t['mem'] * 1e3:.2f} ms | {t['fj'] * 1e3:.1f} ms | "
               f"{per_task * 1e6:.0f} µs | {t['mem'] / tasks * 1e6:.1f} µs |")
+
+
+def _nothing(block):
+    return np.zeros((1,) + block.shape[1:], np.float64)
+
+
+def scheduler_floor(total, rounds):
+    """The sum_gradient graph against the same graph shape whose blocks do
+    nothing: what Dask's scheduler costs before any kernel runs."""
+    import dask.array as da
+    print("\n## Dask's floor: sum_gradient w*X's graph, and one whose blocks do nothing\n")
+    print("| chunk | tasks | in memory | fastjac in Dask | no-op blocks + tree sum |")
+    print("|---:|---:|---:|---:|---:|")
+    for chunk in (10**6, 10**7):
+        if chunk > total:
+            continue
+        setups = _setups(total, chunk, np.float64)
+        _, _, fj, _, mem = setups["sum_gradient w*X d/dw"]
+        graph = fj().dask                 # (for its number of tasks)
+        rows = max(1, chunk // 10)
+        X = da.from_array(np.zeros((total // 10, 10)), chunks=(rows, 10))
+
+        def noop(X=X):
+            return X.map_blocks(_nothing, chunks=(1, 10), meta=np.empty((0, 0))).sum(0).compute(
+                scheduler="threads")
+        t = _median_interleaved({"mem": mem, "fj": lambda fj=fj: fj().compute(
+            scheduler="threads"), "noop": noop}, rounds)
+        print(f"| {chunk:.0e} | {len(graph)} | {t['mem'] * 1e3:.1f} ms | {t['fj'] * 1e3:.1f} ms | "
+              f"{t['noop'] * 1e3:.1f} ms |")
 
 
 def main(argv=None):
