@@ -50,8 +50,7 @@ from . import _expr, _layout, _ops
 from ._api import check_format, is_dask_array
 from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
                    _Builder, _children, _dask_in, _finish, _ONE, _OPCODES, _KINDS, _postorder,
-                   _results,
-                   coerce_named)
+                   _results, coerce_named)
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
 _T = "\x00t"          # and X @ v (a Hessian-vector product)

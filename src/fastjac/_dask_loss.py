@@ -45,7 +45,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import _dask
 from ._api import is_dask_array
-from ._batch import HESSIAN_FORMATS, _mean_size, _refuse_matrix, _refuse_weight, _size
+from ._batch import _mean_size, _refuse_matrix, _refuse_weight, _size
 
 _V = "\x00v"            # the block of a Hessian-vector product's v
 
@@ -152,13 +152,14 @@ class _Call:
             total = total + c
         return total
 
-    def run(self, request, part_of):
-        """[sum over the groups of each requested result]: ``request`` is
-        (kind, wrts, options); ``part_of(group)`` lists the group's parts as
+    def run(self, request_of, parts_of):
+        """{result index: sum over the groups of that result}:
+        ``request_of(group)`` is what the group's tasks compute, (kind,
+        wrts, options[, v]); ``parts_of(group)`` lists their results as
         (result index, shape, summed)."""
         totals = {}
         for group in self.groups:
-            for index, part in group.run(request, part_of(group)):
+            for index, part in group.run(request_of(group), parts_of(group)):
                 totals[index] = part if index not in totals else totals[index] + part
         return totals
 
@@ -293,12 +294,10 @@ def _value_grad(loss, wrts, variables, want_value, want_grad, want_hdiag):
                 found.append(((kind, w), call.shape[w], not group.blocked(w)))
         return found
 
-    totals = {}
-    for group in call.groups:
+    def request_of(group):
         present = tuple(w for w in wrts if w in group.names)
-        request = ("pass", present, (want_value, want_grad, want_hdiag))
-        for index, part in group.run(request, parts(group)):
-            totals[index] = part if index not in totals else totals[index] + part
+        return ("pass", present, (want_value, want_grad, want_hdiag))
+    totals = call.run(request_of, parts)
     value = None
     if want_value:
         value = _rounded(totals.get("value", 0.0) + call.constants(), call.dtype)
@@ -338,34 +337,22 @@ def hvp(loss, wrt, v, variables):
         raise ValueError(f"v has shape {tuple(np.shape(v))} but {wrt!r} has shape "
                          f"{call.shape[wrt]}; they must match")
     request = ("hvp", (wrt,), None, v)
-    total = call.run(request, lambda group: [("hv", call.shape[wrt], not group.blocked(wrt))]
+    total = call.run(lambda group: request,
+                     lambda group: [("hv", call.shape[wrt], not group.blocked(wrt))]
                      if wrt in group.names else []).get("hv")
     return (total if total is not None else _zeros(call, wrt)).astype(call.dtype)
 
 
 def hessian(loss, wrt, format, variables):
-    """The Hessian ("compact" or "dense"), or a mixed block for a pair wrt."""
+    """The Hessian ("compact" or "dense": format is checked), or a mixed
+    block for a pair wrt."""
     if format == "operator":
         raise ValueError("format='operator' is not available with Dask arrays: each "
                          "product would be a pass over the data; call hvp(wrt, v, ...) "
                          "for a lazy product, or pass NumPy arrays")
-    assert format in HESSIAN_FORMATS
     call = _Call(loss, variables)
     if isinstance(wrt, tuple):
-        a, b = wrt
-        sa, sb = call.shape[a], call.shape[b]
-        loss._mixed_terms(a, b, sa, sb)
-        vector = a if sa else b
-        request = ("mixed", (a, b), None)
-        total = call.run(request, lambda group: [("mixed", sa or sb,
-                                                  not (sa or sb) or not group.blocked(vector))]
-                         if a in group.names and b in group.names else []).get("mixed")
-        if total is None:
-            total = da.zeros(sa or sb, dtype=np.float64)
-        total = total.astype(call.dtype)
-        if format == "dense":
-            total = total.reshape(sa[0] if sa else 1, sb[0] if sb else 1)
-        return total
+        return _mixed(call, loss, wrt, format)
     shape = call.shape[wrt]
     has_dense = False
     for term in loss._terms:
@@ -386,10 +373,7 @@ def hessian(loss, wrt, format, variables):
 
     def request_of(group):
         return ("hessian", (wrt,), any(r == "w" for r in group.roles(wrt)))
-    totals = {}
-    for group in call.groups:
-        for index, part in group.run(request_of(group), parts(group)):
-            totals[index] = part if index not in totals else totals[index] + part
+    totals = call.run(request_of, parts)
     diag = totals.get("diag")
     if diag is None:
         diag = _zeros(call, wrt)
@@ -400,6 +384,26 @@ def hessian(loss, wrt, format, variables):
     else:
         result = diag
     return result.astype(call.dtype)
+
+
+def _mixed(call, loss, pair, format):
+    """d2L/(da db) for a and b, one of them a scalar (CompiledLoss._mixed)."""
+    a, b = pair
+    sa, sb = call.shape[a], call.shape[b]
+    loss._mixed_terms(a, b, sa, sb)
+    vector = a if sa else b
+
+    def parts(group):
+        if a not in group.names or b not in group.names:
+            return []
+        return [("mixed", sa or sb, not (sa or sb) or not group.blocked(vector))]
+    total = call.run(lambda group: ("mixed", (a, b), None), parts).get("mixed")
+    if total is None:
+        total = da.zeros(sa or sb, dtype=np.float64)
+    total = total.astype(call.dtype)
+    if format == "dense":                   # (size of a) x (size of b)
+        total = total.reshape(sa[0] if sa else 1, sb[0] if sb else 1)
+    return total
 
 
 def dot(names, grads, tangents):
