@@ -95,3 +95,17 @@ def pytest_terminal_summary(terminalreporter):
                          + (f" ({failed} in failing tests)" if failed else ""))
     terminalreporter.write_sep("=", "fastjac reliability")
     terminalreporter.write_line("fastjac reliability: " + "; ".join(parts) + " run")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A dask.distributed client of a LocalCluster of two worker processes
+    on the loopback interface, one per test module that asks for it."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       worker_dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()

@@ -268,17 +268,7 @@ def test_a_plain_compiled_sum_takes_its_hessian_with_dask():
 
 # -- dask.distributed ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       host="127.0.0.1", dashboard_address=None,
-                                       worker_dashboard_address=None)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
+# (the ``client`` fixture, a LocalCluster of two processes: tests/conftest.py)
 
 def _slow_identity(block):
     time.sleep(0.1)

@@ -515,17 +515,7 @@ def test_inner_sums_run_one_graph_per_stage():
 
 # -- dask.distributed ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       host="127.0.0.1", dashboard_address=None,
-                                       worker_dashboard_address=None)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
+# (the ``client`` fixture, a LocalCluster of two processes: tests/conftest.py)
 
 @pytest.mark.cluster
 def test_cluster_products_and_stacked_jacobians(client):

@@ -392,23 +392,7 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     if compiled._has_inner:
         return _staged(compiled, name, want_value, want_jacobian, variables)
     names = compiled.variables
-    operands, votes = [], []
-    shape, owner = None, None
-    for v in names:
-        x, vote = _operand(variables[v], v)
-        operands.append(x)
-        votes.append(vote)
-        s = _shape(x)
-        if s == ():
-            continue
-        if shape is None:
-            shape, owner = s, v
-        elif s != shape:
-            raise ValueError(
-                f"{owner} has shape {shape} and {v} has shape {s}; the variables of an "
-                f"element-wise expression must have the same shape, or be scalars")
-    dtype = _result_dtype(votes)
-    shape = shape or ()
+    operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     summed_root = isinstance(compiled._outputs[0], _expr_mod.Sum)
     wrt_scalar = name is not None and _shape(operands[names.index(name)]) == ()
@@ -653,12 +637,7 @@ def products(compiled, mode, names, stacked, seed, variables):
         compiled._has_inner and all(shapes[v] == () for v in _expr_mod._Stage(root).vars))
     y_kind = _FIRST if ndim == 0 else _SUMMED if summed_root else _ELEMENTWISE
     if mode == "jvp":
-        if stacked:
-            if not isinstance(seed, (list, tuple)) or len(seed) != len(names):
-                raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
-                                 f"per variable of wrt={list(names)}")
-        else:
-            seed = [seed]
+        seed = _expr_mod._tangent_list(seed, names, stacked)
         seeds = [_seed(t, shapes[n], dtype, f"the tangent of {n!r}", f"variable {n!r}")
                  for n, t in zip(names, seed)]
         kinds = (y_kind, y_kind)

@@ -1740,12 +1740,7 @@ class CompiledExpression:
         dtype, values = self._values(variables)
         seeds = None
         if tangent is not None:
-            if stacked:
-                if not isinstance(tangent, (list, tuple)) or len(tangent) != len(names):
-                    raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
-                                     f"per variable of wrt={list(names)}")
-            else:
-                tangent = [tangent]
+            tangent = _tangent_list(tangent, names, stacked)
             seeds = [_product_operand(t, values[n].shape, dtype, f"the tangent of {n!r}",
                                       f"variable {n!r}") for n, t in zip(names, tangent)]
         return tuple(names), seeds, dtype, values
@@ -1800,6 +1795,16 @@ def _common_shape(names, values):
                 f"variables of an element-wise expression must have the same "
                 f"shape, or be scalars")
     return () if shape is None else shape
+
+
+def _tangent_list(tangent, names, stacked):
+    """jvp's tangents as a list, one per name of wrt (checked)."""
+    if not stacked:
+        return [tangent]
+    if not isinstance(tangent, (list, tuple)) or len(tangent) != len(names):
+        raise ValueError(f"tangent must be a list of {len(names)} arrays, one "
+                         f"per variable of wrt={list(names)}")
+    return tangent
 
 
 def _product_operand(v, shape, dtype, what, of):
