@@ -471,7 +471,7 @@ def _staged(compiled, name, want_value, want_jacobian, variables):
     a sum has a Jacobian that is not diagonal (diagonal plus rank one)."""
     stages = _stages(compiled)
     env = dict(variables)
-    results = []                        # (value, stage) in order
+    results = []                        # each stage's lazy value, in order
     for placeholder, stage in stages:
         value = expression(stage, None, "numerator", "compact", None, None, True, False,
                            {n: env[n] for n in stage.variables})
@@ -528,8 +528,9 @@ _ELEMENTWISE, _SUMMED, _FIRST = "elementwise", "summed", "first"
 
 
 def _expression_operands(compiled, variables):
-    """The variables of a compiled expression, checked as by expression():
-    (operands in compiled.variables order, dtype, the arrays' one shape)."""
+    """The variables of a compiled expression, checked (names, blocks,
+    dtypes, one shape for the arrays): (operands in compiled.variables
+    order, dtype, the arrays' one shape)."""
     compiled._check_names(variables)
     operands, votes = [], []
     shape, owner = None, None
