@@ -571,9 +571,7 @@ class CompiledLoss(CompiledExpression):
 
     def _scale(self, term, values, shape):
         """The term's coefficient: its factor, its scalar variables, 1/size for a mean."""
-        c = term.factor
-        for name, p in term.coef_vars:        # p is 1 or -1 (_constant_part)
-            c = c * float(values[name]) if p == 1 else c * (1.0 / float(values[name]))
+        c = weighted(term.factor, term.coef_vars, lambda name: float(values[name]))
         if term.mean:
             c /= _mean_size(term, shape)
         return c
@@ -594,9 +592,7 @@ class CompiledLoss(CompiledExpression):
         one pass per term for all of them."""
         value = 0.0
         for c, cvars in self._constants:
-            for name, p in cvars:
-                c = c * float(values[name]) if p == 1 else c * (1.0 / float(values[name]))
-            value += c
+            value += weighted(c, cvars, lambda name: float(values[name]))
         grads = [np.zeros(values[w].shape) for w in wrts] if want_grad else None
         hdiags = [np.zeros(values[w].shape) for w in wrts] if want_hdiag else None
         for i, term in enumerate(self._terms):
@@ -745,7 +741,7 @@ class CompiledLoss(CompiledExpression):
             raise ValueError(f"wrt names {len(names)} variables but {len(tangents)} "
                              f"tangents were given")
         value, grads = self._gradient(names, "numerator", "compact", None, variables, True)
-        if _dask_in(variables) or any(is_dask_array(t) for t in tangents):
+        if _dask_in(variables, tangents):
             from . import _dask_loss
             return value, _dask_loss.dot(names, grads, tangents)
         total = 0.0
@@ -820,7 +816,7 @@ class CompiledLoss(CompiledExpression):
             if result is not None:
                 return result
         wrt = self._check_wrt(wrt)
-        if _dask_in(variables) or is_dask_array(v):
+        if _dask_in(variables, v):
             from . import _dask_loss
             return _dask_loss.hvp(self, wrt, v, variables)
         dtype, values, shapes = self._values(variables)
@@ -1131,10 +1127,23 @@ def _vector_like(v, like, dtype, what, wrt):
     arr = np.asarray(v)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{what} must be a real array, got dtype {arr.dtype}")
-    if arr.shape != like.shape:
-        raise ValueError(f"{what} has shape {arr.shape} but {wrt!r} has shape {like.shape}; "
-                         f"they must match")
+    check_same_shape(what, arr.shape, wrt, like.shape)
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_same_shape(what, shape, wrt, wrt_shape):
+    """A vector (v, a tangent) has the shape of its variable, else ValueError."""
+    if tuple(shape) != tuple(wrt_shape):
+        raise ValueError(f"{what} has shape {tuple(shape)} but {wrt!r} has shape "
+                         f"{tuple(wrt_shape)}; they must match")
+
+
+def weighted(c, weights, value_of):
+    """c times the loss's scalar weights [(name, 1 or -1)] (_constant_part):
+    value_of(name) gives each one's value (a float, or a lazy Dask one)."""
+    for name, p in weights:
+        c = c * value_of(name) if p == 1 else c * (1.0 / value_of(name))
+    return c
 
 
 def _weighted_gram(X, h):

@@ -157,17 +157,22 @@ def _meta(ndim, dtype):
     return np.empty((0,) * ndim, dtype)
 
 
+def graph_arg(x, index):
+    """blockwise's (array, index) pair of one operand: a scalar (a number,
+    None, a 0-d NumPy array) as it is, a NumPy array as one chunk."""
+    if _is_number(x) or x is None or (isinstance(x, np.ndarray) and x.ndim == 0):
+        return [x, None]
+    if isinstance(x, np.ndarray):
+        x = da.from_array(x, chunks=-1)
+    return [x, index]
+
+
 def _graph_args(operands, ndim):
     """blockwise's (array, index) pairs: arrays aligned to the last axes of
-    the result, scalars (numbers, 0-d NumPy arrays) passed as they are."""
+    the result, scalars passed as they are."""
     args = []
     for x in operands:
-        if _is_number(x) or x is None or (isinstance(x, np.ndarray) and x.ndim == 0):
-            args += [x, None]
-        else:
-            if isinstance(x, np.ndarray):
-                x = da.from_array(x, chunks=-1)
-            args += [x, tuple(range(ndim - x.ndim, ndim))]
+        args += graph_arg(x, tuple(range(ndim - np.ndim(x), ndim)) if x is not None else None)
     return args
 
 
@@ -349,13 +354,17 @@ def _expr_block(shared, names, name, want_value, summed_root, *blocks):
     return value, jac
 
 
-def _leaf(pairs, i, chunks, meta, label):
-    """Output ``i`` of the blockwise array ``pairs`` of tuples, as an array."""
-    name = f"{label}-{pairs.name}"
-    keys = {key[1:]: key for key in _flat_keys(pairs.__dask_keys__())}
-    layer = {(name,) + index: (_pick, key, i) for index, key in keys.items()}
+def leaf(pairs, i, chunks, meta, label, extra=()):
+    """Output ``i`` of the blockwise array ``pairs`` of tuples, as an array;
+    ``extra``: the lengths of trailing axes of one chunk each that the
+    outputs have beyond the blocks' axes."""
+    name = f"{label}-{i}-{pairs.name}"
+    tail = (0,) * len(extra)
+    layer = {(name,) + key[1:] + tail: (_pick, key, i)
+             for key in _flat_keys(pairs.__dask_keys__())}
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[pairs])
-    return da.Array(graph, name, chunks=chunks, meta=meta)
+    return da.Array(graph, name, chunks=tuple(chunks) + tuple((n,) for n in extra),
+                    meta=meta)
 
 
 def _pick(pair, i):
@@ -406,16 +415,16 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     value = jac = None
     if need_value:
         if summed_root:
-            value = tree_sum(_leaf(pairs, 0, ones, _meta(ndim, np.float64), "value"),
+            value = tree_sum(leaf(pairs, 0, ones, _meta(ndim, np.float64), "value"),
                              tuple(range(ndim)), dtype)
         else:
-            value = _leaf(pairs, 0, pairs.chunks, _meta(ndim, dtype), "value")
+            value = leaf(pairs, 0, pairs.chunks, _meta(ndim, dtype), "value")
     if name is not None:
         if summed_root and wrt_scalar:
-            jac = tree_sum(_leaf(pairs, 1, ones, _meta(ndim, np.float64), "jacobian"),
+            jac = tree_sum(leaf(pairs, 1, ones, _meta(ndim, np.float64), "jacobian"),
                            tuple(range(ndim)), dtype)
         else:
-            jac = _leaf(pairs, 1, pairs.chunks, _meta(ndim, dtype), "jacobian")
+            jac = leaf(pairs, 1, pairs.chunks, _meta(ndim, dtype), "jacobian")
     if not want_jacobian:
         return value
     return value, jac
@@ -423,14 +432,14 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
 
 # -- expressions whose sums feed further work: one graph per stage ---------------------------
 
-def _substitute(root, placeholders):
-    """root with each Sum node whose id is in ``placeholders`` replaced by
-    the variable of that name (the nodes below it are not visited)."""
+def _sums_as_variables(root, names):
+    """root with each Sum node whose id is in ``names`` read as the scalar
+    variable of that name (the nodes below it are not visited)."""
     from .expr import Binary, Sum, Unary, Var, _postorder
     new = {}
-    for node in _postorder([root], lambda n: id(n) not in placeholders):
-        if id(node) in placeholders:
-            new[id(node)] = Var(placeholders[id(node)])
+    for node in _postorder([root], lambda n: id(n) not in names):
+        if id(node) in names:
+            new[id(node)] = Var(names[id(node)])
         elif isinstance(node, Unary):
             new[id(node)] = Unary(node.op, new[id(node.arg)])
         elif isinstance(node, Binary):
@@ -443,9 +452,9 @@ def _substitute(root, placeholders):
 
 
 def _stages(compiled):
-    """The expression as a list of (placeholder name, compiled stage), inner
-    sums first and the root last (placeholder None): each stage reads the
-    sums it contains as scalar variables named by their placeholders.
+    """The expression as a list of (the name of its sum's variable, compiled
+    stage), inner sums first and the root last (name None): each stage
+    reads the sums it contains as scalar variables of those names.
     Built once per compiled expression."""
     stages = compiled.__dict__.get("_dask_stages")
     if stages is None:
@@ -456,7 +465,7 @@ def _stages(compiled):
         stages = []
         for node in sums + [root]:
             inner = {k: v for k, v in names.items() if k != id(node)}
-            stages.append((names.get(id(node)), CompiledExpression(_substitute(node, inner))))
+            stages.append((names.get(id(node)), CompiledExpression(_sums_as_variables(node, inner))))
         compiled._dask_stages = stages
     return stages
 
@@ -472,11 +481,11 @@ def _staged(compiled, name, want_value, want_jacobian, variables):
     stages = _stages(compiled)
     env = dict(variables)
     results = []                        # each stage's lazy value, in order
-    for placeholder, stage in stages:
+    for sum_name, stage in stages:
         value = expression(stage, None, "numerator", "compact", None, None, True, False,
                            {n: env[n] for n in stage.variables})
-        if placeholder is not None:
-            env[placeholder] = value
+        if sum_name is not None:
+            env[sum_name] = value
         results.append(value)
     value = results[-1]
     if not want_jacobian:
@@ -499,7 +508,7 @@ def _staged(compiled, name, want_value, want_jacobian, variables):
         a = adjoint[k]
         if a is None:
             continue
-        placeholder, stage = stages[k]
+        stage = stages[k][1]
         for j, (inner, _) in enumerate(stages[:k]):
             if inner in stage.variables:
                 term = a * partial(stage, inner)
@@ -599,12 +608,12 @@ def _result(pairs, i, kind, ndim, dtype, label):
     """Output ``i`` of the blocks' tuples as a lazy array of ``dtype``, by its kind."""
     label = f"{label}{i}"
     if kind == _ELEMENTWISE:
-        return _leaf(pairs, i, pairs.chunks, _meta(ndim, dtype), label)
+        return leaf(pairs, i, pairs.chunks, _meta(ndim, dtype), label)
     ones = tuple((1,) * len(c) for c in pairs.chunks)
     if kind == _SUMMED:
-        return tree_sum(_leaf(pairs, i, ones, _meta(ndim, np.float64), label),
+        return tree_sum(leaf(pairs, i, ones, _meta(ndim, np.float64), label),
                         tuple(range(ndim)), dtype)
-    return _leaf(pairs, i, ones, _meta(ndim, dtype), label)[(0,) * ndim]
+    return leaf(pairs, i, ones, _meta(ndim, dtype), label)[(0,) * ndim]
 
 
 @task

@@ -41,11 +41,11 @@ import functools
 
 import numpy as np
 import dask.array as da
-from dask.highlevelgraph import HighLevelGraph
 
 from . import _dask
 from ._api import is_dask_array
-from ._batch import _mean_size, _refuse_matrix, _refuse_weight, _size
+from ._batch import (_mean_size, _refuse_matrix, _refuse_weight, _size, check_same_shape,
+                     weighted)
 
 _V = "\x00v"            # the block of a Hessian-vector product's v
 
@@ -143,13 +143,12 @@ class _Call:
 
     def constants(self):
         """The value of the loss's constant part (float64; lazy if a weight is a Dask array)."""
+        def value_of(name):
+            x = self.operands[name]
+            return x.astype(np.float64) if is_dask_array(x) else float(np.asarray(x))
         total = 0.0
         for c, cvars in self.loss._constants:
-            for name, p in cvars:
-                x = self.operands[name]
-                x = x.astype(np.float64) if is_dask_array(x) else float(np.asarray(x))
-                c = c * x if p == 1 else c * (1.0 / x)
-            total = total + c
+            total = total + weighted(c, cvars, value_of)
         return total
 
     def run(self, request_of, parts_of):
@@ -206,10 +205,10 @@ class _Group:
         names = list(self.names)
         args = []
         for n in names:
-            args += _arg(call.operands[n], self.index[n])
+            args += _dask.graph_arg(call.operands[n], self.index[n])
         if request[0] == "hvp":
             names.append(_V)
-            args += _arg(request[3], self.index[request[1][0]])
+            args += _dask.graph_arg(request[3], self.index[request[1][0]])
         # The columns of X (and w, v) are summed over in the task: one chunk
         # each, handed over as a list of that one block (concatenate=False:
         # Dask would otherwise copy every block of X through concatenate3).
@@ -226,37 +225,19 @@ class _Group:
                              concatenate=False, token="fastjac-loss")
         results = []
         for k, (index, shape, is_summed) in enumerate(parts):
+            meta = np.empty((0,) * (self.out_ndim + len(shape)), np.float64)
             if is_summed:
                 ones = tuple((1,) * len(c) for c in pairs.chunks)
-                leaf = _part(pairs, k, ones, shape, "loss-partial")
+                part = _dask.leaf(pairs, k, ones, meta, "loss-partial", shape)
                 if out:
-                    leaf = _dask.tree_sum(leaf, out, np.dtype(np.float64))
-                results.append((index, leaf))
+                    part = _dask.tree_sum(part, out, np.dtype(np.float64))
+                results.append((index, part))
             else:
                 extra = shape[self.out_ndim:]
-                results.append((index, _part(pairs, k, pairs.chunks, extra, "loss-block")))
+                meta = np.empty((0,) * len(shape), np.float64)
+                results.append((index, _dask.leaf(pairs, k, pairs.chunks, meta, "loss-block",
+                                                  extra)))
         return results
-
-
-def _arg(x, index):
-    """blockwise's (array, index) pair for a variable."""
-    if _dask._is_number(x) or (isinstance(x, np.ndarray) and x.ndim == 0):
-        return [x, None]
-    if isinstance(x, np.ndarray):
-        x = da.from_array(x, chunks=-1)
-    return [x, index]
-
-
-def _part(pairs, k, chunks, extra, label):
-    """Part ``k`` of the blockwise array of tuples ``pairs``, with the
-    trailing dimensions ``extra`` (one chunk each)."""
-    name = f"{label}-{k}-{pairs.name}"
-    tail = (0,) * len(extra)
-    layer = {(name,) + key[1:] + tail: (_dask._pick, key, k)
-             for key in _dask._flat_keys(pairs.__dask_keys__())}
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[pairs])
-    return da.Array(graph, name, chunks=tuple(chunks) + tuple((n,) for n in extra),
-                    meta=np.empty((0,) * (len(chunks) + len(extra)), np.float64))
 
 
 def _zeros(call, name):
@@ -333,9 +314,7 @@ def hvp(loss, wrt, v, variables):
     for term in loss._terms:
         _refuse_matrix(term, loss._role(term, wrt), wrt, "Hessian-vector products")
     v, _ = _dask._operand(v, "v")
-    if tuple(np.shape(v)) != call.shape[wrt]:
-        raise ValueError(f"v has shape {tuple(np.shape(v))} but {wrt!r} has shape "
-                         f"{call.shape[wrt]}; they must match")
+    check_same_shape("v", np.shape(v), wrt, call.shape[wrt])
     request = ("hvp", (wrt,), None, v)
     total = call.run(lambda group: request,
                      lambda group: [("hv", call.shape[wrt], not group.blocked(wrt))]
@@ -411,9 +390,7 @@ def dot(names, grads, tangents):
     total = 0.0
     for name, g, t in zip(names, grads, tangents):
         t, _ = _dask._operand(t, "tangent")
-        if tuple(np.shape(t)) != tuple(g.shape):
-            raise ValueError(f"tangent has shape {tuple(np.shape(t))} but {name!r} has shape "
-                             f"{tuple(g.shape)}; they must match")
+        check_same_shape("tangent", np.shape(t), name, g.shape)
         g = da.asarray(g).astype(np.float64).reshape(-1)
         t = da.asarray(t).astype(np.float64).reshape(-1)
         total = total + (g * t).sum()

@@ -1733,8 +1733,7 @@ class CompiledExpression:
         if len(set(names)) != len(names):
             raise ValueError(f"wrt names a variable twice: {list(names)}")
         seed = tangent if mode == "jvp" else cotangent
-        seeds = seed if isinstance(seed, (list, tuple)) else (seed,)
-        if _dask_in(variables) or _dask_in(dict(enumerate(seeds))):
+        if _dask_in(variables, seed):
             from . import _dask         # Dask arrays in: lazy Dask arrays out (_dask.py)
             return None, _dask.products(self, mode, names, stacked, seed, variables), None, None
         dtype, values = self._values(variables)
@@ -1818,12 +1817,15 @@ def _product_operand(v, shape, dtype, what, of):
     return arr.astype(dtype, copy=False)
 
 
-def _dask_in(variables):
-    """Some variable is a Dask array (never imports Dask: without
-    dask.array loaded there is none)."""
+def _dask_in(variables, seed=None):
+    """Some variable, or the tangent(s) or cotangent ``seed``, is a Dask
+    array (never imports Dask: without dask.array loaded there is none)."""
     module = sys.modules.get("dask.array")
-    return module is not None and any(isinstance(v, module.Array)
-                                      for v in variables.values())
+    if module is None:
+        return False
+    seeds = seed if isinstance(seed, (list, tuple)) else (seed,)
+    return any(isinstance(v, module.Array) for v in variables.values()) or \
+        any(isinstance(t, module.Array) for t in seeds)
 
 
 def _out_target(out, shape, dtype, what):
