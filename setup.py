@@ -54,6 +54,10 @@ EXTENSIONS = ["_pool", "_kernels", "_api", "_expr", "_neuron", "_broadcast_loops
 # fastjac._simd's, the same that the JIT uses. Built where the compiler
 # accepts them; FASTJAC_SIMD_VARIANTS=0 skips them (faster development builds).
 COMPILER_FLAGS = runpy.run_path("src/fastjac/_simd.py")["COMPILER_FLAGS"]
+
+# The Cython glue of the operator records (_operators.py) and of the
+# formulas (_formulas_typed.h): written before cythonize reads it.
+runpy.run_path("src/fastjac/_codegen.py")["write"]()
 SIMD_VARIANTS = {f"_level_{level}": flags for level, flags in COMPILER_FLAGS.items() if flags}
 
 
@@ -166,6 +170,7 @@ def extensions(reuse_c):
             # the headers, and where the compiler flags come from: a build
             # that reuses the .c files still compiles with the current flags
             depends=["src/fastjac/_vecmath.h", "src/fastjac/_pool.h",
+                     "src/fastjac/_formulas.h", "src/fastjac/_formulas_typed.h",
                      "src/fastjac/_neuron_rows.h", "src/fastjac/_batch_rows.h",
                      "src/fastjac/_cpu.h",
                      "setup.py", "src/fastjac/_simd.py"],

@@ -393,8 +393,9 @@ def test_levels_agree_on_exp_family():
 
 
 # -- values of the expression functions (fastjac.compile(...).value) ---------------
-# The expression layer computes these values itself (_expr_loops.pxd), on
-# the loops of the level in use; their derivatives are the kernels' above.
+# The expression layer computes these values itself (_formulas.h's fj_v_*
+# and fj_m_*, in the loops of the level in use and in compiled
+# expressions); their derivatives are the kernels' above.
 
 VALUE_ORACLES = {
     "softplus": lambda x: mpmath.log1p(mpmath.exp(x)),

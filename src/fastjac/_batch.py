@@ -34,7 +34,7 @@ the textbook formula (and scikit-learn's LinearModelLoss, JAX and PyTorch)
 read it twice: X @ w, then X^T g.
 
 The second derivatives of the operators are the tags of sum_hessian
-(_ops.UNARY_SECOND and BINARY_SECOND, formulas in _derivatives.pxd), with
+(_ops.UNARY_SECOND and BINARY_SECOND, formulas in _formulas.h), with
 its conventions at the kinks: relu'' = abs'' = 0, maximum and minimum have
 zero second derivatives.
 

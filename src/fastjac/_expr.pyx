@@ -27,6 +27,7 @@ from ._expr_loops cimport *
 from ._kernels cimport in_chunks
 from ._pool cimport parallel_for, pool_threads
 from ._tables cimport ExprTable
+from ._operators import opcode_names as _opcode_names
 
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
@@ -49,17 +50,12 @@ cdef enum:
 # Below this many elements the GIL is kept (as in _api.pyx).
 cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
-OPCODES = {
-    "copy": OP_COPY, "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL,
-    "divide": OP_DIV, "maximum": OP_MAX, "minimum": OP_MIN, "greater": OP_GT,
-    "less": OP_LT, "power": OP_POW, "negative": OP_NEG, "square": OP_SQUARE,
-    "sqrt": OP_SQRT, "exp": OP_EXP, "log": OP_LOG, "sin": OP_SIN, "cos": OP_COS,
-    "tanh": OP_TANH, "sigmoid": OP_SIGMOID, "relu": OP_RELU, "abs": OP_ABS,
-    "muladd": OP_MULADD, "deriv": OP_DERIV, "sum": OP_SUM, "tanh_vd": OP_TANH_VD,
-    "softplus": OP_SOFTPLUS, "log_sigmoid": OP_LOG_SIGMOID,
-    "logaddexp": OP_LOGADDEXP, "log1p": OP_LOG1P, "expm1": OP_EXPM1,
-    "softplus_vd": OP_SOFTPLUS_VD,
-}
+# instruction name -> opcode, in the order of the enum generated from the
+# same list (_operators.opcode_names)
+OPCODES = {name: code for code, name in enumerate(_opcode_names())}
+if len(OPCODES) != N_OPCODES:
+    raise ImportError("fastjac._expr was built from other operator records than "
+                      "fastjac._operators holds: build it again")
 REGISTER_KINDS = {"temp": K_TEMP, "scalar": K_SCALAR, "array": K_ARRAY, "out": K_OUT}
 BLOCK_SIZE = BLOCK
 STREAM_BYTES = STREAM_MIN_BYTES     # outputs of this many bytes and more: non-temporal stores

@@ -22,16 +22,19 @@ other multiply and add are fused. The instruction set is the interpreter's
 (``fastjac._simd.current()``, with ``_simd.COMPILER_FLAGS``), never
 ``-march=native``.
 
-Only programs made of arithmetic, comparisons, max/min, abs, relu, sqrt,
-log, log1p, expm1 (libm's, in both) and the derivatives of those (but
-expm1's, which is exp) are compiled; a program with a vectorised
-transcendental function of _vecmath.h (exp, sin, cos, tanh, sigmoid,
-softplus, log_sigmoid, logaddexp, power) stays on the interpreter, whose
-cost there is the function, not the loads and stores -- and whose bits a
-separately compiled copy of those functions would not reproduce: the
-interpreter's modules let the compiler contract their multiply-adds into
-FMAs, this C is compiled with -ffp-contract=off. Without a working C
-compiler nothing changes either: the first failure is remembered
+Every formula comes from _formulas.h, the header whose functions the
+interpreter calls for the same instructions: this C #includes it. Only
+programs made of arithmetic, comparisons, max/min, abs, relu, sqrt, log,
+log1p, expm1 (libm's, in both) and the derivatives whose record in
+_operators.py costs no more than its memory traffic are compiled; a program
+with a vectorised transcendental function of _vecmath.h (exp, sin, cos,
+tanh, sigmoid, softplus, log_sigmoid, logaddexp, power) stays on the
+interpreter, whose cost there is the function, not the loads and stores --
+and whose bits the same function compiled here would not always reproduce:
+the interpreter's modules let the compiler contract multiply-adds inside
+those functions into FMAs, this C is compiled with -ffp-contract=off (so
+that the multiply-adds *between* instructions are not fused). Without a
+working C compiler nothing changes either: the first failure is remembered
 (``status()`` says why) and the interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
@@ -60,7 +63,7 @@ import threading
 
 import numpy as np
 
-from . import _expr, _kernels, _simd
+from . import _expr, _kernels, _operators, _simd
 
 JIT_MIN_SIZE = 1 << 16          # elements: smaller calls never wait for the compiler
 
@@ -112,29 +115,12 @@ def status():
 # -- C source -----------------------------------------------------------------------
 
 _PRELUDE = r"""
-#include <float.h>
-#include <math.h>
 #include <stddef.h>
 #include <string.h>
-#include "_vecmath.h"
+#include "_formulas.h"
 typedef %(T)s T;
+#define F(name) fj_##name##%(suffix)s
 #define BLOCK %(BLOCK)d
-#define SQRT %(sqrt)s
-#define LOG %(log)s
-#define LOG1P %(log1p)s
-#define EXPM1 %(expm1)s
-#define ABS %(abs)s
-
-/* d max(u, v) / du of _derivatives.pxd: 1, 0, 0.5 at a tie, NaN if unordered */
-static inline T step_up(T u, T v) {
-    return u > v ? (T)1 : (u < v ? (T)0 : (u == v ? (T)0.5 : (T)NAN));
-}
-
-/* _derivatives.pxd's square_is_normal: d(a/b)/db takes -a/(b*b) where it holds */
-static inline int square_is_normal(T b) {
-    T q = b * b;
-    return q >= %(min)s && q <= %(max)s;
-}
 
 /* The loop without sums (_direct_loop): GROUP elements, two cache lines
    per output, at a time. */
@@ -180,33 +166,32 @@ static void stream_out(T* dst, const T* src, ptrdiff_t m) {
 }
 """
 
-# instruction -> C expression of its operands (strings)
-_UNARY = {
-    "copy": "{a}", "negative": "-{a}", "square": "{a} * {a}", "sqrt": "SQRT({a})",
-    "log": "LOG({a})", "log1p": "LOG1P({a})", "expm1": "EXPM1({a})", "abs": "ABS({a})", "relu": "({a} <= 0 ? (T)0 : {a})",
-}
-_BINARY = {
-    "add": "{a} + {b}", "subtract": "{a} - {b}", "multiply": "{a} * {b}",
-    "divide": "{a} / {b}",
-    "greater": "({a} > {b} ? (T)1 : (T)0)", "less": "({a} < {b} ? (T)1 : (T)0)",
-}
-_DERIV = {
-    "add_da": "(T)1", "add_db": "(T)1", "subtract_da": "(T)1", "one": "(T)1",
-    "subtract_db": "(T)-1", "negative": "(T)-1", "zero": "(T)0",
-    "multiply_da": "{b}", "multiply_db": "{a}",
-    "divide_da": "(T)1 / {b}",
-    # -a / (b*b), or -(a/b) / b where b*b is not normal: one division with
-    # picked operands, not both quotients and a blend
-    "divide_db": "(-(square_is_normal({b}) ? {a} : {a} / {b}) / "
-                 "(square_is_normal({b}) ? {b} * {b} : {b}))",
-    "maximum_da": "step_up({a}, {b})", "maximum_db": "step_up({b}, {a})",
-    "minimum_da": "step_up({b}, {a})", "minimum_db": "step_up({a}, {b})",
-    "square": "2 * {a}", "sqrt": "(T)0.5 / SQRT({a})", "log": "(T)1 / {a}",
-    # as Cython writes _derivatives.pxd's 1 / (1 + a): in double
-    "log1p": "(T)(1.0 / (1.0 + (double){a}))",
-    "relu": "({a} > 0 ? (T)1 : ({a} <= 0 ? (T)0 : {a}))",
-    "abs": "({a} > 0 ? (T)1 : ({a} < 0 ? (T)-1 : ({a} == 0 ? (T)0 : {a})))",
-}
+# instruction -> C expression of its operands (strings); F(name) is the
+# function fj_<name>_f64 or _f32 of _formulas.h, the one the interpreter
+# calls for the same instruction
+_UNARY = {op.name: f"F({op.value})({{a}})" for op in _operators.OPERATORS
+          if op.jit and len(op.derivatives) == 1}
+_UNARY["copy"] = "{a}"
+_BINARY = {op.name: f"F({op.value})({{a}}, {{b}})" for op in _operators.OPERATORS
+           if op.jit and len(op.derivatives) == 2}
+
+
+def _compiled_derivatives():
+    """derivative code -> C expression: the derivatives whose formula costs
+    no more than its memory traffic (so a compiled loop gains), from their
+    records. One with exceptions computes both of its formulas in one
+    expression, ``fj_d_<formula>_any``; _formulas.h has that for d(a/b)/db
+    only, which is therefore the only exceptional one compiled."""
+    out = {}
+    for d in _operators.DERIVATIVES:
+        if d.cost not in ("memory", "rsqrt"):
+            continue
+        name = d.formula + "_any" if d.exceptional else d.formula
+        out[d.code] = f"F(d_{name})({{a}}, {{b}})"
+    return out
+
+
+_DERIV = _compiled_derivatives()
 _NAME = {v: k for k, v in _OP.items()}
 MAX_OUTS = 16                   # local output blocks: MAX_OUTS * BLOCK numbers of stack
 MAX_SUMS = 16
@@ -244,12 +229,6 @@ def c_source(program, is_double, fused_muladd):
             expr = _UNARY[name].format(a=ref(a))
         elif name in _BINARY:
             expr = _BINARY[name].format(a=ref(a), b=ref(b))
-        elif name in ("maximum", "minimum"):
-            # the interpreter's two selects: a NaN in either operand gives NaN
-            cmp = ">" if name == "maximum" else "<"
-            u, v = f"u{len(body)}", f"v{len(body)}"
-            body.append(f"T {u} = {ref(a)}, {v} = {ref(b)}; {u} = {v} {cmp} {u} ? {v} : {u};")
-            expr = f"{v} != {v} ? {v} : {u}"
         elif name == "muladd":
             expr = (f"fma({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd and is_double else
                     f"fmaf({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd else
@@ -271,13 +250,7 @@ def c_source(program, is_double, fused_muladd):
     stores = [(j, f"r{r}") for j, r in outs]
 
     lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
-                         "sqrt": "sqrt" if is_double else "sqrtf",
-                         "log": "log" if is_double else "logf",
-                         "log1p": "log1p" if is_double else "log1pf",
-                         "expm1": "expm1" if is_double else "expm1f",
-                         "abs": "fabs" if is_double else "fabsf",
-                         "min": "DBL_MIN" if is_double else "FLT_MIN",
-                         "max": "DBL_MAX" if is_double else "FLT_MAX"}]
+                         "suffix": "_f64" if is_double else "_f32"}]
     lines.append("void fj_chunk(void** arrays, const double* scalars, void** outs, "
                  "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {")
     for j in range(program.n_scalars):
@@ -688,5 +661,10 @@ def _python_abi():
 
 
 def _header_digest():
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vecmath.h"), "rb") as f:
-        return _digest(f.read().decode("latin-1"))
+    """The headers the generated C includes: a change to any is a new key."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    texts = []
+    for name in ("_vecmath.h", "_formulas.h", "_formulas_typed.h"):
+        with open(os.path.join(here, name), "rb") as f:
+            texts.append(f.read().decode("latin-1"))
+    return _digest(*texts)

@@ -46,6 +46,7 @@ def _use_table(capsule):
 
 
 from . import _level_baseline                    # runs anywhere, until _simd.select()
+from ._operators import DERIVATIVES as _DERIVATIVES
 _use_table(_level_baseline.tables()[0])
 
 
@@ -69,28 +70,12 @@ cdef double derivative_sum(int code, const floating* a, Py_ssize_t a_step,
                          MIN_SIZE_CHEAP, MIN_SIZE_COSTLY)
 
 
-# Python-visible names of the codes, for the op registry in _ops.py.
-DERIVATIVE_CODES = {
-    "add_da": ADD_DA, "add_db": ADD_DB,
-    "subtract_da": SUBTRACT_DA, "subtract_db": SUBTRACT_DB,
-    "multiply_da": MULTIPLY_DA, "multiply_db": MULTIPLY_DB,
-    "divide_da": DIVIDE_DA, "divide_db": DIVIDE_DB,
-    "maximum_da": MAXIMUM_DA, "maximum_db": MAXIMUM_DB,
-    "minimum_da": MINIMUM_DA, "minimum_db": MINIMUM_DB,
-    "power_da": POWER_DA, "power_db": POWER_DB,
-    "zero": ZERO, "one": ONE,
-    "negative": NEGATIVE_D, "square": SQUARE_D, "sqrt": SQRT_D,
-    "exp": EXP_D, "log": LOG_D, "sin": SIN_D, "cos": COS_D,
-    "tanh": TANH_D, "sigmoid": SIGMOID_D, "relu": RELU_D, "abs": ABS_D,
-    "softplus": SOFTPLUS_D, "log_sigmoid": LOG_SIGMOID_D,
-    "logaddexp_da": LOGADDEXP_DA, "logaddexp_db": LOGADDEXP_DB, "log1p": LOG1P_D,
-    # second derivatives (sum_hessian) without a first-derivative twin
-    "two": TWO, "divide_dab": DIVIDE_DAB, "divide_dbb": DIVIDE_DBB,
-    "power_daa": POWER_DAA, "power_dab": POWER_DAB, "power_dbb": POWER_DBB,
-    "sqrt_dd": SQRT_DD, "log_dd": LOG_DD, "cos_dd": COS_DD, "tanh_dd": TANH_DD,
-    "sigmoid_dd": SIGMOID_DD, "log_sigmoid_dd": LOG_SIGMOID_DD,
-    "logaddexp_daa": LOGADDEXP_DAA, "logaddexp_dab": LOGADDEXP_DAB, "log1p_dd": LOG1P_DD,
-}
+# Python-visible names of the codes, for the op registry in _ops.py: the
+# records of _operators.py, in the order of the enum generated from them.
+DERIVATIVE_CODES = {d.code: code for code, d in enumerate(_DERIVATIVES)}
+if len(DERIVATIVE_CODES) != N_DERIVATIVE_CODES:
+    raise ImportError("fastjac._kernels was built from other operator records than "
+                      "fastjac._operators holds: build it again")
 
 
 def parallel_min_sizes():
