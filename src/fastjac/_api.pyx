@@ -113,8 +113,9 @@ cdef int check_wrt(object wrt, Op op) except -1:
     raise ValueError(f"wrt must be {allowed}, got {wrt!r}")
 
 
-cdef bint check_layout(object layout) except -1:
-    """True for denominator layout."""
+cpdef bint check_layout(object layout) except -1:
+    """True for denominator layout, else ValueError: the one check of every
+    entry point (the Python layer's through _checks.check_layout)."""
     if isinstance(layout, str):     # not ==: an array would compare element-wise
         if layout == "numerator":
             return False
@@ -125,7 +126,8 @@ cdef bint check_layout(object layout) except -1:
 
 cpdef object check_format(object format):
     """The format, with "sparse" meaning "csr", else ValueError listing
-    FORMATS: the one check of jacobian, sum_gradient and expressions."""
+    FORMATS: the one check of every entry point (the Python layer's
+    through _checks.check_format)."""
     if isinstance(format, str):     # not ==: an array would compare element-wise
         if format == "compact":
             return "compact"
@@ -144,7 +146,7 @@ cdef inline bint is_python_number(object x):
 
 cpdef int dtype_vote(cnp.ndarray arr, str name) except -1:
     """The float type an array asks for: NPY_FLOAT or NPY_DOUBLE (the larger
-    of two votes wins). Also used by the expression layer (expr.py)."""
+    of two votes wins). The Python layer's, through _checks.py."""
     cdef int t = cnp.PyArray_TYPE(arr)
     if t == cnp.NPY_DOUBLE:
         return cnp.NPY_DOUBLE
@@ -163,7 +165,7 @@ cpdef int dtype_vote(cnp.ndarray arr, str name) except -1:
 
 cpdef cnp.ndarray as_array(object x, str name):
     """x as an ndarray, or TypeError naming ``name`` (None, strings, complex
-    numbers, masked arrays). Also used by the expression layer (expr.py)."""
+    numbers, masked arrays). The Python layer's, through _checks.py."""
     if cnp.PyArray_Check(x):
         if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
             # Computing on the data under the mask would be a silent wrong answer.

@@ -47,8 +47,9 @@ expression is compiled, saying which part.
 import numpy as np
 
 from . import _expr, _layout, _ops
-from ._api import check_format, is_dask_array
-from ._compiled import CompiledExpression, _dask_in, coerce_named
+from ._api import is_dask_array
+from ._checks import check_format, check_layout, check_out, coerce_named
+from ._compiled import CompiledExpression, _dask_in
 from ._nodes import Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var
 from ._planner import _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results
 
@@ -715,7 +716,7 @@ class CompiledLoss(CompiledExpression):
                 raise ValueError("out= is for one variable; with a list wrt, leave it out")
         else:
             wrts = (self._default_wrt(wrt),)
-        denominator = _layout.check_layout(layout)
+        denominator = check_layout(layout)
         fmt = check_format(format)
         if _dask_in(variables):
             from . import _dask_loss
@@ -1166,7 +1167,7 @@ def _deliver_array(a, dtype):
 def _deliver_gradient(grad, wrt, denominator, fmt, out):
     if fmt == "compact":
         if out is not None:
-            _layout.check_out(out, grad.shape, grad.dtype, "gradient")
+            check_out(out, grad.shape, grad.dtype, "gradient")
             out[...] = grad
             return out
         return grad if grad.ndim else grad.dtype.type(grad)

@@ -18,52 +18,12 @@ import sys
 
 import numpy as np
 
-from . import _api, _expr, _layout, _ops
+from . import _expr, _layout, _ops
+from ._checks import check_format, check_layout, check_no_out, check_out, coerce_named
 from ._nodes import Binary, Expr, Sum, Unary, Var, _wrap
 from ._planner import (_COTANGENT, _TANGENT, _Plan, _Stage, _StagePlan, _affine_in,
                        _build_stage, _scalar_step_shape, _topological)
 from .expr_factors import Factor
-
-
-# =============================================================================
-# Coercion (the core's rules: float32 stays, ints/bool -> float64, else TypeError)
-# =============================================================================
-
-_FLOAT32 = np.dtype(np.float32).num
-
-
-def coerce_named(values):
-    """Coerce a dict name -> array_like to C-contiguous arrays of one dtype,
-    by the core's rules and with its errors (_api.as_array, _api.dtype_vote).
-
-    Python numbers are weak (take the arrays' dtype). Returns (dtype, dict).
-    """
-    vote = 0
-    arrays = {}
-    for name, x in values.items():
-        if type(x) is float or type(x) is int or type(x) is bool:
-            continue
-        arr = _api.as_array(x, name)
-        vote = max(vote, _api.dtype_vote(arr, name))
-        arrays[name] = arr
-    dtype = np.dtype(np.float32) if vote == _FLOAT32 else np.dtype(np.float64)
-    out = {}
-    for name, x in values.items():
-        arr = arrays.get(name)
-        if arr is None:
-            out[name] = np.array(x, dtype=dtype)
-        elif arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned \
-                and arr.dtype.isnative:
-            out[name] = arr
-        else:
-            out[name] = np.ascontiguousarray(arr, dtype=dtype)
-    return dtype, out
-
-
-
-check_out = _layout.check_out
-_check_layout = _layout.check_layout
-_check_format = _api.check_format
 
 
 # =============================================================================
@@ -599,8 +559,8 @@ class CompiledExpression:
             from . import _dask
             return _dask.expression(self, wrt, layout, format, out, value_out, _want_value,
                                     True, variables)
-        denominator = _check_layout(layout)
-        fmt = _check_format(format)
+        denominator = check_layout(layout)
+        fmt = check_format(format)
         names, stacked = self._wrt_list(wrt)
         dtype, values = self._values(variables)
         if stacked or len(self._outputs) > 1:
@@ -861,7 +821,7 @@ class CompiledExpression:
                 return value, out
             return value, M
         if fmt == "operator":
-            _layout.check_no_out(fmt, out)
+            check_no_out(fmt, out)
             return value, _layout.operators().from_matrix(M, denominator)
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
 

@@ -86,7 +86,7 @@ import numpy as np
 import dask.array as da
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _api, _broadcast, _compiled, _pool
+from . import _api, _broadcast, _checks, _compiled, _pool
 from ._compiled import CompiledExpression
 from ._nodes import Binary, Sum, Unary, Var
 from ._planner import _Stage, _postorder, _topological
@@ -130,9 +130,8 @@ def _operand(x, name):
         return x, 0
     if _api.is_dask_array(x):
         _check_blocks(x, name)
-        return x, _api.dtype_vote(np.empty(0, x.dtype), name)
-    arr = _api.as_array(x, name)
-    return arr, _api.dtype_vote(arr, name)
+        return x, _checks.dtype_vote(np.empty(0, x.dtype), name)
+    return _checks.as_operand(x, name)
 
 
 def _check_blocks(x, name, fix=None):
@@ -387,8 +386,8 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     """``value_and_jacobian`` (or ``value``, want_jacobian False) of a
     compiled expression with Dask variables: (value, jacobian) of Dask
     arrays (value None when not wanted), or the value alone for ``value``."""
-    _compiled._check_layout(layout)
-    _check_compact(_compiled._check_format(format))
+    _checks.check_layout(layout)
+    _check_compact(_checks.check_format(format))
     _check_no_out(out)
     _check_no_out(value_out, "value_out")
     name = None

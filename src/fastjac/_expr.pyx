@@ -1,14 +1,14 @@
 # Design note
 # -----------
-# The fused pass behind compiled expressions (fastjac.compile, expr.py): the
+# The fused pass behind compiled expressions (fastjac.compile, _compiled.py): the
 # Python-facing ``Program`` (one stage's straight-line block program) and
 # ``ExprKernel`` (a resolved derivative for hot loops). The loops themselves
 # are in _expr_loops.pxd (see its design note), compiled once per
 # instruction set in the _level_* modules; fastjac._simd.select installs the
 # table (``ExprTable``) of the level it chose, the level of the core kernels.
 #
-# Nothing here validates a program: expr.py has built a consistent one. The
-# arrays are checked by the callers (expr.py, or ExprKernel.__call__).
+# Nothing here validates a program: _planner.py has built a consistent one. The
+# arrays are checked by the callers (_compiled.py, or ExprKernel.__call__).
 
 import numpy as np
 cimport numpy as cnp
@@ -102,7 +102,7 @@ cdef struct ProgramView:
 cdef class Program:
     """A compiled straight-line program; see the design note.
 
-    Built by expr.py (``_build_stage``); ``run`` executes it over n elements.
+    Built by _planner.py (``_build_stage``); ``run`` executes it over n elements.
     Its arrays are private copies, read-only, so ``view`` (their C pointers,
     set once) stays valid for the Program's life.
     """
@@ -662,7 +662,7 @@ cdef inline int find_array(LossTerm term, int what, Py_ssize_t n_arrays) noexcep
 # -- scalar arithmetic after a sum ------------------------------------------------
 
 cdef enum:
-    MAX_STEP_REGS = 256           # registers of a step program (expr.py folds no larger step)
+    MAX_STEP_REGS = 256           # registers of a step program (_compiled.py folds no larger step)
 
 STEP_MAX_REGS = MAX_STEP_REGS
 
@@ -675,8 +675,8 @@ cdef inline double in_dtype(double v, bint is_double) noexcept nogil:
 cdef class ScalarStep:
     """Scalar arithmetic on a pass's sum, such as the mean ``sum(e) / N``.
 
-    Built by expr.py (``_plan``) when an expression's last stage reads only
-    the sum s of one pass, scalars and constants: instead of a second pass,
+    Built by _compiled.py (``_plan_scalar_step``) when an expression's last
+    stage reads only the sum s of one pass, scalars and constants: instead of a second pass,
     that stage's program runs on one element after the pass (the
     interpreter's instructions on registers of one number, in this module's
     build), giving the value y(s), the slope dy/ds and the direct derivatives dy/dz

@@ -27,7 +27,8 @@ cdef extern from "Python.h":
 
 import numpy as np
 
-from . import _expr
+from . import _expr, _layout
+from ._checks import check_format, check_layout, check_out, coerce_named
 
 cnp.import_array()
 
@@ -105,10 +106,8 @@ def neuron_gradient(X, y, w, b, *, layout="numerator", format="compact", out=Non
     >>> gw, gb                      # only row 0 is active: z = 3, residual 2
     (array([2., 4.]), np.float64(2.0))
     """
-    from .expr import coerce_named, check_out, _check_layout, _check_format
-    from . import _layout
-    denominator = _check_layout(layout)
-    fmt = _check_format(format)
+    denominator = check_layout(layout)
+    fmt = check_format(format)
     if _ready(X, y, w) and (type(b) is float or type(b) is int):
         # already C-contiguous native arrays of one float dtype: no coercion
         dtype = (<cnp.ndarray>X).dtype

@@ -16,8 +16,8 @@ the public names (and keeps the old paths of the few private ones other
 code reaches for: pickles name ``fastjac.expr._unpickle_compiled``).
 """
 from ._batch import CompiledLoss
-from ._compiled import (CompiledExpression, _check_format, _check_layout,  # noqa: F401
-                        _unpickle_compiled, check_out, coerce_named, compile)
+from ._checks import check_out, coerce_named  # noqa: F401  (importable from here before)
+from ._compiled import CompiledExpression, _unpickle_compiled, compile  # noqa: F401
 from ._expr import ExprKernel
 from ._neuron import neuron_gradient
 from ._nodes import (Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var,  # noqa: F401
