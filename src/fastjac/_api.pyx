@@ -31,16 +31,13 @@ import sys
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
+from ._limits cimport NOGIL_MIN_SIZE
 from . import _broadcast, _hessian, _kernels, _layout, _ops
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
 cnp.import_array()
-
-# Below this many elements the GIL is kept: releasing and re-taking it costs
-# more than the loop itself.
-cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
 # The derivative code that is 0 everywhere (greater, less).
 cdef int ZERO = _kernels.DERIVATIVE_CODES["zero"]

@@ -25,6 +25,7 @@ from libc.stdlib cimport free, malloc
 
 from ._expr_loops cimport *
 from ._kernels cimport in_chunks
+from ._limits cimport NOGIL_MIN_SIZE
 from ._pool cimport parallel_for, pool_threads
 from ._tables cimport ExprTable
 
@@ -45,9 +46,6 @@ cnp.import_array()
 cdef enum:
     MAX_REGS = 4096
     MAX_KERNEL_ARGS = 66         # bound on the stack by ExprKernel's keyword calls
-
-# Below this many elements the GIL is kept (as in _api.pyx).
-cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
 OPCODES = {
     "copy": OP_COPY, "add": OP_ADD, "subtract": OP_SUB, "multiply": OP_MUL,

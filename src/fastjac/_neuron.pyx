@@ -19,6 +19,7 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pystate cimport PyThreadState
 
+from ._limits cimport NOGIL_MIN_SIZE
 from ._tables cimport ExprTable
 
 cdef extern from "Python.h":
@@ -50,7 +51,7 @@ def _neuron_sums(cnp.ndarray X, cnp.ndarray y, cnp.ndarray w, double b):
     cdef PyThreadState* state = NULL
     gb_loss[0] = 0
     gb_loss[1] = 0
-    if N * n >= 2048:
+    if N * n >= NOGIL_MIN_SIZE:
         state = PyEval_SaveThread()
     if cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE:
         status = LOOPS.neuron_f64(<double*>cnp.PyArray_DATA(X), <double*>cnp.PyArray_DATA(y),
