@@ -274,21 +274,23 @@ cdef bint overlaps(cnp.ndarray x, cnp.ndarray y):
 
 
 cdef cnp.ndarray check_out(object out, int ndim, cnp.npy_intp* dims, int typenum):
-    """Validate ``out`` against the expected shape and dtype."""
-    if not cnp.PyArray_Check(out):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    cdef cnp.ndarray o = <cnp.ndarray>out
-    if cnp.PyArray_TYPE(o) != typenum or not cnp.PyArray_ISNOTSWAPPED(o):
-        raise ValueError(
-            f"out has dtype {o.dtype} but the result has dtype "
-            f"{cnp.PyArray_DescrFromType(typenum)}; they must match exactly")
-    if cnp.PyArray_NDIM(o) != ndim or (
-            ndim and not cnp.PyArray_CompareLists(cnp.PyArray_DIMS(o), dims, ndim)):
-        raise ValueError(f"out has shape {(<object>o).shape} but the result has shape "
-                         f"{tuple(dims[i] for i in range(ndim))}; they must match")
-    if not cnp.PyArray_ISWRITEABLE(o):
-        raise ValueError("out is read-only; pass a writeable array")
-    return o
+    """``out`` when it is a writeable ndarray of the expected shape and dtype.
+
+    The C twin of _checks.check_out (a Python call would cost more than an
+    n = 16 kernel): it tests here and hands a refused ``out`` to that one,
+    which words the error."""
+    cdef cnp.ndarray o
+    if cnp.PyArray_Check(out):
+        o = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(o) == typenum and cnp.PyArray_ISNOTSWAPPED(o)
+                and cnp.PyArray_NDIM(o) == ndim
+                and (ndim == 0 or cnp.PyArray_CompareLists(cnp.PyArray_DIMS(o), dims, ndim))
+                and cnp.PyArray_ISWRITEABLE(o)):
+            return o
+    from . import _checks
+    _checks.check_out(out, tuple([dims[i] for i in range(ndim)]),
+                      cnp.PyArray_DescrFromType(typenum))
+    raise AssertionError("_checks.check_out accepted an out that _api.check_out refused")
 
 
 cdef cnp.ndarray unalias(cnp.ndarray operand, cnp.ndarray out):

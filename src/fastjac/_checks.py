@@ -17,7 +17,8 @@ n = 16 the checks are the cost, so they are compiled there:
 
 * layout, format and the coercion of one operand are _api's cpdef functions,
   the one implementation of each; the functions here call them;
-* ``out=`` has C twins (_api.check_out, ExprKernel._check_out), for speed.
+* ``out=`` has C twins (_api.check_out, ExprKernel._check_out) that test in C
+  and hand any failure to ``check_out`` here, which words the error.
 
 _api imports _layout, which imports this module, while _api is still
 initialising: so ``_api``'s functions are looked up when called, never
@@ -90,20 +91,20 @@ def check_format(format):
 
 # -- out= ------------------------------------------------------------------------------------
 
-def check_out(out, shape, dtype, what="result"):
+def check_out(out, shape, dtype, what="result", name="out"):
     """``out`` when it is a writeable ndarray of exactly ``shape`` and ``dtype``,
     else TypeError or ValueError; ``what`` names the result (in the shape
-    message). The wording of every out= check of the Python layer."""
+    message), ``name`` the argument. The wording of every out= check in fastjac."""
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype} but the result has dtype "
+        raise ValueError(f"{name} has dtype {out.dtype} but the result has dtype "
                          f"{np.dtype(dtype)}; they must match exactly")
     if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape} but the {what} has shape "
+        raise ValueError(f"{name} has shape {out.shape} but the {what} has shape "
                          f"{tuple(shape)}; they must match")
     if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writeable array")
+        raise ValueError(f"{name} is read-only; pass a writeable array")
     return out
 
 

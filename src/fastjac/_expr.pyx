@@ -1070,7 +1070,8 @@ cdef class ExprKernel:
                         f"{self.compiled.variables[i]} has shape {(<object>arr).shape} but another "
                         f"variable has shape {(<object>shaped).shape}; they must match")
             elif not cnp.PyArray_ISWRITEABLE(arr):
-                raise ValueError("out is read-only; pass a writeable array")
+                from . import _checks           # which words the error: out is read-only
+                _checks.check_out(arr, (<object>arr).shape, (<object>arr).dtype)
         if self.with_value:
             vout = <cnp.ndarray><object>args[self.n_vars]
         plan = self.plans.get(mask)
@@ -1189,15 +1190,18 @@ cdef class ExprKernel:
 
     cdef int _check_out(self, cnp.ndarray o, cnp.ndarray shaped, bint scalar,
                         str name) except -1:
+        """The shape check of _checks.check_out, in C for calls at n = 16 (the
+        rest is checked in __call__); a refused ``o`` goes there for the wording."""
         cdef bint ok
         if scalar or shaped is None:
             ok = cnp.PyArray_NDIM(o) == 0
         else:
             ok = cnp.PyArray_SAMESHAPE(o, shaped)
         if not ok:
-            raise ValueError(
-                f"{name} has shape {(<object>o).shape} but the result has shape "
-                f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
+            from . import _checks
+            _checks.check_out(o, () if (scalar or shaped is None) else (<object>shaped).shape,
+                              (<object>o).dtype, name=name)
+            raise AssertionError("_checks.check_out accepted a shape ExprKernel refused")
         return 0
 
 
