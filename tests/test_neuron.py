@@ -3,6 +3,9 @@
 Oracles: the closed form of the spec written here in NumPy, and central
 finite differences of the loss in float64.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -186,3 +189,27 @@ def test_nan_in_an_active_row_propagates(n):
     X[5, 2] = np.nan
     gw, gb, C = fj.neuron_gradient(X, y, w, b, return_loss=True)
     assert np.all(np.isnan(gw)) and np.isnan(gb) and np.isnan(C)
+
+
+def test_the_neuron_needs_no_expression_module():
+    # _neuron.pyx takes its checks from _checks.py, not from expr.py (which
+    # imports _neuron: a cycle). With fastjac.expr unimportable and the
+    # package's __init__ (which imports it) skipped, the neuron must still
+    # import and run, error paths included.
+    code = (
+        "import sys, types\n"
+        f"package = types.ModuleType('fastjac'); package.__path__ = {list(fj.__path__)!r}\n"
+        "sys.modules['fastjac'] = package; sys.modules['fastjac.expr'] = None\n"
+        "import numpy as np\n"
+        "from fastjac._neuron import neuron_gradient\n"
+        "gw, gb = neuron_gradient([[1.0, 2.0]], [0.0], np.ones(2), 0, layout='denominator')\n"
+        "try:\n"
+        "    neuron_gradient(np.ones((1, 2)), [0.0], np.ones(2), 0.0, out=np.empty(3))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+        "print(gw.tolist(), float(gb))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "out has shape (3,) but the result has shape (2,); they must match",
+        "[6.0, 12.0] 6.0"]

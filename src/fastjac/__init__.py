@@ -19,7 +19,7 @@ from ._api import FORMATS, LAYOUTS, Kernel, jacobian, kernel, sum_gradient, sum_
 from ._config import show_config
 from ._ops import BINARY_OPS, UNARY_OPS
 from ._pool import MAX_THREADS, get_num_threads, set_num_threads
-from . import _layout, _simd, expr
+from . import _layout, _nodes, _simd, expr
 from .expr import *  # noqa: F401,F403  composed expressions: var, neuron_gradient, ...
 # Public as fastjac.compile, fastjac.sum, fastjac.abs, but not in __all__:
 # ``from fastjac import *`` must leave Python's builtins of those names alone.
@@ -48,4 +48,4 @@ def __getattr__(name):
     if name == "testing":
         import importlib
         return importlib.import_module(".testing", __name__)
-    raise expr._missing_attribute(__name__, name)
+    raise _nodes._missing_attribute(__name__, name)

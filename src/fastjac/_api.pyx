@@ -31,16 +31,13 @@ import sys
 import numpy as np
 
 from ._kernels cimport derivative_into, derivative_sum
+from ._limits cimport NOGIL_MIN_SIZE
 from . import _broadcast, _hessian, _kernels, _layout, _ops
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
 cnp.import_array()
-
-# Below this many elements the GIL is kept: releasing and re-taking it costs
-# more than the loop itself.
-cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
 # The derivative code that is 0 everywhere (greater, less).
 cdef int ZERO = _kernels.DERIVATIVE_CODES["zero"]
@@ -113,8 +110,9 @@ cdef int check_wrt(object wrt, Op op) except -1:
     raise ValueError(f"wrt must be {allowed}, got {wrt!r}")
 
 
-cdef bint check_layout(object layout) except -1:
-    """True for denominator layout."""
+cpdef bint check_layout(object layout) except -1:
+    """True for denominator layout, else ValueError: the one check of every
+    entry point (the Python layer's through _checks.check_layout)."""
     if isinstance(layout, str):     # not ==: an array would compare element-wise
         if layout == "numerator":
             return False
@@ -125,7 +123,8 @@ cdef bint check_layout(object layout) except -1:
 
 cpdef object check_format(object format):
     """The format, with "sparse" meaning "csr", else ValueError listing
-    FORMATS: the one check of jacobian, sum_gradient and expressions."""
+    FORMATS: the one check of every entry point (the Python layer's
+    through _checks.check_format)."""
     if isinstance(format, str):     # not ==: an array would compare element-wise
         if format == "compact":
             return "compact"
@@ -144,7 +143,7 @@ cdef inline bint is_python_number(object x):
 
 cpdef int dtype_vote(cnp.ndarray arr, str name) except -1:
     """The float type an array asks for: NPY_FLOAT or NPY_DOUBLE (the larger
-    of two votes wins). Also used by the expression layer (expr.py)."""
+    of two votes wins). The Python layer's, through _checks.py."""
     cdef int t = cnp.PyArray_TYPE(arr)
     if t == cnp.NPY_DOUBLE:
         return cnp.NPY_DOUBLE
@@ -163,7 +162,7 @@ cpdef int dtype_vote(cnp.ndarray arr, str name) except -1:
 
 cpdef cnp.ndarray as_array(object x, str name):
     """x as an ndarray, or TypeError naming ``name`` (None, strings, complex
-    numbers, masked arrays). Also used by the expression layer (expr.py)."""
+    numbers, masked arrays). The Python layer's, through _checks.py."""
     if cnp.PyArray_Check(x):
         if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
             # Computing on the data under the mask would be a silent wrong answer.
@@ -275,21 +274,23 @@ cdef bint overlaps(cnp.ndarray x, cnp.ndarray y):
 
 
 cdef cnp.ndarray check_out(object out, int ndim, cnp.npy_intp* dims, int typenum):
-    """Validate ``out`` against the expected shape and dtype."""
-    if not cnp.PyArray_Check(out):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    cdef cnp.ndarray o = <cnp.ndarray>out
-    if cnp.PyArray_TYPE(o) != typenum or not cnp.PyArray_ISNOTSWAPPED(o):
-        raise ValueError(
-            f"out has dtype {o.dtype} but the result has dtype "
-            f"{cnp.PyArray_DescrFromType(typenum)}; they must match exactly")
-    if cnp.PyArray_NDIM(o) != ndim or (
-            ndim and not cnp.PyArray_CompareLists(cnp.PyArray_DIMS(o), dims, ndim)):
-        raise ValueError(f"out has shape {(<object>o).shape} but the result has shape "
-                         f"{tuple(dims[i] for i in range(ndim))}; they must match")
-    if not cnp.PyArray_ISWRITEABLE(o):
-        raise ValueError("out is read-only; pass a writeable array")
-    return o
+    """``out`` when it is a writeable ndarray of the expected shape and dtype.
+
+    The C twin of _checks.check_out (a Python call would cost more than an
+    n = 16 kernel): it tests here and hands a refused ``out`` to that one,
+    which words the error."""
+    cdef cnp.ndarray o
+    if cnp.PyArray_Check(out):
+        o = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(o) == typenum and cnp.PyArray_ISNOTSWAPPED(o)
+                and cnp.PyArray_NDIM(o) == ndim
+                and (ndim == 0 or cnp.PyArray_CompareLists(cnp.PyArray_DIMS(o), dims, ndim))
+                and cnp.PyArray_ISWRITEABLE(o)):
+            return o
+    from . import _checks
+    _checks.check_out(out, tuple([dims[i] for i in range(ndim)]),
+                      cnp.PyArray_DescrFromType(typenum))
+    raise AssertionError("_checks.check_out accepted an out that _api.check_out refused")
 
 
 cdef cnp.ndarray unalias(cnp.ndarray operand, cnp.ndarray out):

@@ -8,7 +8,7 @@ A *loss* is a scalar expression that is a weighted sum of reductions::
     L = c_1 * sum(E_1) + c_2 * mean(E_2) + ... + constant
 
 where each c_t is a constant or a product of scalar variables, and each
-E_t is element-wise (the operators of expr.py) over per-row arrays,
+E_t is element-wise (the operators of _nodes.py) over per-row arrays,
 scalars, and at most one row-wise product ``z = X @ w`` (X of shape
 (N, n), w of shape (n,)). A term without ``@`` is element-wise over
 arrays of one shape, as a compiled expression is (an L2 penalty
@@ -47,10 +47,11 @@ expression is compiled, saying which part.
 import numpy as np
 
 from . import _expr, _layout, _ops
-from ._api import check_format, is_dask_array
-from .expr import (Binary, CompiledExpression, Const, Expr, MatMul, Mean, Sum, Unary, Var,
-                   _Builder, _children, _dask_in, _finish, _ONE, _OPCODES, _KINDS, _postorder,
-                   _results, coerce_named)
+from ._api import is_dask_array
+from ._checks import check_format, check_layout, check_out, coerce_named
+from ._compiled import CompiledExpression, _dask_in
+from ._nodes import Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var
+from ._planner import _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results
 
 _Z = "\x00z"          # the program's array input holding X @ w for the block
 _T = "\x00t"          # and X @ v (a Hessian-vector product)
@@ -715,7 +716,7 @@ class CompiledLoss(CompiledExpression):
                 raise ValueError("out= is for one variable; with a list wrt, leave it out")
         else:
             wrts = (self._default_wrt(wrt),)
-        denominator = _layout.check_layout(layout)
+        denominator = check_layout(layout)
         fmt = check_format(format)
         if _dask_in(variables):
             from . import _dask_loss
@@ -1166,7 +1167,7 @@ def _deliver_array(a, dtype):
 def _deliver_gradient(grad, wrt, denominator, fmt, out):
     if fmt == "compact":
         if out is not None:
-            _layout.check_out(out, grad.shape, grad.dtype, "gradient")
+            check_out(out, grad.shape, grad.dtype, "gradient")
             out[...] = grad
             return out
         return grad if grad.ndim else grad.dtype.type(grad)

@@ -33,7 +33,7 @@ import functools
 
 import numpy as np
 
-from . import _broadcast_loops, _layout
+from . import _broadcast_loops, _checks, _layout
 
 try:                                    # NumPy 2
     from numpy.lib.array_utils import normalize_axis_tuple
@@ -184,7 +184,7 @@ def differentiate(summing, op, code, a, b, wrt, axis, denominator, fmt, out):
     gradient = summing and axis is None
     result_shape = k.shape if gradient else structure.compact_shape
     if fmt == "compact" and out is not None:
-        _layout.check_out(out, result_shape, dtype)
+        _checks.check_out(out, result_shape, dtype)
     elif fmt != "compact" and not gradient:
         _check_matrix_out(structure, denominator, fmt, dtype, out)
 
@@ -270,13 +270,13 @@ def _matrix_shape(st, denominator):
 def _check_matrix_out(st, denominator, fmt, dtype, out):
     """The checks of a dense or sparse result that come before any work."""
     if fmt != "dense":
-        _layout.check_no_out(fmt, out)
+        _checks.check_no_out(fmt, out)
         return
     shape = _matrix_shape(st, denominator)
     if out is not None:
-        _layout.check_out(out, shape, dtype, "dense result")
+        _checks.check_out(out, shape, dtype, "dense result")
     else:
-        _layout.check_dense_size(shape, dtype)
+        _checks.check_dense_size(shape, dtype)
 
 
 def _dense(st, compact, denominator, out):
@@ -313,7 +313,7 @@ def _sparse(st, compact, denominator, fmt, structurally_zero):
         if fmt == "coo":
             return coo
         diagonals = np.unique(cols - rows).size
-        _layout.check_dense_size((diagonals, shape[1]), compact.dtype, what="DIA storage",
+        _checks.check_dense_size((diagonals, shape[1]), compact.dtype, what="DIA storage",
                                  instead="format='csr', 'csc' or 'coo' (each stores the "
                                          f"{compact.size} entries once) or format='compact'")
         return coo.todia()

@@ -3,7 +3,7 @@
 Imported only when an operand or a variable is a ``dask.array.Array``: the
 one check is in ``_api.differentiate`` (``jacobian``, ``sum_gradient``) and
 in ``CompiledExpression.value_and_jacobian`` / ``value`` / ``_product_args``
-(``jvp``, ``vjp``) in expr.py, after the NumPy fast paths. ``import
+(``jvp``, ``vjp``) in _compiled.py, after the NumPy fast paths. ``import
 fastjac`` never imports Dask.
 
 What the graph looks like
@@ -86,7 +86,10 @@ import numpy as np
 import dask.array as da
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _api, _broadcast, _pool
+from . import _api, _broadcast, _checks, _compiled, _pool
+from ._compiled import CompiledExpression
+from ._nodes import Binary, Sum, Unary, Var
+from ._planner import _Stage, _postorder, _topological
 
 try:                                    # NumPy 2
     from numpy.lib.array_utils import normalize_axis_tuple
@@ -127,9 +130,8 @@ def _operand(x, name):
         return x, 0
     if _api.is_dask_array(x):
         _check_blocks(x, name)
-        return x, _api.dtype_vote(np.empty(0, x.dtype), name)
-    arr = _api.as_array(x, name)
-    return arr, _api.dtype_vote(arr, name)
+        return x, _checks.dtype_vote(np.empty(0, x.dtype), name)
+    return _checks.as_operand(x, name)
 
 
 def _check_blocks(x, name, fix=None):
@@ -384,9 +386,8 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     """``value_and_jacobian`` (or ``value``, want_jacobian False) of a
     compiled expression with Dask variables: (value, jacobian) of Dask
     arrays (value None when not wanted), or the value alone for ``value``."""
-    from . import expr as _expr_mod
-    _expr_mod._check_layout(layout)
-    _check_compact(_expr_mod._check_format(format))
+    _checks.check_layout(layout)
+    _check_compact(_checks.check_format(format))
     _check_no_out(out)
     _check_no_out(value_out, "value_out")
     name = None
@@ -403,7 +404,7 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     names = compiled.variables
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
-    summed_root = isinstance(compiled._outputs[0], _expr_mod.Sum)
+    summed_root = isinstance(compiled._outputs[0], Sum)
     wrt_scalar = name is not None and _shape(operands[names.index(name)]) == ()
     need_value = name is None or want_value
     fn = functools.partial(_expr_block, _share(compiled), names, name, need_value,
@@ -435,7 +436,6 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
 def _sums_as_variables(root, names):
     """root with each Sum node whose id is in ``names`` read as the scalar
     variable of that name (the nodes below it are not visited)."""
-    from .expr import Binary, Sum, Unary, Var, _postorder
     new = {}
     for node in _postorder([root], lambda n: id(n) not in names):
         if id(node) in names:
@@ -458,7 +458,6 @@ def _stages(compiled):
     Built once per compiled expression."""
     stages = compiled.__dict__.get("_dask_stages")
     if stages is None:
-        from .expr import CompiledExpression
         root = compiled._outputs[0]
         sums = [s for s in compiled._sums if s is not root]
         names = {id(s): f"\x00sum{k}" for k, s in enumerate(sums)}
@@ -562,30 +561,28 @@ def _expression_operands(compiled, variables):
 def _output_kinds(compiled, shapes, ndim):
     """The kind of each output's value: a sum over the elements of an array
     variable, element-wise, or a number that reads no array variable."""
-    from . import expr as _expr_mod
     kinds = []
     for root in compiled._outputs:
         reads_array = ndim > 0 and any(
-            isinstance(node, _expr_mod.Var) and shapes[node.name] != ()
-            for node in _expr_mod._topological([root]))
+            isinstance(node, Var) and shapes[node.name] != ()
+            for node in _topological([root]))
         kinds.append(_FIRST if not reads_array else
-                     _SUMMED if isinstance(root, _expr_mod.Sum) else _ELEMENTWISE)
+                     _SUMMED if isinstance(root, Sum) else _ELEMENTWISE)
     return kinds
 
 
 def _seed(t, shape, dtype, what, of):
     """A tangent or cotangent (Dask, NumPy or a number) checked as by the
-    NumPy path (expr._product_operand), with its messages; NumPy ones come
+    NumPy path (_compiled._product_operand), with its messages; NumPy ones come
     back as arrays of ``dtype``, Dask ones as they are (each block is cast by
     the NumPy method that receives it)."""
-    from . import expr as _expr_mod
     if _api.is_dask_array(t):
         _check_blocks(t, what, "its compute_chunk_sizes()")
         # the NumPy check on a stand-in of t's dtype and shape (no memory)
-        _expr_mod._product_operand(np.broadcast_to(np.zeros((), t.dtype), t.shape), shape,
+        _compiled._product_operand(np.broadcast_to(np.zeros((), t.dtype), t.shape), shape,
                                    t.dtype, what, of)
         return t
-    return _expr_mod._product_operand(t, shape, dtype, what, of)
+    return _compiled._product_operand(t, shape, dtype, what, of)
 
 
 def _as_kind(x, kind, ndim):
@@ -636,18 +633,17 @@ def _product_block(shared, names, mode, wrt, stacked, kinds, ndim, *blocks):
 def products(compiled, mode, names, stacked, seed, variables):
     """``jvp`` (mode "jvp", seed: the tangent, a list of them for a list
     wrt) or ``vjp`` (seed: the cotangent) of a single compiled expression
-    with Dask variables; wrt is checked (expr._product_args). Returns
+    with Dask variables; wrt is checked (_compiled's _product_args). Returns
     (value, product) or (value, gradient or tuple of gradients), lazy."""
-    from . import expr as _expr_mod
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
     root = compiled._outputs[0]
-    summed_root = isinstance(root, _expr_mod.Sum) or (
-        compiled._has_inner and all(shapes[v] == () for v in _expr_mod._Stage(root).vars))
+    summed_root = isinstance(root, Sum) or (
+        compiled._has_inner and all(shapes[v] == () for v in _Stage(root).vars))
     y_kind = _FIRST if ndim == 0 else _SUMMED if summed_root else _ELEMENTWISE
     if mode == "jvp":
-        seed = _expr_mod._tangent_list(seed, names, stacked)
+        seed = _compiled._tangent_list(seed, names, stacked)
         seeds = [_seed(t, shapes[n], dtype, f"the tangent of {n!r}", f"variable {n!r}")
                  for n, t in zip(names, seed)]
         kinds = (y_kind, y_kind)
@@ -775,7 +771,6 @@ def _outputs_alone(compiled, variables):
         return [compiled]
     alone = compiled.__dict__.get("_dask_outputs")
     if alone is None:
-        from .expr import CompiledExpression
         alone = compiled._dask_outputs = [CompiledExpression(o) for o in compiled._outputs]
     return alone
 

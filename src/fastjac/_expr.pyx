@@ -1,14 +1,14 @@
 # Design note
 # -----------
-# The fused pass behind compiled expressions (fastjac.compile, expr.py): the
+# The fused pass behind compiled expressions (fastjac.compile, _compiled.py): the
 # Python-facing ``Program`` (one stage's straight-line block program) and
 # ``ExprKernel`` (a resolved derivative for hot loops). The loops themselves
 # are in _expr_loops.pxd (see its design note), compiled once per
 # instruction set in the _level_* modules; fastjac._simd.select installs the
 # table (``ExprTable``) of the level it chose, the level of the core kernels.
 #
-# Nothing here validates a program: expr.py has built a consistent one. The
-# arrays are checked by the callers (expr.py, or ExprKernel.__call__).
+# Nothing here validates a program: _planner.py has built a consistent one. The
+# arrays are checked by the callers (_compiled.py, or ExprKernel.__call__).
 
 import numpy as np
 cimport numpy as cnp
@@ -25,6 +25,7 @@ from libc.stdlib cimport free, malloc
 
 from ._expr_loops cimport *
 from ._kernels cimport in_chunks
+from ._limits cimport NOGIL_MIN_SIZE
 from ._pool cimport parallel_for, pool_threads
 from ._tables cimport ExprTable
 from ._operators import opcode_names as _opcode_names
@@ -46,9 +47,6 @@ cnp.import_array()
 cdef enum:
     MAX_REGS = 4096
     MAX_KERNEL_ARGS = 66         # bound on the stack by ExprKernel's keyword calls
-
-# Below this many elements the GIL is kept (as in _api.pyx).
-cdef Py_ssize_t NOGIL_MIN_SIZE = 2048
 
 # instruction name -> opcode, in the order of the enum generated from the
 # same list (_operators.opcode_names)
@@ -98,7 +96,7 @@ cdef struct ProgramView:
 cdef class Program:
     """A compiled straight-line program; see the design note.
 
-    Built by expr.py (``_build_stage``); ``run`` executes it over n elements.
+    Built by _planner.py (``_build_stage``); ``run`` executes it over n elements.
     Its arrays are private copies, read-only, so ``view`` (their C pointers,
     set once) stays valid for the Program's life.
     """
@@ -658,7 +656,7 @@ cdef inline int find_array(LossTerm term, int what, Py_ssize_t n_arrays) noexcep
 # -- scalar arithmetic after a sum ------------------------------------------------
 
 cdef enum:
-    MAX_STEP_REGS = 256           # registers of a step program (expr.py folds no larger step)
+    MAX_STEP_REGS = 256           # registers of a step program (_compiled.py folds no larger step)
 
 STEP_MAX_REGS = MAX_STEP_REGS
 
@@ -671,8 +669,8 @@ cdef inline double in_dtype(double v, bint is_double) noexcept nogil:
 cdef class ScalarStep:
     """Scalar arithmetic on a pass's sum, such as the mean ``sum(e) / N``.
 
-    Built by expr.py (``_plan``) when an expression's last stage reads only
-    the sum s of one pass, scalars and constants: instead of a second pass,
+    Built by _compiled.py (``_plan_scalar_step``) when an expression's last
+    stage reads only the sum s of one pass, scalars and constants: instead of a second pass,
     that stage's program runs on one element after the pass (the
     interpreter's instructions on registers of one number, in this module's
     build), giving the value y(s), the slope dy/ds and the direct derivatives dy/dz
@@ -1068,7 +1066,8 @@ cdef class ExprKernel:
                         f"{self.compiled.variables[i]} has shape {(<object>arr).shape} but another "
                         f"variable has shape {(<object>shaped).shape}; they must match")
             elif not cnp.PyArray_ISWRITEABLE(arr):
-                raise ValueError("out is read-only; pass a writeable array")
+                from . import _checks           # which words the error: out is read-only
+                _checks.check_out(arr, (<object>arr).shape, (<object>arr).dtype)
         if self.with_value:
             vout = <cnp.ndarray><object>args[self.n_vars]
         plan = self.plans.get(mask)
@@ -1187,15 +1186,18 @@ cdef class ExprKernel:
 
     cdef int _check_out(self, cnp.ndarray o, cnp.ndarray shaped, bint scalar,
                         str name) except -1:
+        """The shape check of _checks.check_out, in C for calls at n = 16 (the
+        rest is checked in __call__); a refused ``o`` goes there for the wording."""
         cdef bint ok
         if scalar or shaped is None:
             ok = cnp.PyArray_NDIM(o) == 0
         else:
             ok = cnp.PyArray_SAMESHAPE(o, shaped)
         if not ok:
-            raise ValueError(
-                f"{name} has shape {(<object>o).shape} but the result has shape "
-                f"{() if (scalar or shaped is None) else (<object>shaped).shape}; they must match")
+            from . import _checks
+            _checks.check_out(o, () if (scalar or shaped is None) else (<object>shaped).shape,
+                              (<object>o).dtype, name=name)
+            raise AssertionError("_checks.check_out accepted a shape ExprKernel refused")
         return 0
 
 

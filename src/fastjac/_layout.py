@@ -24,9 +24,9 @@ comparisons, which store none. SciPy is imported here, lazily, only when a
 sparse format is asked for. ``format="operator"`` hands the compact result
 to _operator.py (which imports SciPy), again only when it is asked for.
 """
-import os
-
 import numpy as np
+
+from ._checks import check_dense_size, check_no_out, check_out
 
 SPARSE_FORMATS = ("csr", "csc", "coo", "dia")
 
@@ -44,13 +44,6 @@ def as_matrix(compact, kind, denominator, fmt, structurally_zero, out=None):
         return _sparse_diagonal(sparse, compact.ravel(), fmt, structurally_zero)
     full = _full_matrix(compact, kind, denominator)
     return _sparse_full(sparse, full, fmt, structurally_zero)
-
-
-def check_no_out(fmt, out):
-    """out= is for the array formats only."""
-    if out is not None:
-        raise ValueError(f"out= is only supported with format 'compact' or 'dense', "
-                         f"not {fmt!r}")
 
 
 def operators():
@@ -79,32 +72,6 @@ def _full_matrix(compact, kind, denominator):
     return matrix.T if denominator else matrix
 
 
-def check_layout(layout):
-    """True for "denominator", False for "numerator", else ValueError (the
-    wording of fastjac.jacobian's own check in _api.pyx)."""
-    if isinstance(layout, str):     # not ==: an array would compare element-wise
-        if layout == "numerator":
-            return False
-        if layout == "denominator":
-            return True
-    raise ValueError(f"layout must be 'numerator' or 'denominator', got {layout!r}")
-
-
-def check_dense_size(shape, dtype, what="dense Jacobian",
-                     instead="format='compact' or a sparse format"):
-    """Raise MemoryError, before allocating, for a matrix larger than RAM;
-    the message suggests ``instead``."""
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    if nbytes <= 1 << 26:          # 64 MiB: always fine, skip reading /proc
-        return
-    limit = _available_memory()
-    if nbytes > limit:
-        raise MemoryError(
-            f"a {what} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "
-            f"{nbytes} bytes ({_human(nbytes)}), more than the memory available "
-            f"({_human(limit)}); use {instead}")
-
-
 def _dense(compact, kind, denominator, out):
     if kind == "diagonal":
         n = compact.size
@@ -125,21 +92,6 @@ def _dense(compact, kind, denominator, out):
     else:
         result[...] = full
     return result
-
-
-def check_out(out, shape, dtype, what="result"):
-    """The core's out= checks and wording (also for the expression layer)."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype} but the result has dtype "
-                         f"{np.dtype(dtype)}; they must match exactly")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape} but the {what} has shape "
-                         f"{tuple(shape)}; they must match")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writeable array")
-    return out
 
 
 def _index_dtype(n):
@@ -217,25 +169,3 @@ def _scipy_sparse(fmt):
             f"not installed: pip install 'fastjac[sparse]' (or pip install scipy)"
         ) from exc
     return sparse
-
-
-def _available_memory():
-    """Bytes the OS could give us now: MemAvailable on Linux, else physical RAM."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume 64 GiB
-        return 64 << 30
-
-
-def _human(nbytes):
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if nbytes < 1024 or unit == "PiB":
-            return f"{nbytes:.1f} {unit}" if unit != "bytes" else f"{nbytes} bytes"
-        nbytes /= 1024

@@ -19,6 +19,7 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.pystate cimport PyThreadState
 
+from ._limits cimport NOGIL_MIN_SIZE
 from ._tables cimport ExprTable
 
 cdef extern from "Python.h":
@@ -27,7 +28,8 @@ cdef extern from "Python.h":
 
 import numpy as np
 
-from . import _expr
+from . import _expr, _layout
+from ._checks import check_format, check_layout, check_out, coerce_named
 
 cnp.import_array()
 
@@ -49,7 +51,7 @@ def _neuron_sums(cnp.ndarray X, cnp.ndarray y, cnp.ndarray w, double b):
     cdef PyThreadState* state = NULL
     gb_loss[0] = 0
     gb_loss[1] = 0
-    if N * n >= 2048:
+    if N * n >= NOGIL_MIN_SIZE:
         state = PyEval_SaveThread()
     if cnp.PyArray_TYPE(X) == cnp.NPY_DOUBLE:
         status = LOOPS.neuron_f64(<double*>cnp.PyArray_DATA(X), <double*>cnp.PyArray_DATA(y),
@@ -105,10 +107,8 @@ def neuron_gradient(X, y, w, b, *, layout="numerator", format="compact", out=Non
     >>> gw, gb                      # only row 0 is active: z = 3, residual 2
     (array([2., 4.]), np.float64(2.0))
     """
-    from .expr import coerce_named, check_out, _check_layout, _check_format
-    from . import _layout
-    denominator = _check_layout(layout)
-    fmt = _check_format(format)
+    denominator = check_layout(layout)
+    fmt = check_format(format)
     if _ready(X, y, w) and (type(b) is float or type(b) is int):
         # already C-contiguous native arrays of one float dtype: no coercion
         dtype = (<cnp.ndarray>X).dtype

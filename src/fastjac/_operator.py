@@ -37,7 +37,7 @@ import numbers
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import _layout
+from . import _checks, _layout
 from .expr_factors import Factor
 
 __all__ = ["JacobianOperator", "DiagonalOperator", "RowOperator", "ColumnOperator",
@@ -147,7 +147,7 @@ class JacobianOperator(LinearOperator):
             raise ValueError(f"{name}: the operator has shape {self.shape} and x has shape "
                              f"{shape}; x must have shape ({n},) or ({n}, 1)")
         if out is not None:
-            _layout.check_out(out, result_shape, self._result_dtype(x.dtype),
+            _checks.check_out(out, result_shape, self._result_dtype(x.dtype),
                               f"{name} result")
             if not out.flags.c_contiguous:
                 raise ValueError(f"{name}: out must be C-contiguous")
@@ -307,7 +307,7 @@ class JacobianOperator(LinearOperator):
     def toarray(self):
         """The dense m x n matrix. MemoryError, before allocating, when it
         would not fit in memory (the message gives the bytes it needs)."""
-        _layout.check_dense_size(self.shape, self.dtype,
+        _checks.check_dense_size(self.shape, self.dtype,
                                  instead="the operator's products, or .tosparse()")
         return self._dense()
 

@@ -1,5 +1,6 @@
-# The types of expr.py's public API (its __all__), checked against the code
-# by tests/test_typing.py (mypy.stubtest).
+# The types of fastjac.expr's public API (its __all__; the code is in
+# _nodes.py, _compiled.py, _batch.py and _neuron.pyx), checked against the
+# code by tests/test_typing.py (mypy.stubtest).
 from typing import Any, NoReturn, Optional, Sequence, Union
 
 import numpy as np

@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from . import _layout
+from . import _checks, _layout
 
 
 class Factor:
@@ -274,13 +274,13 @@ class Factor:
     def toarray(self, layout="numerator"):
         """The dense 2-D Jacobian (m x n in numerator layout, its transpose in
         denominator layout); layout is checked as by ``fastjac.jacobian``."""
-        denominator = _layout.check_layout(layout)
+        denominator = _checks.check_layout(layout)
         M = self._full()
         return M.T.copy() if denominator else M
 
     def _full(self):
         m, n = self.shape
-        _layout.check_dense_size((m, n), self.dtype)
+        _checks.check_dense_size((m, n), self.dtype)
         M = self.U @ self.V.T if self.rank else np.zeros((m, n), self.dtype)
         if self.d is not None:
             np.einsum("ii->i", M)[...] += self.d
@@ -292,7 +292,7 @@ class Factor:
         kind = self.kind
         zero = self.structurally_zero
         if fmt == "operator":
-            _layout.check_no_out(fmt, out)
+            _checks.check_no_out(fmt, out)
             return _layout.operators().from_factor(self, denominator)
         if kind == "diagonal":
             return _layout.as_matrix(self.d.reshape(self.y_shape), "diagonal", denominator,

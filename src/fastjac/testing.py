@@ -17,7 +17,7 @@ it works at n = 10^6. ``mode="full"`` compares every entry (2 n calls of
 """
 import numpy as np
 
-from . import _layout
+from . import _checks
 
 __all__ = ["check_jacobian", "check_gradient"]
 
@@ -126,7 +126,7 @@ def _check(fun, jac, x, mode, directions, layout, step, rtol, atol, seed, gradie
     what = "check_gradient" if gradient else "check_jacobian"
     if not (isinstance(mode, str) and mode in ("directions", "full")):
         raise ValueError(f"mode must be 'directions' or 'full', got {mode!r}")
-    denominator = _layout.check_layout(layout)
+    denominator = _checks.check_layout(layout)
     if mode == "directions" and (isinstance(directions, bool)
                                  or not isinstance(directions, (int, np.integer))
                                  or directions < 1):
