@@ -64,6 +64,16 @@ UNARY_ORACLES = {
 }
 
 
+# Derivatives that are exact by construction (a constant, 2x, a sign): no
+# mpmath oracle needed. Every other unary operator must have one.
+EXACT_DERIVATIVES = {"identity", "negative", "square", "relu", "abs"}
+
+
+def test_every_unary_operator_has_an_oracle():
+    missing = set(fastjac.UNARY_OPS) - set(UNARY_ORACLES) - EXACT_DERIVATIVES
+    assert not missing, f"no mpmath oracle of the derivative of {sorted(missing)}"
+
+
 def _power_da(a, b):
     if b == 0:
         return mpmath.mpf(0)

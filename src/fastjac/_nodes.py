@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from . import _ops
+from ._operators import OPERATORS
 
 _RESERVED = frozenset({"wrt", "layout", "format", "out", "value_out"})
 
@@ -209,29 +210,11 @@ def var(name):
     return Var(name)
 
 
-def _unary_function(op, doc=None):
-    def f(x):
-        return Unary(op, _wrap(x, "x"))
-    f.__name__ = op
-    f.__qualname__ = op
-    f.__doc__ = doc or (f"Element-wise ``{op}`` of an expression (derivative as in "
-                        f"``fastjac.jacobian({op!r}, ...)``).")
-    return f
-
-
-identity = _unary_function("identity")
-negative = _unary_function("negative")
-square = _unary_function("square")
-sqrt = _unary_function("sqrt")
-exp = _unary_function("exp")
-log = _unary_function("log")
-sin = _unary_function("sin")
-cos = _unary_function("cos")
-tanh = _unary_function("tanh")
-sigmoid = _unary_function("sigmoid")
-relu = _unary_function("relu")
-abs = _unary_function("abs")
-softplus = _unary_function("softplus", """Element-wise softplus, log(1 + exp(x)).
+# The operator functions (fastjac.exp, fastjac.maximum, ...): one for each
+# record of _operators.py, defined by _define_operators below; a record
+# without a docstring here gets a short one.
+_DOCSTRINGS = {
+    "softplus": """Element-wise softplus, log(1 + exp(x)).
 
 Computed as max(x, 0) + log(1 + exp(-|x|)): no overflow for large x and
 no cancellation anywhere (within a few ulp). Its derivative is sigmoid(x).
@@ -250,8 +233,8 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.softplus(x)).value(x=[0.0, 1000.0])
 array([6.93147181e-01, 1.00000000e+03])
-""")
-log1p = _unary_function("log1p", """Element-wise log(1 + x), accurate where x is tiny.
+""",
+    "log1p": """Element-wise log(1 + x), accurate where x is tiny.
 
 Parameters
 ----------
@@ -267,8 +250,8 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.log1p(x)).value(x=[1e-20, 1.0])
 array([1.00000000e-20, 6.93147181e-01])
-""")
-expm1 = _unary_function("expm1", """Element-wise exp(x) - 1, accurate where x is tiny.
+""",
+    "expm1": """Element-wise exp(x) - 1, accurate where x is tiny.
 
 Its derivative is exp(x).
 
@@ -286,8 +269,8 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.expm1(x)).value(x=[1e-20, 1.0])
 array([1.00000000e-20, 1.71828183e+00])
-""")
-log_sigmoid = _unary_function("log_sigmoid", """Element-wise log(sigmoid(x)) = -log(1 + exp(-x)).
+""",
+    "log_sigmoid": """Element-wise log(sigmoid(x)) = -log(1 + exp(-x)).
 
 Computed as -softplus(-x): no overflow for large negative x and no
 cancellation anywhere (within a few ulp). Its derivative is sigmoid(-x).
@@ -306,56 +289,17 @@ Examples
 >>> x = fastjac.var("x")
 >>> fastjac.compile(fastjac.log_sigmoid(x)).value(x=[0.0, -1000.0])
 array([-6.93147181e-01, -1.00000000e+03])
-""")
-
-
-def add(a, b):
-    """Element-wise a + b (the ``+`` operator)."""
-    return _binary("add", a, b)
-
-
-def subtract(a, b):
-    """Element-wise a - b (the ``-`` operator)."""
-    return _binary("subtract", a, b)
-
-
-def multiply(a, b):
-    """Element-wise a * b (the ``*`` operator)."""
-    return _binary("multiply", a, b)
-
-
-def divide(a, b):
-    """Element-wise a / b (the ``/`` operator)."""
-    return _binary("divide", a, b)
-
-
-def maximum(a, b):
-    """Element-wise maximum; at a tie each operand gets derivative 0.5."""
-    return _binary("maximum", a, b)
-
-
-def minimum(a, b):
-    """Element-wise minimum; at a tie each operand gets derivative 0.5."""
-    return _binary("minimum", a, b)
-
-
-def greater(a, b):
-    """1.0 where a > b, else 0.0 (zero derivative)."""
-    return _binary("greater", a, b)
-
-
-def less(a, b):
-    """1.0 where a < b, else 0.0 (zero derivative)."""
-    return _binary("less", a, b)
-
-
-def power(a, b):
-    """Element-wise a ** b."""
-    return _binary("power", a, b)
-
-
-def logaddexp(a, b):
-    """Element-wise log(exp(a) + exp(b)), as ``numpy.logaddexp``.
+""",
+    "add": """Element-wise a + b (the ``+`` operator).""",
+    "subtract": """Element-wise a - b (the ``-`` operator).""",
+    "multiply": """Element-wise a * b (the ``*`` operator).""",
+    "divide": """Element-wise a / b (the ``/`` operator).""",
+    "maximum": """Element-wise maximum; at a tie each operand gets derivative 0.5.""",
+    "minimum": """Element-wise minimum; at a tie each operand gets derivative 0.5.""",
+    "greater": """1.0 where a > b, else 0.0 (zero derivative).""",
+    "less": """1.0 where a < b, else 0.0 (zero derivative).""",
+    "power": """Element-wise a ** b.""",
+    "logaddexp": """Element-wise log(exp(a) + exp(b)), as ``numpy.logaddexp``.
 
     Computed as max(a, b) + log(1 + exp(-|a - b|)): no overflow, no
     underflow to log(0). Its derivatives are sigmoid(a - b) and
@@ -375,8 +319,34 @@ def logaddexp(a, b):
     >>> a = fastjac.var("a")
     >>> fastjac.compile(fastjac.logaddexp(a, 1000.0)).value(a=[1000.0, 0.0])
     array([1000.69314718, 1000.        ])
-    """
-    return _binary("logaddexp", a, b)
+    """,
+}
+
+
+def _operator_function(op):
+    """The expression function of an operator record: op(x), or op(a, b)."""
+    if len(op.derivatives) == 1:
+        def f(x):
+            return Unary(op.name, _wrap(x, "x"))
+    else:
+        def f(a, b):
+            return _binary(op.name, a, b)
+    f.__name__ = f.__qualname__ = op.name
+    alias = f", as ``numpy.{op.numpy[0]}``" if op.numpy else ""
+    f.__doc__ = _DOCSTRINGS.get(op.name) or (
+        f"Element-wise ``{op.name}`` of an expression{alias} (derivatives as in "
+        f"``fastjac.jacobian({op.name!r}, ...)``).")
+    return f
+
+
+def _define_operators(namespace):
+    """Put one function per operator record into ``namespace``; returns their names."""
+    for op in OPERATORS:
+        namespace[op.name] = _operator_function(op)
+    return tuple(op.name for op in OPERATORS)
+
+
+OPERATOR_FUNCTIONS = _define_operators(globals())
 
 
 def _axis(axis):

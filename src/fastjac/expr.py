@@ -15,17 +15,18 @@ Each of them starts with its part of the design. This module only gathers
 the public names (and keeps the old paths of the few private ones other
 code reaches for: pickles name ``fastjac.expr._unpickle_compiled``).
 """
+from . import _nodes
 from ._batch import CompiledLoss
 from ._checks import check_out, coerce_named  # noqa: F401  (importable from here before)
 from ._compiled import CompiledExpression, _unpickle_compiled, compile  # noqa: F401
 from ._expr import ExprKernel
 from ._neuron import neuron_gradient
 from ._nodes import (Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var,  # noqa: F401
-                     _missing_attribute, abs, add, cos, divide, dot, exp, expm1, greater,
-                     identity, less, log, log1p, log_sigmoid, logaddexp, matmul, maximum,
-                     mean, minimum, multiply, negative, power, relu, sigmoid, sin, softplus,
-                     sqrt, square, subtract, sum, tanh, var)
+                     _missing_attribute, dot, matmul, mean, sum, var)
 from .expr_factors import Factor
+
+# The operator functions (exp, maximum, ...), one per record of _operators.py.
+globals().update({name: getattr(_nodes, name) for name in _nodes.OPERATOR_FUNCTIONS})
 
 # ``compile``, ``sum`` and ``abs`` are public (fastjac.compile, fastjac.sum,
 # fastjac.abs) but left out of __all__: ``from fastjac import *`` must not
@@ -33,21 +34,16 @@ from .expr_factors import Factor
 # works anyway, through Expr.__abs__.
 __all__ = [
     "Expr", "Factor", "var", "ExprKernel", "CompiledExpression", "neuron_gradient",
-    "add", "subtract", "multiply", "divide", "maximum", "minimum", "greater", "less", "power",
-    "dot", "identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "softplus", "log_sigmoid", "logaddexp", "log1p", "expm1",
-    "mean", "matmul", "CompiledLoss",
-]
+    "dot", "mean", "matmul", "CompiledLoss",
+] + [name for name in _nodes.OPERATOR_FUNCTIONS if name != "abs"]
 
 
 # Reprs, help() and pickles name these by their path before the split: a
 # pickled expression refers to fastjac.expr.Var, fastjac.expr._unpickle_compiled,
 # ..., so pickles load across versions (and fastjac.expr has them all).
 for _public in (Expr, Var, Const, Unary, Binary, Sum, Mean, MatMul, CompiledExpression,
-                _unpickle_compiled, compile, var, sum, mean, matmul, dot, add, subtract,
-                multiply, divide, maximum, minimum, greater, less, power, logaddexp, identity,
-                negative, square, sqrt, exp, log, sin, cos, tanh, sigmoid, relu, abs, softplus,
-                log_sigmoid, log1p, expm1):
+                _unpickle_compiled, compile, var, sum, mean, matmul, dot,
+                *(globals()[name] for name in _nodes.OPERATOR_FUNCTIONS)):
     _public.__module__ = __name__
 del _public
 
