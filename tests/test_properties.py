@@ -27,6 +27,7 @@ from hypothesis.extra import numpy as hnp                        # noqa: E402
 
 import fastjac                                                   # noqa: E402
 import oracle                                                    # noqa: E402
+from helpers import REAL_ABOVE                                   # noqa: E402
 
 scipy_sparse = pytest.importorskip("scipy.sparse")
 
@@ -349,7 +350,7 @@ def fd_operands(data, op, shape_a, shape_b):
     arr = lambda shape: data.draw(hnp.arrays(np.float64, shape, elements=SAFE))  # noqa: E731
     if op in oracle.UNARY_OPS:
         a = arr(shape_a)
-        return (np.abs(a) + 0.5 if op in ("sqrt", "log", "log1p") else a), None
+        return (np.abs(a) + 0.5 if op in REAL_ABOVE else a), None
     if op in KINKED:
         if shape_a == ():
             a = arr(())

@@ -123,8 +123,12 @@ def enum_name(d):
 #                arithmetic; the vectorised functions of _vecmath.h stay on
 #                the interpreter, _jit.py says why);
 #   numpy        the NumPy ufuncs with the same meaning, by name: accepted
-#                as aliases of the operator (np.multiply for "multiply").
-Operator = namedtuple("Operator", "name derivatives second value jit numpy")
+#                as aliases of the operator (np.multiply for "multiply");
+#   real_above   for a function real only on part of the line, the x above
+#                which it is (sqrt, log: 0; log1p: -1), else None: where the
+#                tests draw their operands.
+Operator = namedtuple("Operator", "name derivatives second value jit numpy real_above",
+                      defaults=(None,))
 
 OPERATORS = (
     # -- binary operators ------------------------------------------------------------
@@ -152,9 +156,9 @@ OPERATORS = (
     Operator("identity", ("one",), ("zero",), None, False, ("positive",)),
     Operator("negative", ("negative",), ("zero",), "v_negative", True, ("negative",)),
     Operator("square", ("square",), ("two",), "v_square", True, ("square",)),
-    Operator("sqrt", ("sqrt",), ("sqrt_dd",), "m_sqrt", True, ("sqrt",)),
+    Operator("sqrt", ("sqrt",), ("sqrt_dd",), "m_sqrt", True, ("sqrt",), 0.0),
     Operator("exp", ("exp",), ("exp",), "m_exp", False, ("exp",)),      # exp'' = exp
-    Operator("log", ("log",), ("log_dd",), "m_log", True, ("log",)),
+    Operator("log", ("log",), ("log_dd",), "m_log", True, ("log",), 0.0),
     Operator("sin", ("sin",), ("cos",), None, False, ("sin",)),         # sin'' = cos'
     Operator("cos", ("cos",), ("cos_dd",), None, False, ("cos",)),
     Operator("tanh", ("tanh",), ("tanh_dd",), "v_tanh", False, ("tanh",)),
@@ -165,7 +169,7 @@ OPERATORS = (
     Operator("softplus", ("softplus",), ("sigmoid",), "v_softplus", False, ()),
     # -softplus(-a); its derivative is sigmoid(-a)
     Operator("log_sigmoid", ("log_sigmoid",), ("log_sigmoid_dd",), "v_log_sigmoid", False, ()),
-    Operator("log1p", ("log1p",), ("log1p_dd",), "m_log1p", True, ("log1p",)),
+    Operator("log1p", ("log1p",), ("log1p_dd",), "m_log1p", True, ("log1p",), -1.0),
     Operator("expm1", ("exp",), ("exp",), "m_expm1", True, ("expm1",)),  # expm1' = exp
 )
 
