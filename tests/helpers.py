@@ -6,12 +6,11 @@ import pytest
 
 import fastjac
 from fastjac._operators import OPERATORS
+from oracle import expected_gradient_matrix, expected_jacobian_matrix, fd_jacobian, forward
 
 # The functions real only above some x (sqrt, log: 0; log1p: -1), from the
 # operator records: operands are drawn there.
 REAL_ABOVE = {op.name: op.real_above for op in OPERATORS if op.real_above is not None}
-from spec_oracle import (expected_gradient_matrix, expected_jacobian_matrix, fd_jacobian,
-                         forward)
 
 SPARSE_FORMATS = ("csr", "csc", "coo", "dia", "sparse")
 SPARSE_CLASS = {"csr": "csr_array", "csc": "csc_array", "coo": "coo_array",

@@ -12,6 +12,10 @@ Nothing here imports fastjac. Everything is plain NumPy in float64:
   public API, from the closed forms;
 * ``dense_from_compact``: the 2-D matrix of a compact result in either layout
   (section 1), built entry by entry, independently of fastjac's _layout.py;
+* ``forward``, ``fd_jacobian``, ``finite_difference``: y = op(a, b) and its
+  Jacobian by second-order central differences; ``expected_jacobian_matrix``
+  and ``expected_gradient_matrix``: the 2-D shapes of section 1 spelled out
+  from a flat finite-difference Jacobian;
 * ``tolerance``: a principled error bound for comparing a result computed in
   float32 or float64 with the float64 oracle.
 
@@ -27,7 +31,8 @@ __all__ = [
     "BINARY_OPS", "UNARY_OPS", "FORWARD", "DERIVATIVE", "UFUNC_ALIASES",
     "derivative", "dense_jacobian_fd", "compact_jacobian", "compact_sum_gradient",
     "dense_from_compact", "expected_dtype", "tolerance", "assert_close",
-    "fd_safe", "as_float64",
+    "fd_safe", "as_float64", "forward", "finite_difference", "fd_jacobian",
+    "expected_jacobian_matrix", "expected_gradient_matrix",
 ]
 
 BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
@@ -221,6 +226,56 @@ def compact_sum_gradient(op, w, x=None, wrt=0):
                 pass
         return np.float64(np.sum(terms))
     return d
+
+
+def forward(op, a, b=None):
+    """y = op(a, b) in float64."""
+    with np.errstate(all="ignore"):
+        if op in UNARY_OPS:
+            return FORWARD[op](as_float64(a))
+        return FORWARD[op](as_float64(a), as_float64(b))
+
+
+def finite_difference(f, v, step=1e-6):
+    """Central differences: J[i, j] = d f(v).ravel()[i] / d v.ravel()[j]."""
+    v = np.array(v, dtype=np.float64)
+    flat = v.reshape(-1)
+    y0 = np.asarray(f(v), dtype=np.float64).reshape(-1)
+    jac = np.empty((y0.size, flat.size))
+    for j in range(flat.size):
+        h = step * max(1.0, abs(flat[j]))
+        up, down = flat.copy(), flat.copy()
+        up[j] += h
+        down[j] -= h
+        jac[:, j] = (np.asarray(f(up.reshape(v.shape))).reshape(-1)
+                     - np.asarray(f(down.reshape(v.shape))).reshape(-1)) / (2 * h)
+    return jac
+
+
+def fd_jacobian(op, a, b, wrt):
+    """The m x n Jacobian of y = op(a, b) (flattened) by operand ``wrt``."""
+    if wrt == 0:
+        return finite_difference(lambda v: forward(op, v, b), a)
+    return finite_difference(lambda v: forward(op, a, v), b)
+
+
+def expected_jacobian_matrix(fd, y_shape, v_shape, layout):
+    """Section 1: the 2-D form of dy/dv given the flat finite-difference Jacobian."""
+    if len(v_shape) == 0 and len(y_shape) == 2:      # matrix Y (p x q) by scalar: p x q
+        numerator = fd.reshape(y_shape)
+    else:                                            # m x n, m = y.size, n = v.size
+        numerator = fd
+    return numerator.T if layout == "denominator" else numerator
+
+
+def expected_gradient_matrix(gradient, v_shape, layout):
+    """Section 1: the 2-D form of the gradient of a scalar by v."""
+    g = np.asarray(gradient, dtype=np.float64)
+    if len(v_shape) == 2:          # scalar by matrix X (p x q): q x p, entry (i, j) = dy/dX_ji
+        numerator = g.reshape(v_shape).T
+    else:                          # scalar by vector (or flattened n-d, or scalar): 1 x n
+        numerator = g.reshape(1, -1)
+    return numerator.T if layout == "denominator" else numerator
 
 
 def dense_jacobian_fd(f, x, h=None):

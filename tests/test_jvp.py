@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastjac as fj
-from spec_oracle import finite_difference
+from oracle import finite_difference
 
 RNG = np.random.default_rng(23)
 w_, x_, z_ = fj.var("w"), fj.var("x"), fj.var("z")

@@ -12,7 +12,7 @@ from scipy.optimize import least_squares
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, cg, lsqr
 
 import fastjac
-from spec_oracle import finite_difference
+from oracle import finite_difference
 
 LAYOUTS = ("numerator", "denominator")
 DTYPES = (np.float64, np.float32)
