@@ -32,7 +32,7 @@ __all__ = [
     "derivative", "dense_jacobian_fd", "compact_jacobian", "compact_sum_gradient",
     "dense_from_compact", "expected_dtype", "tolerance", "assert_close",
     "fd_safe", "as_float64", "forward", "finite_difference", "fd_jacobian",
-    "expected_jacobian_matrix", "expected_gradient_matrix",
+    "expected_jacobian_matrix", "expected_gradient_matrix", "SECOND_DERIVATIVE",
 ]
 
 BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
@@ -188,6 +188,67 @@ DERIVATIVE = {
     "log1p": (lambda x: 1.0 / (1.0 + x),),
     "expm1": (np.exp,),
 }
+
+
+# -- second derivatives (sum_hessian) ------------------------------------------
+# op: (d2/da2, d2/db2, d2/da db) for a binary operator, (d2/da2,) for a unary
+# one, with fastjac's conventions at kinks (0) and for power (see
+# sum_hessian's Notes).
+
+def _zeros(a, b=None):
+    return np.zeros_like(a * (1 if b is None else b))
+
+
+def _power_aa(a, b):
+    with np.errstate(all="ignore"):
+        v = b * (b - 1) * a ** (b - 2)
+    return np.where((b == 0) | (b == 1), 0.0, v)
+
+
+def _power_ab(a, b):
+    with np.errstate(all="ignore"):
+        v = a ** (b - 1) * (1 + b * np.log(a))
+    return np.where((a == 0) & (b > 1), 0.0, v)
+
+
+def _power_bb(a, b):
+    with np.errstate(all="ignore"):
+        v = a ** b * np.log(a) ** 2
+    return np.where((a == 0) & (b >= 0), 0.0, v)
+
+
+_SECOND_BINARY = {
+    "add": (_zeros, _zeros, _zeros),
+    "subtract": (_zeros, _zeros, _zeros),
+    "multiply": (_zeros, _zeros, lambda a, b: np.ones_like(a * b)),
+    "divide": (_zeros, lambda a, b: 2 * a / b ** 3, lambda a, b: -1 / b ** 2),
+    "maximum": (_zeros, _zeros, _zeros),
+    "minimum": (_zeros, _zeros, _zeros),
+    "greater": (_zeros, _zeros, _zeros),
+    "less": (_zeros, _zeros, _zeros),
+    "power": (_power_aa, _power_bb, _power_ab),
+    "logaddexp": (lambda a, b: _logistic(a - b) * _logistic(b - a), lambda a, b: _logistic(a - b) * _logistic(b - a),
+                  lambda a, b: -_logistic(a - b) * _logistic(b - a)),
+}
+_SECOND_UNARY = {
+    "identity": _zeros,
+    "negative": _zeros,
+    "square": lambda a: np.full_like(a, 2.0),
+    "sqrt": lambda a: -0.25 * a ** -1.5,
+    "exp": np.exp,
+    "log": lambda a: -1 / a ** 2,
+    "sin": lambda a: -np.sin(a),
+    "cos": lambda a: -np.cos(a),
+    "tanh": lambda a: -2 * np.tanh(a) * (1 - np.tanh(a) ** 2),
+    "sigmoid": lambda a: _logistic(a) * (1 - _logistic(a)) * (1 - 2 * _logistic(a)),
+    "relu": _zeros,
+    "abs": _zeros,
+    "softplus": lambda a: _logistic(a) * (1 - _logistic(a)),
+    "log_sigmoid": lambda a: -_logistic(a) * (1 - _logistic(a)),
+    "log1p": lambda a: -1 / (1 + a) ** 2,
+    "expm1": np.exp,
+}
+SECOND_DERIVATIVE = {**_SECOND_BINARY, **{k: (f,) for k, f in _SECOND_UNARY.items()}}
 
 
 def as_float64(x):

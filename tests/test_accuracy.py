@@ -22,6 +22,7 @@ import pytest
 
 import fastjac
 from fastjac import _simd
+from helpers import REAL_ABOVE
 
 mpmath.mp.prec = 200
 MAX_ULP = 4.0
@@ -64,6 +65,22 @@ UNARY_ORACLES = {
 }
 
 
+# ... and the second derivatives (sum_hessian), in mpmath
+UNARY_SECOND_ORACLES = {
+    "sqrt": lambda x: -mpmath.mpf(1) / 4 * x ** mpmath.mpf(-1.5),
+    "exp": mpmath.exp,
+    "log": lambda x: -1 / x ** 2,
+    "sin": lambda x: -mpmath.sin(x),
+    "cos": lambda x: -mpmath.cos(x),
+    "tanh": lambda x: -2 * mpmath.tanh(x) / mpmath.cosh(x) ** 2,
+    "sigmoid": lambda x: -mpmath.exp(-x) * (1 - mpmath.exp(-x)) / (1 + mpmath.exp(-x)) ** 3,
+    "softplus": lambda x: mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
+    "log_sigmoid": lambda x: -mpmath.exp(-x) / (1 + mpmath.exp(-x)) ** 2,
+    "log1p": lambda x: -1 / (1 + x) ** 2,
+    "expm1": mpmath.exp,
+}
+
+
 # Derivatives that are exact by construction (a constant, 2x, a sign): no
 # mpmath oracle needed. Every other unary operator must have one.
 EXACT_DERIVATIVES = {"identity", "negative", "square", "relu", "abs"}
@@ -72,6 +89,34 @@ EXACT_DERIVATIVES = {"identity", "negative", "square", "relu", "abs"}
 def test_every_unary_operator_has_an_oracle():
     missing = set(fastjac.UNARY_OPS) - set(UNARY_ORACLES) - EXACT_DERIVATIVES
     assert not missing, f"no mpmath oracle of the derivative of {sorted(missing)}"
+    missing = set(fastjac.UNARY_OPS) - set(UNARY_SECOND_ORACLES) - EXACT_DERIVATIVES
+    assert not missing, f"no mpmath oracle of the second derivative of {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(UNARY_SECOND_ORACLES))
+def test_unary_second_derivative_ulp(name):
+    """sum_hessian's diagonal within 4 ulp of the exact value, over a wide
+    range (mpmath, 40 digits)."""
+    exact = UNARY_SECOND_ORACLES[name]
+    rng = np.random.default_rng(1)
+    if name == "log1p":
+        x = np.concatenate([10.0 ** rng.uniform(-8, 3, 150), -(10.0 ** rng.uniform(-8, -0.01, 50))])
+    elif REAL_ABOVE.get(name) == 0.0:
+        x = 10.0 ** rng.uniform(-3, 3, 200)
+    elif name in ("exp", "expm1"):
+        x = rng.uniform(-700, 700, 200)
+    else:
+        x = np.concatenate([rng.uniform(-30, 30, 150), 10.0 ** rng.uniform(-8, 0, 50)])
+    for dtype in (np.float64, np.float32):
+        xd = x.astype(dtype)
+        if name in ("exp", "expm1") and dtype == np.float32:
+            xd = (x / 8).astype(dtype)          # float32's range
+        got = fastjac.sum_hessian(name, xd)
+        with mpmath.workdps(40):
+            want = np.array([float(exact(mpmath.mpf(float(v)))) for v in xd]).astype(dtype)
+        ulp = np.spacing(np.abs(want).astype(dtype))
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64)) / ulp
+        assert err.max() <= 4, (name, dtype, xd[np.argmax(err)], err.max())
 
 
 def _power_da(a, b):
@@ -120,7 +165,7 @@ def _inputs(name, dtype):
         top = 37 if f32 else 307
         parts = [np.logspace(-top, top, 1000), -np.logspace(-top, -1e-7, 500),
                  rng.uniform(-1, 10, 500), rng.uniform(-100, -1, 100)]
-    elif name in ("sqrt", "log"):
+    elif REAL_ABOVE.get(name) == 0.0:          # sqrt, log and the like
         parts = [np.logspace(-37 if f32 else -307, 37 if f32 else 307, 1200),
                  rng.uniform(0, 10, 300)]
         if name == "log":
