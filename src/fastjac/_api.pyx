@@ -201,7 +201,8 @@ cdef cnp.ndarray number_as_array(object x, int typenum):
 cdef class Operands:
     """Both operands in one float dtype: C-contiguous native arrays, except
     that a Python number next to an array stays a C value (making a 0-d
-    array of it cost 50 ns of a 250 ns call at n = 1 000)."""
+    array of it cost a fifth of a call at n = 1 000; measured:
+    docs/performance.md, 'Measurements behind the code')."""
     cdef cnp.ndarray a, b          # None for a number kept as a value; b is a when unary
     cdef void* a_data
     cdef void* b_data

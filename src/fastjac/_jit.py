@@ -2,9 +2,9 @@
 
 The block interpreter of _expr_loops.pxd runs an expression one instruction
 at a time over 256-element blocks: every instruction loads and stores its
-block in L1, so a 9-instruction expression costs about 1.6 ns per element
-on one core, far above what streaming the operands costs (see the README's
-performance section). For arrays of ``JIT_MIN_SIZE`` elements and more this
+block in L1, so a 9-instruction expression costs far more per element on
+one core than streaming the operands does (measured: docs/performance.md,
+'Measurements behind the code'). For arrays of ``JIT_MIN_SIZE`` elements and more this
 module turns the same program into C -- one loop whose body is the whole
 expression, each register a local variable -- compiles it with the C
 compiler Python was built with (the compiler that built fastjac), and hands
@@ -290,8 +290,9 @@ def _direct_loop(body, stores, n_arrays):
     on (each chunk computes the few elements before it one by one). The
     group is small enough to stay in L1 next to the registers; the block loop
     after it (2 KB per output, streamed in a second pass) moved each output
-    twice and ran 1.2-1.6x the STREAM twin at 10**7 elements, this loop about
-    1.0x. When streamed outputs do not share one offset within a line, the
+    twice and ran slower than the STREAM twin at 10**7 elements, this loop
+    about as fast (measured: docs/performance.md, 'Measurements behind the
+    code'). When streamed outputs do not share one offset within a line, the
     block loop runs instead."""
     lines = ["    if (!streamed || lines_alike(outs, %d)) {" % len(stores)]
     for j, _ in stores:

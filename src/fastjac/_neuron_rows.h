@@ -3,8 +3,8 @@
  * of the module it is compiled in (SSE2, AVX2, AVX-512; see setup.py).
  *
  * Why: the scalar loop of _expr_loops.pxd (rows_serial) computes each row's
- * dot product as a chain of scalar multiply-adds; measured, it ran at about
- * 11 ns a row at n = 16 (10 GB/s of X on one core). Here a row is a few
+ * dot product as a chain of scalar multiply-adds, slow at n = 16 (measured:
+ * docs/performance.md, 'Measurements behind the code'). Here a row is a few
  * 8-lane vectors: its products are summed lane-wise (one vector per row),
  * eight rows' vectors are reduced together by a transpose-and-add tree (14
  * shuffles and 7 additions for 8 rows), and the residuals, the loss and

@@ -46,8 +46,9 @@ __all__ = ["JacobianOperator", "DiagonalOperator", "RowOperator", "ColumnOperato
 # From this many elements a product of two arrays runs as fastjac's compiled
 # expression a * b (one fused loop on the thread pool, streaming stores):
 # np.multiply runs on one core. Dot products use np.einsum from DOT_EINSUM
-# on: np.dot and np.matmul call OpenBLAS, whose threads took 12 ms for a dot
-# of 10^5 on this 2-core VM when it was loaded (einsum: 62 us).
+# on: np.dot and np.matmul call OpenBLAS, whose threads can stall a dot
+# product on a loaded machine where einsum does not (measured:
+# docs/performance.md, 'Measurements behind the code').
 LARGE = 1 << 20
 DOT_EINSUM = 4096
 _PRODUCT = []
@@ -161,7 +162,8 @@ class JacobianOperator(LinearOperator):
             return False
         flags = out.flags
         # two arrays that own their memory cannot overlap (np.may_share_memory
-        # costs 0.35 us at n = 16)
+        # is costly next to a whole call at n = 16; measured:
+        # docs/performance.md, 'Measurements behind the code')
         return (flags.c_contiguous and flags.writeable
                 and out.dtype is self._result_dtype(x.dtype) and out is not x
                 and ((out.base is None and x.base is None)

@@ -4,9 +4,8 @@
  * Why not OpenMP: an OpenMP parallel region ends at a barrier that waits
  * for every thread of the team. On a machine whose cores other jobs share
  * (2-vCPU cloud VMs, CI runners), a thread that has lost its core holds the
- * whole call for milliseconds: measured on this project's machine at
- * n = 1e5, a quarter of the two-thread calls took over 1 ms against a 20 us
- * one-thread call (benchmarks/diagnose.py threads).
+ * whole call for milliseconds (measured with benchmarks/diagnose.py threads:
+ * docs/performance.md, 'Measurements behind the code').
  *
  * Here the chunks are split into one contiguous range per thread, as an
  * OpenMP static schedule would (each thread streams through its own part of
@@ -34,8 +33,9 @@
  * Helpers are started at the first parallel call, spin for FJ_SPIN_NS after
  * each job (back-to-back calls find them awake), then sleep on a condition
  * variable. Waking a sleeping helper costs the caller a system call and, on
- * a VM, an interrupt to the other vCPU: about 4 us measured here, more than
- * a small job gains from a second thread. So a small job
+ * a VM, an interrupt to the other vCPU: more than a small job gains from
+ * a second thread (measured: docs/performance.md, 'Measurements behind the
+ * code'). So a small job
  * (fj_parallel_for_small) wakes no sleeping helper unless it comes within
  * FJ_HOT_NS of the previous small job: a lone call runs on its caller, a
  * hot loop wakes the helpers once and then finds them spinning.
@@ -196,7 +196,8 @@ static void fj_work(uint32_t gen, int worker) {
 }
 
 /* The owner's wait for the chunks helpers are still running: spin (a chunk
- * takes 1 to 150 us), then sleep, which frees this core for a helper that
+ * is short: docs/performance.md, 'Measurements behind the code'), then
+ * sleep, which frees this core for a helper that
  * lost its own to another thread or process (the scheduler moves a waiting
  * thread to an idle core). */
 static void fj_finish(Py_ssize_t n_chunks) {

@@ -388,12 +388,13 @@ FJ_INLINE float fj_cosf(float x) { return (float)fj_cos((double)x); }
 /* -- 0.5 / sqrt(x), the derivative of sqrt ----------------------------------------------
  *
  * fj_half_rsqrt_f64/f32(a, out, n): out[i] = 0.5 / sqrt(a[i]), a whole array.
- * A square root and a division per element cost about 0.9 ns on one core
- * here (both are slow, unpipelined units), twice the time the element takes
- * to stream from memory; with AVX-512 this is instead the 14-bit estimate
+ * A square root and a division per element (both are slow, unpipelined
+ * units) cost about twice the time the element takes to stream from memory
+ * (measured: docs/performance.md, 'Measurements behind the code'); with
+ * AVX-512 this is instead the 14-bit estimate
  * vrsqrt14 refined by Newton's iteration y <- y + y (1 - x y^2) / 2, twice
  * for double and once for float (the error squares each time: 2^-14, then
- * about 2^-27, then below 2^-53), about 0.45 ns per double. Accuracy: at
+ * about 2^-27, then below 2^-53), faster per double (ibid.). Accuracy: at
  * most 1.2 ulp from the correctly rounded result, double and float (the worst
  * of tests/test_accuracy.py's inputs; it checks 4 ulp against mpmath); the result is
  * computed as (y/2) + (y/2)(r/2), whose scalings by 1/2 are exact.
