@@ -39,7 +39,7 @@ BINARY_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum",
               "greater", "less", "power", "logaddexp")
 UNARY_OPS = ("identity", "negative", "square", "sqrt", "exp", "log", "sin", "cos",
              "tanh", "sigmoid", "relu", "abs", "softplus",
-             "log_sigmoid", "log1p", "expm1")
+             "log_sigmoid", "log1p", "expm1", "log2")
 
 # NumPy ufuncs the README says are accepted as spellings of an op.
 UFUNC_ALIASES = {
@@ -47,7 +47,7 @@ UFUNC_ALIASES = {
     "divide": np.divide, "maximum": np.maximum, "minimum": np.minimum,
     "greater": np.greater, "less": np.less, "power": np.power,
     "negative": np.negative, "square": np.square, "sqrt": np.sqrt, "exp": np.exp,
-    "log": np.log, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "abs": np.absolute,
+    "log": np.log, "log2": np.log2, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "abs": np.absolute,
     "logaddexp": np.logaddexp, "log1p": np.log1p, "expm1": np.expm1,
 }
 
@@ -80,6 +80,7 @@ FORWARD = {
     "sqrt": np.sqrt,
     "exp": np.exp,
     "log": np.log,
+    "log2": np.log2,
     "sin": np.sin,
     "cos": np.cos,
     "tanh": np.tanh,
@@ -177,6 +178,7 @@ DERIVATIVE = {
     "sqrt": (lambda x: 0.5 / np.sqrt(x),),
     "exp": (np.exp,),
     "log": (lambda x: 1.0 / x,),
+    "log2": (lambda x: 1.0 / (x * np.log(2.0)),),
     "sin": (np.cos,),
     "cos": (lambda x: -np.sin(x),),
     "tanh": (_tanh_d,),
@@ -237,6 +239,7 @@ _SECOND_UNARY = {
     "sqrt": lambda a: -0.25 * a ** -1.5,
     "exp": np.exp,
     "log": lambda a: -1 / a ** 2,
+    "log2": lambda a: -1 / (a ** 2 * np.log(2.0)),
     "sin": lambda a: -np.sin(a),
     "cos": lambda a: -np.cos(a),
     "tanh": lambda a: -2 * np.tanh(a) * (1 - np.tanh(a) ** 2),
@@ -377,7 +380,7 @@ def fd_safe(op, w, x=None, wrt=0, margin=1e-2, pole_margin=0.25):
     if op in UNARY_OPS:
         if op in ("relu", "abs"):
             ok &= np.abs(w) > margin
-        if op in ("sqrt", "log"):
+        if op in ("sqrt", "log", "log2"):
             ok &= w > pole_margin
         if op == "log1p":
             ok &= w > -1 + pole_margin

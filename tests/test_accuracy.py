@@ -58,6 +58,7 @@ UNARY_ORACLES = {
     "sigmoid": _sigmoid_slope,
     "sqrt": lambda x: 1 / (2 * mpmath.sqrt(x)),
     "log": lambda x: 1 / x,
+    "log2": lambda x: 1 / (x * mpmath.log(2)),
     "softplus": lambda x: 1 / (1 + mpmath.exp(-x)),
     "log_sigmoid": lambda x: 1 / (1 + mpmath.exp(x)),
     "log1p": lambda x: 1 / (1 + x),
@@ -70,6 +71,7 @@ UNARY_SECOND_ORACLES = {
     "sqrt": lambda x: -mpmath.mpf(1) / 4 * x ** mpmath.mpf(-1.5),
     "exp": mpmath.exp,
     "log": lambda x: -1 / x ** 2,
+    "log2": lambda x: -1 / (x ** 2 * mpmath.log(2)),
     "sin": lambda x: -mpmath.sin(x),
     "cos": lambda x: -mpmath.cos(x),
     "tanh": lambda x: -2 * mpmath.tanh(x) / mpmath.cosh(x) ** 2,
@@ -385,6 +387,7 @@ SPECIALS = {
                     (-1e300, 1.0), (1e300, 0.0)],
     "sqrt": [(0.0, INF), (INF, 0.0), (NAN, NAN), (-1.0, NAN)],
     "log": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (NAN, NAN)],
+    "log2": [(0.0, INF), (-0.0, -INF), (INF, 0.0), (-INF, -0.0), (NAN, NAN)],
     "expm1": [(-INF, 0.0), (INF, INF), (NAN, NAN), (-1e308, 0.0), (1e308, INF),
               (-0.0, 1.0), (800.0, INF), (-800.0, 0.0)],
     "log1p": [(-1.0, INF), (0.0, 1.0), (-0.0, 1.0), (INF, 0.0), (NAN, NAN), (-3.0, -0.5)],
@@ -457,6 +460,7 @@ VALUE_ORACLES = {
     "log_sigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
     "log1p": mpmath.log1p,
     "expm1": mpmath.expm1,
+    "log2": lambda x: mpmath.log(x, 2),
 }
 # the edges of a function's domain, for the special values
 VALUE_EDGES = {
@@ -465,6 +469,7 @@ VALUE_EDGES = {
 # where a function is real (mpmath would be complex elsewhere)
 VALUE_DOMAIN = {
     "log1p": lambda x: x > -1,
+    "log2": lambda x: x > 0,
 }
 # x: what NumPy gives (the reference for NaN, infinities and signed zeros)
 VALUE_SPECIALS = {
@@ -472,6 +477,7 @@ VALUE_SPECIALS = {
     "log_sigmoid": lambda x: -np.logaddexp(0, -x),
     "log1p": np.log1p,
     "expm1": np.expm1,
+    "log2": np.log2,
 }
 
 

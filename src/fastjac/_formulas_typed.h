@@ -14,6 +14,7 @@
 static inline T FJ(m_exp)(T x) { return FJ_LIBM(fj_exp)(x); }
 static inline T FJ(m_log)(T x) { return FJ_LIBM(log)(x); }
 static inline T FJ(m_log1p)(T x) { return FJ_LIBM(log1p)(x); }
+static inline T FJ(m_log2)(T x) { return FJ_LIBM(log2)(x); }
 static inline T FJ(m_expm1)(T x) { return FJ_LIBM(expm1)(x); }
 static inline T FJ(m_sqrt)(T x) { return FJ_LIBM(sqrt)(x); }
 static inline T FJ(m_abs)(T x) { return FJ_LIBM(fabs)(x); }
@@ -209,6 +210,12 @@ static inline T FJ(d_log)(T a, T b) { return 1.0 / a; }
    is exact, and rounded once; float64 rounds 1 + a (exact near the pole,
    for a in [-2, -0.5]) and the quotient, about 1 ulp */
 static inline T FJ(d_log1p)(T a, T b) { return 1.0 / (1.0 + a); }
+
+/* log2' = 1 / (a ln 2), as (1 / ln 2) / a in double: float32 rounded once,
+   float64 the constant's rounding and the quotient's, about 1 ulp; log2''
+   = -1 / (a**2 ln 2), one division at a time (a**2 would overflow first) */
+static inline T FJ(d_log2)(T a, T b) { return 1.4426950408889634 / a; }
+static inline T FJ(d_log2_dd)(T a, T b) { return -((1.4426950408889634 / a) / a); }
 
 /* valid where fj_trig_fast(a); fj_x_sin and fj_x_cos elsewhere */
 static inline T FJ(d_sin)(T a, T b) { return FJ(m_vcos)(a); }

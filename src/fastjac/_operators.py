@@ -83,6 +83,8 @@ DERIVATIVES = (
     Derivative("logaddexp_dab", "LogaddexpDab", "logaddexp_dab", "compute", False, _B),
     Derivative("log1p", "Log1pD", "log1p", "memory", False, _U),
     Derivative("log1p_dd", "Log1pDD", "log1p_dd", "memory", False, _U),
+    Derivative("log2", "Log2D", "log2", "memory", False, _U),
+    Derivative("log2_dd", "Log2DD", "log2_dd", "memory", False, _U),
 )
 
 
@@ -171,6 +173,7 @@ OPERATORS = (
     Operator("log_sigmoid", ("log_sigmoid",), ("log_sigmoid_dd",), "v_log_sigmoid", False, ()),
     Operator("log1p", ("log1p",), ("log1p_dd",), "m_log1p", True, ("log1p",), -1.0),
     Operator("expm1", ("exp",), ("exp",), "m_expm1", True, ("expm1",)),  # expm1' = exp
+    Operator("log2", ("log2",), ("log2_dd",), "m_log2", True, ("log2",), 0.0),
 )
 
 # Instructions of the expression interpreter that are not an operator's
