@@ -26,6 +26,21 @@ def test_docstring_examples(function):
     assert runner.failures == 0
 
 
+def test_operator_function_examples():
+    # fastjac.softplus, fastjac.logaddexp, ...: made from the operator records,
+    # so doctest's module search does not see their examples; run them here
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for name in fastjac._nodes.OPERATOR_FUNCTIONS:
+        for test in finder.find(getattr(fastjac, name), name,
+                                globs={"np": np, "fastjac": fastjac}):
+            examples += len(test.examples)
+            runner.run(test)
+    assert examples > 0, "no examples found"
+    assert runner.failures == 0
+
+
 @pytest.mark.skipif(not README.exists(), reason="README not next to the tests")
 def test_readme_examples():
     result = doctest.testfile(str(README), module_relative=False,
