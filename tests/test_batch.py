@@ -436,6 +436,22 @@ def test_resolved_calls_repeat_the_full_path_bit_for_bit():
     np.testing.assert_allclose(loss.jacobian("w", **d64), loss.jacobian("w", **d), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_element_wise_gradient_of_a_mean_has_the_same_bits_on_every_call(dtype):
+    """d mean(w * x)/dw = x / N, one element per element of w: the first
+    call (full path) and the resolved calls scale it alike, in float64 and
+    rounded once, as the oracle here does."""
+    a, b = fastjac.var("a"), fastjac.var("b")
+    loss = fastjac.compile(fastjac.mean(a * b))
+    rng = np.random.default_rng(3)
+    av, bv = (rng.uniform(0.25, 2.0, 1001).astype(dtype) for _ in range(2))
+    calls = [loss.jacobian("a", a=av, b=bv) for _ in range(3)]
+    expected = (bv.astype(np.float64) * (1.0 / 1001)).astype(dtype)
+    for g in calls:
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, expected)
+
+
 @pytest.mark.parametrize("n", [3, 16, 70])
 def test_neuron_gradient_is_the_loss_of_a_relu_unit(n):
     """fastjac.neuron_gradient keeps its own pass; the same loss through

@@ -625,7 +625,9 @@ class CompiledLoss(CompiledExpression):
                 if r is not None:
                     if role == "X":
                         r = np.multiply.outer(r, values[term.matmul[1]])
-                    target[k] += c * r
+                    # in float64, as the LossCall of later calls: a float32 r
+                    # times the Python float c would be rounded in float32
+                    target[k] += c * np.asarray(r, dtype=np.float64)
         return value, grads, hdiags
 
     def value(self, **variables):
