@@ -7,6 +7,7 @@
     python benchmarks/diagnose.py neuron        # N = 10^6 x 16: time and GB/s of X, 1 thread vs all
     python benchmarks/diagnose.py expr          # n = 10^7: a compiled expression vs its STREAM twin
     python benchmarks/diagnose.py small         # n = 512..6 000: small jobs, hot loop and lone calls
+    python benchmarks/diagnose.py jit_interpreted  # n = 10^7: compiled code calling the interpreter
 
 overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
 cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
@@ -36,6 +37,12 @@ the same 320 MB (triad2 with non-temporal stores), five calls of each in
 turn, eight times: the ratio of each turn, and each one's GB/s. The
 machine's bandwidth moves between turns; the ratio says whether fastjac
 follows it.
+
+jit_interpreted: expressions with vectorised functions (exp, sin, tanh,
+softplus), whose compiled code hands them to the interpreter's block
+function, at n = 10^7, value and d/dw into preallocated arrays: the same
+kernel with compilation switched off and on before each call, alternating,
+seven rounds; medians of the last six.
 """
 import os
 import subprocess
@@ -270,6 +277,42 @@ def expr():
                   f"{s * 1e3:6.2f} ms ({nbytes / s / 1e9:5.1f} GB/s)   ratio {t / s:4.2f}")
 
 
+def jit_interpreted():
+    import fastjac
+    from fastjac import _expr
+    w_, x_ = fastjac.var("w"), fastjac.var("x")
+    n = 10_000_000
+    rng = np.random.default_rng(0)
+    exprs = {"softplus(w*x - 1.5)*sin(x) + 0.25*tanh(w)":
+             fastjac.softplus(w_ * x_ - 1.5) * fastjac.sin(x_) + 0.25 * fastjac.tanh(w_),
+             "exp(w)": fastjac.exp(w_),
+             "exp(w)*x + w*w - x/3": fastjac.exp(w_) * x_ + w_ * w_ - x_ / 3}
+    print(f"n = {n:,}, value and d/dw; ms, medians of 6 alternating calls")
+    try:
+        for dtype in (np.float64, np.float32):
+            w = rng.uniform(0.25, 2, n).astype(dtype)
+            x = rng.uniform(0.25, 2, n).astype(dtype)
+            value, deriv = np.empty_like(w), np.empty_like(w)
+            for title, e in exprs.items():
+                # one kernel per mode: a program keeps the code of its first
+                # large call, so the mode is set again before each call
+                kernels = {mode: fastjac.compile(e).kernel("w", value=True)
+                           for mode in ("never", "always")}
+                args = [{"w": w, "x": x}[name] for name in fastjac.compile(e).variables]
+                times = {mode: [] for mode in kernels}
+                for _ in range(7):
+                    for mode, kernel in kernels.items():
+                        _expr._set_jit(mode)
+                        start = time.perf_counter()
+                        kernel(*args, value, deriv)
+                        times[mode].append(time.perf_counter() - start)
+                t = {mode: np.median(ts[1:]) * 1e3 for mode, ts in times.items()}
+                print(f"  {np.dtype(dtype).name:7s} {title:44s} interpreter {t['never']:7.2f}"
+                      f"   compiled {t['always']:7.2f}   ratio {t['always'] / t['never']:.2f}")
+    finally:
+        _expr._set_jit(None)
+
+
 def fill():
     """An 80 MB fill on both threads, of ones and of zeros: ordinary against
     non-temporal stores (the STREAM kernels), and fastjac's fill beside them
@@ -304,5 +347,6 @@ if __name__ == "__main__":
             subprocess.run([sys.executable, __file__, "compute"], check=True)
         else:
             {"overhead": overhead, "compute": compute, "threads": threads,
-             "neuron": neuron, "expr": expr, "small": small, "fill": fill}[w]()
+             "neuron": neuron, "expr": expr, "small": small, "fill": fill,
+             "jit_interpreted": jit_interpreted}[w]()
         print()

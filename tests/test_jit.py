@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import fastjac as fj
-from fastjac import _expr, _jit
+from fastjac import _expr, _jit, _operators
+
+import oracle
 
 w_, x_, z_ = fj.var("w"), fj.var("x"), fj.var("z")
 N = 70_001                      # above _jit.JIT_MIN_SIZE, not a multiple of the block
@@ -184,31 +186,100 @@ def test_sums_scalars_and_threads(dtype, jit_mode):
                                dS_dz * x64 - w64 / 1.5 ** 2, rtol=tol)
 
 
-def test_transcendental_programs_stay_interpreted(jit_mode):
-    jit_mode("always")
-    before = _jit.status()["compiled"]
-    w, x = data(np.float64)
-    value, deriv = run(fj.compile(fj.exp(w_) * x_), "w", w, x)
-    assert _jit.status()["compiled"] == before          # nothing compiled
-    np.testing.assert_allclose(deriv, np.exp(w) * x, rtol=1e-14)
-    # the functions built on _vecmath.h's exp: vectorised on the interpreter
-    value, deriv = run(fj.compile(fj.softplus(w_) * x_), "w", w, x)
-    assert _jit.status()["compiled"] == before
-    np.testing.assert_allclose(value, np.logaddexp(0, w) * x, rtol=1e-14)
-    np.testing.assert_allclose(deriv, x / (1 + np.exp(-w)), rtol=1e-14)
-    value, deriv = run(fj.compile(fj.log_sigmoid(w_) * x_), "w", w, x)
-    assert _jit.status()["compiled"] == before
-    np.testing.assert_allclose(value, -np.logaddexp(0, -w) * x, rtol=1e-14)
-    np.testing.assert_allclose(deriv, x / (1 + np.exp(w)), rtol=1e-14)
-    value, deriv = run(fj.compile(fj.logaddexp(w_, x_)), "w", w, x)
-    assert _jit.status()["compiled"] == before
-    np.testing.assert_allclose(value, np.logaddexp(w, x), rtol=1e-15)
-    np.testing.assert_allclose(deriv, 1 / (1 + np.exp(x - w)), rtol=1e-15)
+OPERATORS = [op for op in _operators.OPERATORS if op.name != "identity"]
+
+
+def operands(op, dtype, n=N):
+    """w, x in op's domain (x > 0: it multiplies the result), with special
+    values in the first 16 elements: NaN, infinities, zeros, sin and cos's
+    libm range (|x| >= 2**17), huge and tiny numbers."""
+    rng = np.random.default_rng(7)
+    low = 0.25 if op.real_above is not None or op.name == "power" else -3.0
+    w = rng.uniform(low, 2.0, n).astype(dtype)
+    x = rng.uniform(0.25, 2.0, n).astype(dtype)
+    w[:16] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3e5, -2e5, 1e30, -1e30, 1e-30, 700.0,
+              -700.0, 1.0, -1.0, 2.0, 0.5]
+    x[:16] = [1.0, 2.0, 0.5, np.nan, np.inf, 1.5, 0.0, 3.0, 1.0, -1.0, 0.25, 2.0, 1.0, 1.0,
+              2.0, 0.5]
+    w[100:110] = x[100:110]             # ties: maximum, minimum
+    return w, x
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_expm1_values_compile_and_its_derivative_stays_interpreted(dtype, jit_mode):
-    # expm1's value is libm's in both; its derivative is exp, _vecmath.h's
+@pytest.mark.parametrize("op", OPERATORS, ids=[op.name for op in OPERATORS])
+def test_every_operator_compiles_with_the_interpreters_bits(op, dtype, jit_mode):
+    """Every operator runs compiled inside arithmetic: computed in the loop
+    (op.jit), or handed to the interpreter's exec_block of the same level
+    (the vectorised functions, the costlier derivatives). Both give the
+    interpreter's bits, special values included; the numbers are checked
+    against the oracle's closed forms besides."""
+    f = getattr(fj.expr, op.name)
+    binary = len(op.derivatives) == 2
+    expr = (f(w_, x_) if binary else f(w_)) * x_ + w_
+    w, x = operands(op, dtype)
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    y = oracle.forward(op.name, w64, x64) if binary else oracle.forward(op.name, w64)
+    dw = oracle.derivative(op.name, w64, x64, 0) if binary else oracle.derivative(op.name, w64)
+    with np.errstate(all="ignore"):     # the special values
+        expected = {"w": dw * x64 + 1,
+                    "x": (oracle.derivative(op.name, w64, x64, 1) * x64 if binary else 0) + y}
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for wrt in ("w", "x"):
+        jit_mode("never")
+        interpreted = run(fj.compile(expr), wrt, w, x)
+        jit_mode("always")
+        before = attached()
+        fused = run(fj.compile(expr), wrt, w, x)
+        assert _jit.status()["error"] is None
+        assert attached() == before + 1                 # runs compiled code
+        np.testing.assert_array_equal(fused[0], interpreted[0])
+        np.testing.assert_array_equal(fused[1], interpreted[1])
+        with np.errstate(all="ignore"):
+            value = y * x64 + w64
+        ok = np.isfinite(value) & np.isfinite(expected[wrt])
+        ok[:110] = False                    # special values, ties: the bits above
+        np.testing.assert_allclose(fused[0][ok], value[ok], rtol=tol, atol=tol)
+        np.testing.assert_allclose(fused[1][ok], expected[wrt][ok], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_interpreted_instructions_share_the_blocks_with_sums_and_threads(dtype, jit_mode):
+    """A program mixing compiled and interpreted instructions with sums, a
+    scalar and two outputs: the same bits as the interpreter on one thread
+    and on two (the chunks, blocks and per-block sums are the interpreter's)."""
+    w, x = data(dtype)
+    loss = fj.compile(fj.mean(fj.softplus(w_ * x_ - 1.5) * fj.sin(x_) + 0.25 * fj.tanh(w_)))
+    results = {}
+    before = fj.get_num_threads()
+    try:
+        for mode in ("never", "always"):
+            jit_mode(mode)
+            for threads in (1, 2):
+                fj.set_num_threads(threads)
+                results[mode, threads] = loss.value_and_jacobian(["w", "x"], w=w, x=x)
+    finally:
+        fj.set_num_threads(before)
+    v0, (gw0, gx0) = results["never", 1]
+    for key, (v, (gw, gx)) in results.items():
+        assert v == v0, key
+        np.testing.assert_array_equal(gw, gw0)
+        np.testing.assert_array_equal(gx, gx0)
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    z = w64 * x64 - 1.5
+    s = 1 / (1 + np.exp(-z))
+    expected = np.mean(np.logaddexp(0, z) * np.sin(x64) + 0.25 * np.tanh(w64))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(v0, expected, rtol=tol)
+    np.testing.assert_allclose(gw0, (s * x64 * np.sin(x64) + 0.25 / np.cosh(w64) ** 2) / len(w),
+                               rtol=tol, atol=tol / len(w))
+    np.testing.assert_allclose(gx0, (s * w64 * np.sin(x64) + np.logaddexp(0, z) * np.cos(x64))
+                               / len(w), rtol=tol, atol=tol / len(w))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_expm1_values_compile_and_its_derivative_goes_to_the_interpreter(dtype, jit_mode):
+    # expm1's value is libm's in both; its derivative is exp, _vecmath.h's,
+    # which the compiled code hands to the interpreter's exec_block
     w, x = data(dtype, nan=True)
     expr = fj.expm1(w_) * x_ - fj.log1p(x_)
     jit_mode("never")
@@ -224,9 +295,11 @@ def test_expm1_values_compile_and_its_derivative_stays_interpreted(dtype, jit_mo
     np.testing.assert_allclose(fused[62:], (np.expm1(w64) * x64 - np.log1p(x64))[62:], rtol=tol,
                                atol=8 * tol)
     assert np.isnan(fused[60:62]).all()
-    compiled_before = _jit.status()["compiled"]
+    before = attached()
     value, deriv = run(fj.compile(expr), "w", w, x)
-    assert _jit.status()["compiled"] == compiled_before
+    assert attached() == before + 1
+    source = _jit.c_source(programs_of(fj.compile(expr), "w")[0], dtype == np.float64, True)
+    assert "fj_block(" in source                    # exp' = exp: the interpreter's
     np.testing.assert_array_equal(value, interpreted)
     np.testing.assert_allclose(deriv[62:], (np.exp(w64) * x64)[62:], rtol=tol)
 
@@ -274,14 +347,29 @@ def test_threads_racing_to_the_first_call_compile_once(jit_mode):
         np.testing.assert_array_equal(r, expected)
 
 
-def test_c_source_names_unsupported_instructions():
-    c = fj.compile(fj.sin(w_) + x_)
-    run(c, "w", *data(np.float64, n=8))
-    programs = [sp.program for plan in c._plans.values() for stage in plan.stages
+def programs_of(compiled, wrt):
+    """The Programs of a compiled expression's plans, after a call."""
+    run(compiled, wrt, *data(np.float64, n=8))
+    programs = [sp.program for plan in compiled._plans.values() for stage in plan.stages
                 for sp in stage if hasattr(sp, "program")]
     assert programs
-    with pytest.raises(_jit.Unsupported, match="sin"):
-        _jit.c_source(programs[0], True, True)
+    return programs
+
+
+def test_c_source_hands_vectorised_functions_to_the_interpreter():
+    # sin is _vecmath.h's: the interpreter's exec_block computes it, and the
+    # addition around it is a loop of this C
+    source = _jit.c_source(programs_of(fj.compile(fj.sin(w_) + x_), "w")[0], True, True)
+    assert "fj_block(" in source and "F(v_add)" in source
+    source = _jit.c_source(programs_of(fj.compile(fj.sqrt(w_) + x_), "w")[0], True, True)
+    assert "fj_block" not in source and "F(m_sqrt)" in source
+
+
+def test_too_many_registers_for_the_stack_stay_interpreted(jit_mode, monkeypatch):
+    monkeypatch.setattr(_jit, "MAX_BLOCKS", 1)
+    c = fj.compile(fj.exp(w_) * x_ + fj.tanh(x_) * w_)
+    with pytest.raises(_jit.Unsupported, match="blocks of registers"):
+        _jit.c_source(programs_of(c, "w")[0], True, True)
 
 
 def _child(env, code):

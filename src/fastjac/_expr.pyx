@@ -76,6 +76,14 @@ def current_table():
     return PyCapsule_New(<void*>&CURRENT, b"fastjac.ExprTable", NULL)
 
 
+def block_address(capsule, bint is_double):
+    """The address of the interpreter's one-block function (exec_block) in
+    an ExprTable capsule, for the given dtype: _jit.py's compiled loops call
+    it for the instructions they leave to the interpreter."""
+    cdef ExprTable* table = <ExprTable*>PyCapsule_GetPointer(capsule, b"fastjac.ExprTable")
+    return <Py_ssize_t>(table.block_f64 if is_double else table.block_f32)
+
+
 from . import _level_baseline                    # runs anywhere, until _simd.select()
 _use_table(_level_baseline.tables()[1])
 

@@ -23,19 +23,23 @@ other multiply and add are fused. The instruction set is the interpreter's
 ``-march=native``.
 
 Every formula comes from _formulas.h, the header whose functions the
-interpreter calls for the same instructions: this C #includes it. Only
-programs made of arithmetic, comparisons, max/min, abs, relu, sqrt, log,
-log1p, expm1 (libm's, in both) and the derivatives whose record in
-_operators.py costs no more than its memory traffic are compiled; a program
-with a vectorised transcendental function of _vecmath.h (exp, sin, cos,
-tanh, sigmoid, softplus, log_sigmoid, logaddexp, power) stays on the
-interpreter, whose cost there is the function, not the loads and stores --
-and whose bits the same function compiled here would not always reproduce:
-the interpreter's modules let the compiler contract multiply-adds inside
-those functions into FMAs, this C is compiled with -ffp-contract=off (so
-that the multiply-adds *between* instructions are not fused). Without a
-working C compiler nothing changes either: the first failure is remembered
-(``status()`` says why) and the interpreter runs.
+interpreter calls for the same instructions: this C #includes it. The loop
+computes arithmetic, comparisons, max/min, abs, relu, sqrt, log, log1p,
+expm1, log2 (libm's, in both) and the derivatives whose record in
+_operators.py costs no more than its memory traffic. Every other instruction
+-- a vectorised transcendental function of _vecmath.h (exp, sin, cos, tanh,
+sigmoid, softplus, log_sigmoid, logaddexp, power) or a costlier derivative --
+is not recompiled here: such a program keeps the interpreter's 256-element
+blocks, the loop runs each stretch of the instructions above over a block,
+and the others are handed to the interpreter's own ``exec_block`` of the same
+SIMD level (``fj_block``, set when the code is loaded). They therefore give
+the interpreter's bits by construction: it is the same machine code. (The
+same function compiled here would not always: the interpreter's modules let
+the compiler contract multiply-adds inside those functions into FMAs, this C
+is compiled with -ffp-contract=off, so that the multiply-adds *between*
+instructions are not fused.) Without a working C compiler nothing changes
+either: the first failure is remembered (``status()`` says why) and the
+interpreter runs.
 
 ``FASTJAC_JIT`` in the environment: ``0`` never compiles, ``1`` compiles at
 the first call whatever its size; unset, ``auto``, compiles a program at its
@@ -201,14 +205,61 @@ class Unsupported(Exception):
     """The program uses an instruction this module does not compile."""
 
 
+def _compiles(name, code):
+    """Whether this module compiles the instruction (``code``: a deriv's)."""
+    return (name in _UNARY or name in _BINARY or name == "muladd"
+            or (name == "deriv" and _CODE.get(code) in _DERIV))
+
+
+def _fused(name, code, a, b, c, fused_muladd, is_double):
+    """The C expression of a compiled instruction, its operands as C (c:
+    muladd's addend; for a deriv, ``code`` is the derivative's)."""
+    if name in _UNARY:
+        return _UNARY[name].format(a=a)
+    if name in _BINARY:
+        return _BINARY[name].format(a=a, b=b)
+    if name == "muladd":
+        return (f"fma({a}, {b}, {c})" if fused_muladd and is_double else
+                f"fmaf({a}, {b}, {c})" if fused_muladd else f"{a} * {b} + {c}")
+    return _DERIV[_CODE[code]].format(a=a, b=b)
+
+
 def c_source(program, is_double, fused_muladd):
     """The C source of a program's chunk function ``fj_chunk``; raises
-    Unsupported for a program the interpreter must run."""
-    prog = np.asarray(program.prog).reshape(-1, 5)
-    kind, index = np.asarray(program.kind), np.asarray(program.index)
+    Unsupported for a program the interpreter must run.
+
+    A program whose every instruction this module compiles becomes one loop
+    with a local variable per register (_fused_source). One with other
+    instructions -- the vectorised functions of _vecmath.h, the derivatives
+    that cost more than their memory traffic -- keeps the interpreter's
+    blocks (_blocked_source): the compiled instructions between two others
+    run as one loop, the others are handed to the interpreter's own
+    exec_block, which therefore gives them its bits."""
+    prog = np.asarray(program.prog).reshape(-1, 5).tolist()
     if program.n_outs > MAX_OUTS or program.n_acc > MAX_SUMS:
         raise Unsupported("too many outputs or sums")
-    T = "double" if is_double else "float"
+    kind = np.asarray(program.kind)
+    for op, d, a, b, c in prog:
+        if _NAME[op] != "sum" and kind[d] not in (_K["temp"], _K["out"]):
+            raise Unsupported("an instruction writes an input register")
+    outs = sorted({int(program.index[r]): r for r in range(len(kind))
+                   if kind[r] == _K["out"]}.items())
+    written = {d for op, d, a, b, c in prog if _NAME[op] != "sum"}
+    written |= {b for op, d, a, b, c in prog if _NAME[op] in ("tanh_vd", "softplus_vd")}
+    written |= {c for op, d, a, b, c in prog if _NAME[op] == "softplus_vd" and c >= 0}
+    for j, r in outs:
+        if r not in written:
+            raise Unsupported("an output no instruction writes")
+    head = _PRELUDE % {"T": "double" if is_double else "float", "BLOCK": _expr.BLOCK_SIZE,
+                       "suffix": "_f64" if is_double else "_f32"}
+    if all(_NAME[op] == "sum" or _compiles(_NAME[op], c) for op, d, a, b, c in prog):
+        return head + _fused_source(program, prog, outs, is_double, fused_muladd)
+    return head + _blocked_source(program, prog, outs, is_double, fused_muladd)
+
+
+def _fused_source(program, prog, outs, is_double, fused_muladd):
+    """fj_chunk as one loop, each register a local variable."""
+    kind, index = np.asarray(program.kind), np.asarray(program.index)
 
     def ref(r):
         k = kind[r]
@@ -220,39 +271,20 @@ def c_source(program, is_double, fused_muladd):
 
     body, sums = [], []
     written = set()
-    for op, d, a, b, c in prog.tolist():
+    for op, d, a, b, c in prog:
         name = _NAME[op]
         if name == "sum":
             sums.append((d, ref(a)))
             continue
-        if name in _UNARY:
-            expr = _UNARY[name].format(a=ref(a))
-        elif name in _BINARY:
-            expr = _BINARY[name].format(a=ref(a), b=ref(b))
-        elif name == "muladd":
-            expr = (f"fma({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd and is_double else
-                    f"fmaf({ref(a)}, {ref(b)}, {ref(c)})" if fused_muladd else
-                    f"{ref(a)} * {ref(b)} + {ref(c)}")
-        elif name == "deriv" and _CODE.get(c) in _DERIV:
-            expr = _DERIV[_CODE[c]].format(a=ref(a), b=ref(b))
-        else:
-            raise Unsupported(f"instruction {name!r}" +
-                              (f" ({_CODE.get(c)})" if name == "deriv" else ""))
-        if kind[d] not in (_K["temp"], _K["out"]):
-            raise Unsupported("an instruction writes an input register")
+        expr = _fused(name, c, ref(a), ref(b), ref(c) if name == "muladd" else None,
+                      fused_muladd, is_double)
         decl = "" if d in written else "T "
         written.add(d)
         body.append(f"{decl}r{d} = {expr};")
-    outs = sorted({int(index[r]): r for r in range(len(kind)) if kind[r] == _K["out"]}.items())
-    for j, r in outs:
-        if r not in written:
-            raise Unsupported("an output no instruction writes")
     stores = [(j, f"r{r}") for j, r in outs]
 
-    lines = [_PRELUDE % {"T": T, "BLOCK": _expr.BLOCK_SIZE,
-                         "suffix": "_f64" if is_double else "_f32"}]
-    lines.append("void fj_chunk(void** arrays, const double* scalars, void** outs, "
-                 "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {")
+    lines = ["void fj_chunk(void** arrays, const double* scalars, void** outs, "
+             "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {"]
     for j in range(program.n_scalars):
         lines.append(f"    const T S{j} = (T)scalars[{j}];")
     if not sums:
@@ -271,12 +303,102 @@ def c_source(program, is_double, fused_muladd):
     lines += [f"            O{j}[i] = {r};" for j, r in stores]
     lines += [f"            U{k}[i] = {src};" for k, (_, src) in enumerate(sums)]
     lines.append("        }")
-    for j, _ in outs:
-        lines.append(f"        if (outs[{j}]) {{ T* o = (T*)outs[{j}] + pos;")
-        lines.append(f"            if (streamed) stream_out(o, O{j}, m); "
-                     f"else memcpy(o, O{j}, m * sizeof(T)); }}")
+    lines += _write_outs([(j, f"O{j}") for j, _ in outs])
     for k, (j, _) in enumerate(sums):
         lines.append(f"        acc[{j}] += block_sum(U{k}, m);")
+    lines.append("    }")
+    lines.append("    if (streamed) fj_stream_fence();")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_outs(sources):
+    """C lines copying each output's block to its array (after a block);
+    sources: (output index, the C name of its block)."""
+    lines = []
+    for j, src in sources:
+        lines.append(f"        if (outs[{j}]) {{ T* o = (T*)outs[{j}] + pos;")
+        lines.append(f"            if (streamed) stream_out(o, {src}, m); "
+                     f"else memcpy(o, {src}, m * sizeof(T)); }}")
+    return lines
+
+
+MAX_BLOCKS = 32                 # W's blocks: MAX_BLOCKS * BLOCK numbers of stack
+
+
+def _blocked_source(program, prog, outs, is_double, fused_muladd):
+    """fj_chunk over the interpreter's blocks, with its registers: each
+    temporary and scalar register is the block of its slot in W (the
+    interpreter's scratch), each output one block after them. A run of
+    compiled instructions is one loop over the block; every other
+    instruction (sums too) is the interpreter's, called through fj_block on
+    the same registers -- the same machine code as an interpreted run."""
+    kind, index, slot = (np.asarray(program.kind), np.asarray(program.index),
+                         np.asarray(program.slot))
+    n_slots = int(program.n_slots)
+    out_block = {r: n_slots + k for k, (j, r) in enumerate(outs)}
+    n_blocks = n_slots + len(outs)
+    if n_blocks > MAX_BLOCKS:
+        raise Unsupported(f"{n_blocks} blocks of registers (at most {MAX_BLOCKS})")
+
+    def block(r):
+        return out_block[r] if kind[r] == _K["out"] else int(slot[r])
+
+    def ref(r):
+        k = kind[r]
+        if k == _K["array"]:
+            return f"A{index[r]}[i]"
+        if k == _K["scalar"]:
+            return f"S{index[r]}"
+        return f"W[{block(r)}][i]"
+
+    flat = ", ".join(str(v) for row in prog for v in row)
+    lines = [
+        "/* the interpreter on one block (_expr_loops.pxd's exec_block, of the",
+        "   SIMD level this code is compiled for): _jit.py sets it after loading */",
+        "void (*fj_block)(const int* prog, ptrdiff_t n_instr, T** R, double* acc,",
+        "                 ptrdiff_t m) = 0;",
+        f"static const int PROGRAM[{5 * len(prog)}] = {{{flat}}};",
+        "",
+        "void fj_chunk(void** arrays, const double* scalars, void** outs, "
+        "double* acc, ptrdiff_t start, ptrdiff_t stop, int streamed) {",
+        f"    T W[{n_blocks}][BLOCK] __attribute__((aligned(64)));",
+        f"    T* R[{len(kind)}];",
+    ]
+    for j in range(program.n_scalars):
+        lines.append(f"    const T S{j} = (T)scalars[{j}];")
+    for r in range(len(kind)):
+        if kind[r] == _K["scalar"]:
+            lines.append(f"    R[{r}] = W[{block(r)}];")
+            lines.append(f"    for (int i = 0; i < BLOCK; i++) W[{block(r)}][i] = S{index[r]};")
+        elif kind[r] in (_K["temp"], _K["out"]):
+            lines.append(f"    R[{r}] = W[{block(r)}];")
+    lines.append(f"    for (int k = 0; k < {program.n_acc}; k++) acc[k] = 0;")
+    lines.append("    for (ptrdiff_t pos = start; pos < stop; pos += BLOCK) {")
+    lines.append("        ptrdiff_t m = stop - pos < BLOCK ? stop - pos : BLOCK;")
+    for j in range(program.n_arrays):
+        lines.append(f"        const T* A{j} = (const T*)arrays[{j}] + pos;")
+    for r in range(len(kind)):
+        if kind[r] == _K["array"]:
+            lines.append(f"        R[{r}] = (T*)A{index[r]};")
+    k = 0
+    while k < len(prog):
+        first = k
+        if _compiles(_NAME[prog[k][0]], prog[k][4]):
+            lines.append("        for (ptrdiff_t i = 0; i < m; i++) {")
+            while k < len(prog) and _compiles(_NAME[prog[k][0]], prog[k][4]):
+                op, d, a, b, c = prog[k]
+                name = _NAME[op]
+                expr = _fused(name, c, ref(a), ref(b), ref(c) if name == "muladd" else None,
+                              fused_muladd, is_double)
+                lines.append(f"            {ref(d)} = {expr};")
+                k += 1
+            lines.append("        }")
+        else:
+            while k < len(prog) and not _compiles(_NAME[prog[k][0]], prog[k][4]):
+                k += 1
+            lines.append(f"        fj_block(PROGRAM + {5 * first}, {k - first}, R, acc, m);")
+    lines += _write_outs([(j, f"W[{out_block[r]}]") for j, r in outs])
     lines.append("    }")
     lines.append("    if (streamed) fj_stream_fence();")
     lines.append("}")
@@ -407,7 +529,8 @@ def attach(program, is_double):
     if _status["error"] is None:
         try:
             level = _simd.current()         # read once: the source and the flags agree
-            address = _chunk_function(c_source(program, is_double, level != "baseline"), level)
+            address = _chunk_function(c_source(program, is_double, level != "baseline"), level,
+                                      _interpreter_block(level, is_double))
         except Unsupported:
             pass
         except Exception as exc:            # noqa: BLE001 - no compiler: interpret
@@ -416,10 +539,19 @@ def attach(program, is_double):
     program._use_compiled(is_double, address)
 
 
-def _chunk_function(source, level):
+def _interpreter_block(level, is_double):
+    """The address of the interpreter's exec_block for one SIMD level and
+    dtype: what the compiled code of that level calls for the instructions
+    it does not compile (``fj_block``)."""
+    import importlib
+    table = importlib.import_module(f"fastjac._level_{level}").tables()[1]
+    return _expr.block_address(table, is_double)
+
+
+def _chunk_function(source, level, block):
     """The address of ``fj_chunk`` compiled from source for SIMD ``level``,
     compiled at most once per process (threads asking for the same key at
-    once wait for one)."""
+    once wait for one); ``block``: the address its ``fj_block`` gets."""
     argv = _compiler()
     flags = _BASE_FLAGS + _simd.COMPILER_FLAGS[level]
     key = _digest(source, *argv, "", *flags)
@@ -433,7 +565,7 @@ def _chunk_function(source, level):
     if not owner:
         return pending.result()
     try:
-        pending.address = _load_or_compile(source, argv, flags, key)
+        pending.address = _load_or_compile(source, argv, flags, key, block)
     except BaseException as exc:
         if not isinstance(exc, Exception):  # interrupted: a later call tries again
             with _lock:
@@ -444,22 +576,22 @@ def _chunk_function(source, level):
     return pending.address
 
 
-def _load_or_compile(source, argv, flags, key):
+def _load_or_compile(source, argv, flags, key, block):
     directory = cache_dir()
     if directory is None:
-        return _compile(source, argv, flags, key)[0]
+        return _compile(source, argv, flags, key, block)[0]
     dir_fd = _open_cache_dir(directory)
     if dir_fd is None:
-        return _compile(source, argv, flags, key)[0]
+        return _compile(source, argv, flags, key, block)[0]
     try:
         name = "chunk-" + _digest(key, _compiler_version(argv), _fastjac_version(),
                                   _python_abi(), _header_digest()) + ".so"
         image = _read_cached(dir_fd, directory, name)
         if image is _REFUSED:               # left alone: the warning names it
-            return _compile(source, argv, flags, key)[0]
+            return _compile(source, argv, flags, key, block)[0]
         if image is not None:
             try:
-                address = _load_image(image, key)
+                address = _load_image(image, key, block)
             except (OSError, AttributeError) as exc:    # a damaged file: compile anew
                 _refuse(f"{os.path.join(directory, name)} does not load ({exc}); "
                         f"recompiling")
@@ -467,14 +599,14 @@ def _load_or_compile(source, argv, flags, key):
                 with _lock:
                     _status["loaded"] += 1
                 return address
-        address, image = _compile(source, argv, flags, key, keep_image=True)
+        address, image = _compile(source, argv, flags, key, block, keep_image=True)
         _write_cached(dir_fd, directory, name, image)
         return address
     finally:
         os.close(dir_fd)
 
 
-def _compile(source, argv, flags, key, keep_image=False):
+def _compile(source, argv, flags, key, block, keep_image=False):
     """Compile source; return the address of fj_chunk and, if asked, the
     bytes of the library."""
     import subprocess
@@ -491,7 +623,7 @@ def _compile(source, argv, flags, key, keep_image=False):
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
-        address = _dlopen(so_path)      # mapped: the file may go with the directory
+        address = _dlopen(so_path, block)   # mapped: the file may go with the directory
         image = None
         if keep_image:
             with open(so_path, "rb") as f:
@@ -502,7 +634,7 @@ def _compile(source, argv, flags, key, keep_image=False):
     return address, image
 
 
-def _load_image(image, key):
+def _load_image(image, key, block):
     """Load a library from its bytes (read from the disk cache through a
     checked descriptor) via a private temporary copy."""
     import tempfile
@@ -510,13 +642,19 @@ def _load_image(image, key):
         so_path = os.path.join(tmp, f"chunk-{key[:16]}.so")
         with open(so_path, "wb") as f:
             f.write(image)
-        return _dlopen(so_path)
+        return _dlopen(so_path, block)
 
 
-def _dlopen(path):
+def _dlopen(path, block):
     import ctypes           # here, not at import: `import fastjac` stays light
     lib = ctypes.CDLL(path)
     address = ctypes.cast(lib.fj_chunk, ctypes.c_void_p).value
+    try:
+        hook = ctypes.c_void_p.in_dll(lib, "fj_block")
+    except ValueError:                  # all compiled: it calls no interpreter
+        pass
+    else:
+        hook.value = block
     with _lock:
         _loaded.append(lib)             # never unloaded: programs hold the address
     return address

@@ -11,7 +11,7 @@
 
 from cpython.pycapsule cimport PyCapsule_New
 
-from ._expr_loops cimport neuron_pass, row_pass, run_program
+from ._expr_loops cimport exec_block, neuron_pass, row_pass, run_program
 from ._loops cimport kernel
 from ._rows cimport RowsTable, add_partials
 from ._tables cimport ExprTable, KernelTable
@@ -86,6 +86,16 @@ cdef int batch_f32(const float* X, const float* w, const float* v, Py_ssize_t N,
                     result)
 
 
+cdef void block_f64(const int* prog, Py_ssize_t n_instr, double** R, double* acc,
+                    Py_ssize_t m) noexcept nogil:
+    exec_block(prog, n_instr, R, acc, m)
+
+
+cdef void block_f32(const int* prog, Py_ssize_t n_instr, float** R, double* acc,
+                    Py_ssize_t m) noexcept nogil:
+    exec_block(prog, n_instr, R, acc, m)
+
+
 cdef KernelTable KERNELS
 KERNELS.f64 = kernel_f64
 KERNELS.f32 = kernel_f32
@@ -97,6 +107,8 @@ EXPR.neuron_f64 = neuron_f64
 EXPR.neuron_f32 = neuron_f32
 EXPR.batch_f64 = batch_f64
 EXPR.batch_f32 = batch_f32
+EXPR.block_f64 = block_f64
+EXPR.block_f32 = block_f32
 
 
 def tables():

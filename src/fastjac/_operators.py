@@ -121,9 +121,10 @@ def enum_name(d):
 #                _f32); None where the interpreter has a loop of its own
 #                (sin and cos: vectorised with a libm fallback) or no
 #                instruction at all (identity);
-#   jit          True if _jit.py compiles the value (a libm call or plain
-#                arithmetic; the vectorised functions of _vecmath.h stay on
-#                the interpreter, _jit.py says why);
+#   jit          True if _jit.py compiles the value into its loop (a libm
+#                call or plain arithmetic); False for the vectorised functions
+#                of _vecmath.h, which its code hands to the interpreter's
+#                exec_block (_jit.py says why);
 #   numpy        the NumPy ufuncs with the same meaning, by name: accepted
 #                as aliases of the operator (np.multiply for "multiply");
 #   real_above   for a function real only on part of the line, the x above

@@ -56,6 +56,14 @@ ctypedef int (*batch_f32_t)(const float* X, const float* w, const float* v,
                            Py_ssize_t n_xw, Py_ssize_t n_xx, float** full_outs,
                            Py_ssize_t n_acc, Py_ssize_t compiled, double* result) noexcept nogil
 
+# One block of m elements through the interpreter (exec_block of
+# _expr_loops.pxd): _jit.py's compiled loops call it for the instructions
+# they do not compile themselves, so those give the interpreter's bits.
+ctypedef void (*block_f64_t)(const int* prog, Py_ssize_t n_instr, double** R, double* acc,
+                             Py_ssize_t m) noexcept nogil
+ctypedef void (*block_f32_t)(const int* prog, Py_ssize_t n_instr, float** R, double* acc,
+                             Py_ssize_t m) noexcept nogil
+
 cdef struct ExprTable:
     program_f64_t program_f64
     program_f32_t program_f32
@@ -63,3 +71,5 @@ cdef struct ExprTable:
     neuron_f32_t neuron_f32
     batch_f64_t batch_f64        # a batch loss's pass over the rows of X
     batch_f32_t batch_f32
+    block_f64_t block_f64        # the interpreter on one block, for _jit.py
+    block_f32_t block_f32
