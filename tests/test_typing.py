@@ -7,12 +7,14 @@
   snippet using the public API passes ``mypy --strict``, types that were
   ``Any`` are asserted with ``assert_type``, and misuse is reported.
 * ``mypy.stubtest`` checks the stubs against the code, so they cannot drift
-  (names and parameters). Every extension type, internal ones included,
-  has its stub; STUBTEST_ALLOWLIST names only Cython's own module attributes.
+  (names and parameters). Every compiled module and every extension type,
+  internal ones included, has its stub; STUBTEST_ALLOWLIST names only
+  Cython's own module attributes.
 
 The mypy tests are skipped, saying why, when mypy is not installed
 (``pip install ".[test]"`` installs it).
 """
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -221,3 +223,14 @@ def test_level_stubs_are_one_stub():
     stubs = [Path(fastjac.__file__).with_name(f"_level_{level}.pyi").read_text()
              for level in _simd.LEVELS]
     assert stubs[1:] == stubs[:-1]
+
+
+def test_every_compiled_module_has_a_checked_stub():
+    from fastjac import _api
+    compiled = {path.name.split(".")[0] for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                for path in Path(_api.__file__).parent.glob(f"*{suffix}")}
+    stubs = Path(fastjac.__file__).parent
+    checked = {name.rpartition(".")[2] for name in STUBTEST_MODULES}
+    checked |= {f"_level_{level}" for level in _simd.LEVELS}
+    assert sorted(m for m in compiled if not (stubs / f"{m}.pyi").is_file()) == []
+    assert sorted(compiled - checked) == []
