@@ -7,12 +7,14 @@
   snippet using the public API passes ``mypy --strict``, types that were
   ``Any`` are asserted with ``assert_type``, and misuse is reported.
 * ``mypy.stubtest`` checks the stubs against the code, so they cannot drift
-  (names and parameters; STUBTEST_ALLOWLIST names the internals that are
-  deliberately left out of the stubs).
+  (names and parameters). Every compiled module and every extension type,
+  internal ones included, has its stub; STUBTEST_ALLOWLIST names only
+  Cython's own module attributes.
 
 The mypy tests are skipped, saying why, when mypy is not installed
 (``pip install ".[test]"`` installs it).
 """
+import importlib.machinery
 import importlib.util
 import inspect
 import os
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 
 import fastjac
+from fastjac import _simd
 
 P = inspect.Parameter
 
@@ -187,26 +190,47 @@ def test_mypy_reports_misuse(tmp_path):
     assert lines == set(range(8, 15)), output
 
 
-# Runtime names the stubs leave out on purpose (stubtest's allowlist, regexes).
+# Runtime names the stubs leave out: Cython's own, nothing of fastjac's
+# (stubtest's allowlist, regexes).
 STUBTEST_ALLOWLIST = r"""
 # Cython's own module attributes: the doctest table and the C-API capsules
 fastjac\.\w+\.__test__
 fastjac\.\w+\.__pyx_capi__
-# internal classes of the call layer and of the expression interpreter
-fastjac._api.Operands
-fastjac._expr.Program
-fastjac._expr.FastPlan
-fastjac._expr.ScalarStep
-fastjac._expr.LossCall
-fastjac._expr.LossTerm
 """
+
+
+# stubtest's modules, and the _level modules of the levels this CPU runs: a
+# level it lacks is left out, as importing its module may stop the process
+# with SIGILL (_simd.py); test_level_stubs_are_one_stub covers it
+STUBTEST_MODULES = ["fastjac._api", "fastjac._pool", "fastjac._kernels", "fastjac._expr",
+                    "fastjac._neuron", "fastjac._broadcast_loops", "fastjac.expr",
+                    "fastjac.expr_factors"]
 
 
 @needs_mypy
 def test_stubs_match_the_code(tmp_path):
-    modules = ["fastjac._api", "fastjac._pool", "fastjac._kernels", "fastjac._expr",
-               "fastjac._neuron", "fastjac.expr", "fastjac.expr_factors"]
+    modules = STUBTEST_MODULES + [f"fastjac._level_{level}" for level in _simd.available()]
     (tmp_path / "allowlist.txt").write_text(STUBTEST_ALLOWLIST)
     status, output = run_mypy(tmp_path, "mypy.stubtest", *modules, "--allowlist",
                               "allowlist.txt")
     assert status == 0, output
+
+
+def test_level_stubs_are_one_stub():
+    # _level_baseline/_avx2/_avx512 are built from one _level.pxi, and
+    # stubtest imports only the levels this CPU runs: one stub for all three
+    # keeps the others checked too
+    stubs = [Path(fastjac.__file__).with_name(f"_level_{level}.pyi").read_text()
+             for level in _simd.LEVELS]
+    assert stubs[1:] == stubs[:-1]
+
+
+def test_every_compiled_module_has_a_checked_stub():
+    from fastjac import _api
+    compiled = {path.name.split(".")[0] for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                for path in Path(_api.__file__).parent.glob(f"*{suffix}")}
+    stubs = Path(fastjac.__file__).parent
+    checked = {name.rpartition(".")[2] for name in STUBTEST_MODULES}
+    checked |= {f"_level_{level}" for level in _simd.LEVELS}
+    assert sorted(m for m in compiled if not (stubs / f"{m}.pyi").is_file()) == []
+    assert sorted(compiled - checked) == []

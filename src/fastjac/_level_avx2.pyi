@@ -1,0 +1,9 @@
+# fastjac._level_baseline / _avx2 / _avx512 (from _level.pxi): one instruction set's loops.
+from typing_extensions import CapsuleType
+
+# the highest level this CPU runs, an index into fastjac._simd.LEVELS
+def cpu_simd() -> int: ...
+# (KernelTable, ExprTable) capsules; RuntimeError on a CPU without this level
+def tables() -> tuple[CapsuleType, CapsuleType]: ...
+# the RowsTable capsule of the fused broadcast-sum loop; RuntimeError likewise
+def rows_table() -> CapsuleType: ...
