@@ -280,3 +280,44 @@ def test_disk_cache_recompiles_over_a_damaged_file(tmp_path, jit_mode):
     refused(tmp_path, cache, jit_mode, "does not load")
     assert lib.read_bytes()[:4] == b"\x7fELF"              # replaced by a good one
     assert stat.S_IMODE(lib.stat().st_mode) == 0o600
+
+
+CHILD_INTERPRETED = """
+    import json, sys, numpy as np, fastjac as fj
+    from fastjac import _jit
+    rng = np.random.default_rng(1)
+    w, x = rng.uniform(-3.0, 3.0, 70001), rng.uniform(0.25, 2.0, 70001)
+    W, X = fj.var("w"), fj.var("x")
+    value, deriv = np.empty_like(w), np.empty_like(w)
+    fj.compile(fj.softplus(W) * X + fj.sin(W * X)).kernel("w", value=True)(w, x, value, deriv)
+    np.savez(sys.argv[1], value=value, deriv=deriv)
+    print(json.dumps(_jit.status()))
+"""
+
+
+def test_cached_code_that_calls_the_interpreter_is_linked_to_it_on_load(tmp_path, jit_mode):
+    """softplus and sin run in the interpreter's block code, whose address a
+    library gets when it is loaded: from the compiler, and from the disk
+    cache in a new process alike."""
+    env = {**os.environ, "FASTJAC_JIT": "1", "FASTJAC_JIT_CACHE": str(tmp_path / "cache")}
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / f"{name}.npz"
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD_INTERPRETED),
+                               str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        with np.load(out) as results:
+            runs.append((json.loads(done.stdout), results["value"], results["deriv"]))
+    assert (runs[0][0]["compiled"], runs[0][0]["loaded"]) == (1, 0)
+    assert (runs[1][0]["compiled"], runs[1][0]["loaded"]) == (0, 1)
+    rng = np.random.default_rng(1)
+    w, x = rng.uniform(-3.0, 3.0, N), rng.uniform(0.25, 2.0, N)
+    W, X = fj.var("w"), fj.var("x")
+    value_i, deriv_i = interpreted(fj.softplus(W) * X + fj.sin(W * X), w, x, jit_mode)
+    for _, value, deriv in runs:
+        np.testing.assert_array_equal(value, value_i)
+        np.testing.assert_array_equal(deriv, deriv_i)
+    np.testing.assert_allclose(value_i, np.logaddexp(0, w) * x + np.sin(w * x), rtol=1e-13,
+                               atol=1e-15)
+    np.testing.assert_allclose(deriv_i, x / (1 + np.exp(-w)) + np.cos(w * x) * x,
+                               rtol=1e-13, atol=1e-14)
