@@ -442,9 +442,10 @@ def test_pickled_expression_is_rebuilt_not_its_code(tmp_path, child_jit, jit_mod
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_loss_row_programs_compiled_give_the_interpreters_bits(dtype, jit_mode):
-    """A loss's per-row program (relu, abs, minimum: no vectorised
-    transcendental) runs as compiled C in the row pass: the same bits as
-    the interpreter, for the value, gradients, Hessian diagonal and hvp."""
+    """A loss's per-row program runs as compiled C in the row pass (relu,
+    abs, minimum: all in the loop; softplus: through the interpreter's
+    block function): the same bits as the interpreter, for the value,
+    gradients, Hessian diagonal and hvp."""
     X_, wv_, y_, b_, s_ = (fj.var(n) for n in ("X", "w", "y", "b", "s"))
     rng = np.random.default_rng(2)
     X = rng.standard_normal((N, 13)).astype(dtype)
@@ -454,7 +455,9 @@ def test_loss_row_programs_compiled_give_the_interpreters_bits(dtype, jit_mode):
     r = X_ @ wv_ + b_ - y_
     a = abs(r)
     m = fj.minimum(a, 1.0)
-    for expr in (s_ * (y_ - fj.relu(X_ @ wv_ + b_)) ** 2, s_ * m * (a - 0.5 * m)):
+    z = X_ @ wv_ + b_
+    logistic = s_ * (fj.softplus(z) - y_ * z)     # softplus: the interpreter's, called
+    for expr in (s_ * (y_ - fj.relu(z)) ** 2, s_ * m * (a - 0.5 * m), logistic):
         results = []
         for mode in ("never", "always"):
             jit_mode(mode)

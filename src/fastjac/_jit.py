@@ -257,18 +257,23 @@ def c_source(program, is_double, fused_muladd):
     return head + _blocked_source(program, prog, outs, is_double, fused_muladd)
 
 
-def _fused_source(program, prog, outs, is_double, fused_muladd):
-    """fj_chunk as one loop, each register a local variable."""
+def _operands(program, register):
+    """ref(r): register r at element i as C -- an input array's element, a
+    scalar's value, else ``register(r)`` for a temporary or an output."""
     kind, index = np.asarray(program.kind), np.asarray(program.index)
 
     def ref(r):
-        k = kind[r]
-        if k == _K["array"]:
+        if kind[r] == _K["array"]:
             return f"A{index[r]}[i]"
-        if k == _K["scalar"]:
+        if kind[r] == _K["scalar"]:
             return f"S{index[r]}"
-        return f"r{r}"
+        return register(r)
+    return ref
 
+
+def _fused_source(program, prog, outs, is_double, fused_muladd):
+    """fj_chunk as one loop, each register a local variable."""
+    ref = _operands(program, lambda r: f"r{r}")
     body, sums = [], []
     written = set()
     for op, d, a, b, c in prog:
@@ -344,13 +349,7 @@ def _blocked_source(program, prog, outs, is_double, fused_muladd):
     def block(r):
         return out_block[r] if kind[r] == _K["out"] else int(slot[r])
 
-    def ref(r):
-        k = kind[r]
-        if k == _K["array"]:
-            return f"A{index[r]}[i]"
-        if k == _K["scalar"]:
-            return f"S{index[r]}"
-        return f"W[{block(r)}][i]"
+    ref = _operands(program, lambda r: f"W[{block(r)}][i]")
 
     flat = ", ".join(str(v) for row in prog for v in row)
     lines = [
@@ -367,12 +366,13 @@ def _blocked_source(program, prog, outs, is_double, fused_muladd):
     ]
     for j in range(program.n_scalars):
         lines.append(f"    const T S{j} = (T)scalars[{j}];")
+    # the interpreter reads a scalar register as a block of its value
+    read_there = {r for op, d, a, b, c in prog if not _compiles(_NAME[op], c) for r in (a, b)}
     for r in range(len(kind)):
-        if kind[r] == _K["scalar"]:
+        if kind[r] in (_K["scalar"], _K["temp"], _K["out"]):
             lines.append(f"    R[{r}] = W[{block(r)}];")
+        if kind[r] == _K["scalar"] and r in read_there:
             lines.append(f"    for (int i = 0; i < BLOCK; i++) W[{block(r)}][i] = S{index[r]};")
-        elif kind[r] in (_K["temp"], _K["out"]):
-            lines.append(f"    R[{r}] = W[{block(r)}];")
     lines.append(f"    for (int k = 0; k < {program.n_acc}; k++) acc[k] = 0;")
     lines.append("    for (ptrdiff_t pos = start; pos < stop; pos += BLOCK) {")
     lines.append("        ptrdiff_t m = stop - pos < BLOCK ? stop - pos : BLOCK;")
