@@ -547,3 +547,79 @@ def test_checker_accepts_every_format_of_the_sums(op, wrt, shapes, axis):
                 continue        # section 1's q x p form of a gradient by a matrix
             check_jacobian(y_of, jac, k, layout=layout)
             check_jacobian(y_of, jac, k, layout=layout, mode="full")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,wrt", [("multiply", 0), ("divide", 1), ("power", 0),
+                                    ("maximum", 1)])
+def test_shared_parameter_gradient_runs_in_c(monkeypatch, op, wrt, dtype):
+    """w of shape (n,) or (3, n) against a C-ordered X of shape (..., n):
+    _api.pyx sums the rows itself (no Python call; per-call cost in
+    docs/performance.md). Checked against the closed forms, with out=
+    (also aliasing w: all is read before out is written) and without."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shared-parameter gradient takes the C path")
+    rng = np.random.default_rng(5)
+    for k_shape, x_shape in (((4,), (4, 4)), ((7,), (3000, 7)), ((3, 5), (2, 3, 5)),
+                             ((70,), (40, 70))):
+        k = rng.uniform(0.5, 2.0, k_shape).astype(dtype)
+        X = rng.uniform(0.5, 2.0, x_shape).astype(dtype)
+        a, b = (k, X) if wrt == 0 else (X, k)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        partial = derivative(op, a64, b64, wrt)
+        expected = partial.reshape((-1,) + k_shape).sum(axis=0)
+        monkeypatch.setattr(_broadcast, "differentiate", refuse)
+        got = fastjac.sum_gradient(op, a, b, wrt=wrt)
+        out = np.full(k_shape, 7, dtype)
+        assert fastjac.sum_gradient(op, a, b, wrt=wrt, out=out) is out
+        monkeypatch.undo()
+        tol = 1e-12 if dtype == np.float64 else 2e-6
+        assert got.dtype == dtype and got.shape == k_shape
+        np.testing.assert_allclose(got, expected, rtol=tol)
+        np.testing.assert_array_equal(out, got)
+        # the general path (Fortran order) agrees to rounding
+        F = np.asfortranarray(X)
+        got_f = fastjac.sum_gradient(op, *((k, F) if wrt == 0 else (F, k)), wrt=wrt)
+        np.testing.assert_allclose(got_f, expected, rtol=tol)
+    k = np.array([2.0, 3.0, 4.0], dtype)
+    X = np.arange(1.0, 13.0, dtype=dtype).reshape(4, 3)
+    if op == "multiply":
+        assert fastjac.sum_gradient(op, k, X, out=k) is k       # out is the operand
+        np.testing.assert_array_equal(k, X.sum(axis=0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,wrt", [("multiply", 0), ("divide", 1), ("power", 0),
+                                    ("maximum", 1)])
+def test_shared_parameter_partials_run_in_c(monkeypatch, op, wrt, dtype):
+    """jacobian's compact result for k of X's trailing shape, below 2048
+    elements: the kernel row by row in _api.pyx. Closed forms, out= (also
+    X itself, element for element), and an out overlapping k, which goes
+    to the general path and still gives the right numbers."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("small shared-parameter partials take the C path")
+    rng = np.random.default_rng(6)
+    for k_shape, x_shape in (((4,), (4, 4)), ((3, 5), (2, 3, 5)), ((60,), (30, 60))):
+        k = rng.uniform(0.5, 2.0, k_shape).astype(dtype)
+        X = rng.uniform(0.5, 2.0, x_shape).astype(dtype)
+        a, b = (k, X) if wrt == 0 else (X, k)
+        expected = derivative(op, a.astype(np.float64), b.astype(np.float64), wrt)
+        monkeypatch.setattr(_broadcast, "differentiate", refuse)
+        got = fastjac.jacobian(op, a, b, wrt=wrt)
+        out = np.full(x_shape, 7, dtype)
+        assert fastjac.jacobian(op, a, b, wrt=wrt, out=out) is out
+        X_copy = X.copy()
+        in_place = fastjac.jacobian(op, *((k, X_copy) if wrt == 0 else (X_copy, k)), wrt=wrt,
+                                    out=X_copy)
+        monkeypatch.undo()
+        tol = 1e-15 if dtype == np.float64 else 1e-6
+        assert got.dtype == dtype and got.shape == x_shape and in_place is X_copy
+        np.testing.assert_allclose(got, expected, rtol=tol)
+        np.testing.assert_array_equal(out, got)
+        np.testing.assert_array_equal(X_copy, got)
+    # out's first row is k: the general path, which reads k before writing
+    buf = rng.uniform(0.5, 2.0, (5, 4)).astype(dtype)
+    k, X = buf[0], rng.uniform(0.5, 2.0, (5, 4)).astype(dtype)
+    expected = derivative("multiply", k.astype(np.float64), X.astype(np.float64), 1)
+    np.testing.assert_allclose(fastjac.jacobian("multiply", k, X, wrt=1, out=buf), expected,
+                               rtol=1e-6)

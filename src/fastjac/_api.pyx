@@ -20,6 +20,8 @@
 # cost, and compiled checks keep a whole call well under a microsecond.
 
 cimport numpy as cnp
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from cpython.pystate cimport PyThreadState
 
 cdef extern from "Python.h":
@@ -30,6 +32,7 @@ import sys
 
 import numpy as np
 
+from ._broadcast_loops cimport sum_rows_into
 from ._kernels cimport derivative_into, derivative_sum
 from ._limits cimport NOGIL_MIN_SIZE
 from . import _broadcast, _hessian, _kernels, _layout, _ops
@@ -222,6 +225,27 @@ cdef class Operands:
         return &self.singles[which]
 
 
+cdef bint broadcastable(cnp.ndarray a, cnp.ndarray b):
+    """NumPy's rule, as _broadcast.check_shapes (which words the error):
+    aligned from the last axis, each pair of lengths equal or one of them 1.
+    Here for the call that passes, without a Python call."""
+    cdef int na = cnp.PyArray_NDIM(a), nb = cnp.PyArray_NDIM(b), i
+    cdef Py_ssize_t m, n
+    for i in range(1, min(na, nb) + 1):
+        m, n = cnp.PyArray_DIM(a, na - i), cnp.PyArray_DIM(b, nb - i)
+        if m != n and m != 1 and n != 1:
+            return False
+    return True
+
+
+cdef cnp.ndarray in_dtype(cnp.ndarray x, int typenum):
+    """x in the native dtype ``typenum``, in whatever memory order it has
+    (_broadcast.as_operand, without its Python call when x already is)."""
+    if cnp.PyArray_TYPE(x) == typenum and cnp.PyArray_ISNOTSWAPPED(x):
+        return x
+    return _broadcast.as_operand(x, cnp.PyArray_DescrFromType(typenum))
+
+
 cdef Operands coerce(object a, object b, bint unary):
     cdef Operands ops = Operands()
     cdef cnp.ndarray arr_a, arr_b
@@ -249,10 +273,10 @@ cdef Operands coerce(object a, object b, bint unary):
             cnp.PyArray_SAMESHAPE(arr_a, arr_b):
         # NumPy broadcasting: checked here, computed by _broadcast (which
         # reads a Fortran-order operand as it is, so it is not copied here)
-        _broadcast.check_shapes((<object>arr_a).shape, (<object>arr_b).shape)
+        if not broadcastable(arr_a, arr_b):
+            _broadcast.check_shapes((<object>arr_a).shape, (<object>arr_b).shape)  # raises
         ops.broadcast = True
-        dtype = cnp.PyArray_DescrFromType(ops.typenum)
-        ops.a, ops.b = _broadcast.as_operand(arr_a, dtype), _broadcast.as_operand(arr_b, dtype)
+        ops.a, ops.b = in_dtype(arr_a, ops.typenum), in_dtype(arr_b, ops.typenum)
         return ops
     else:
         ops.a = native(arr_a, ops.typenum)
@@ -468,6 +492,11 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
         from . import _dask
         return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
     cdef Operands ops = coerce(a, b, spec.arity == 1)
+    if ops.broadcast and axis is None and fmt == "compact":
+        result = (shared_parameter_gradient(code, ops, w, out) if summing else
+                  shared_parameter_partials(code, ops, w, out))
+        if result is not None:
+            return result
     if ops.broadcast or axis is not None:
         return _broadcast.differentiate(
             summing, spec, code, operand_array(ops, 0),
@@ -477,6 +506,105 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
     compact = run_kernel(code, summing, ops, w, None)
     return _layout.as_matrix(compact, matrix_kind(summing, ops, w), denominator, fmt,
                              spec.structurally_zero, out)
+
+
+cdef bint shares_trailing_shape(cnp.ndarray k, cnp.ndarray x):
+    """k's shape is the trailing part of x's (w of shape (n,) against X of
+    shape (N, n)), both C-contiguous and aligned: the shared parameter."""
+    cdef int k_ndim = cnp.PyArray_NDIM(k), x_ndim = cnp.PyArray_NDIM(x), i
+    if (k_ndim >= x_ndim or cnp.PyArray_SIZE(k) <= 1
+            or not cnp.PyArray_ISCARRAY_RO(k) or not cnp.PyArray_ISCARRAY_RO(x)):
+        return False
+    for i in range(k_ndim):
+        if cnp.PyArray_DIM(k, i) != cnp.PyArray_DIM(x, x_ndim - k_ndim + i):
+            return False
+    return True
+
+
+cdef bint is_c_out(object out):
+    """out is None or a C-contiguous, aligned, writeable ndarray (the fast
+    paths write it directly; anything else goes to _broadcast.py)."""
+    return out is None or (cnp.PyArray_Check(out) and cnp.PyArray_ISCARRAY(<cnp.ndarray>out))
+
+
+cdef object shared_parameter_partials(int code, Operands ops, int w, object out):
+    """jacobian's compact result (the partials, of X's shape) for a shared
+    parameter k against X with fewer than NOGIL_MIN_SIZE elements: the
+    kernel row by row, here in C (the same element formulas as
+    _broadcast.py's single pass over the broadcast operands, so the same
+    bits). None when the call is not of that kind, or out overlaps k, or
+    overlaps X other than element for element."""
+    cdef cnp.ndarray k = ops.a if w == 0 else ops.b
+    cdef cnp.ndarray x = ops.b if w == 0 else ops.a
+    cdef cnp.ndarray result
+    cdef Py_ssize_t width = cnp.PyArray_SIZE(k), r, step, itemsize
+    if (cnp.PyArray_SIZE(x) >= NOGIL_MIN_SIZE or not shares_trailing_shape(k, x)
+            or not is_c_out(out)):
+        return None
+    if out is None:
+        result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), ops.typenum, 0)
+    else:
+        result = check_out(out, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), ops.typenum)
+        if overlaps(result, k) or (overlaps(result, x)
+                                   and cnp.PyArray_DATA(result) != cnp.PyArray_DATA(x)):
+            return None
+    itemsize = cnp.PyArray_ITEMSIZE(x)
+    for r in range(cnp.PyArray_SIZE(x) // width):
+        step = r * width * itemsize
+        if w == 0:
+            call_into(code, ops.typenum, cnp.PyArray_DATA(k), 1,
+                      <char*>cnp.PyArray_DATA(x) + step, 1,
+                      <char*>cnp.PyArray_DATA(result) + step, width)
+        else:
+            call_into(code, ops.typenum, <char*>cnp.PyArray_DATA(x) + step, 1,
+                      cnp.PyArray_DATA(k), 1, <char*>cnp.PyArray_DATA(result) + step, width)
+    return result
+
+
+cdef object shared_parameter_gradient(int code, Operands ops, int w, object out):
+    """sum_gradient's compact result when the differentiated operand k has
+    the trailing shape of the other, X, and both are C-contiguous (w of
+    shape (n,) against X of shape (N, n)): the sum over the rows of X, in
+    C from here, with no Python call (_broadcast.py takes every other
+    broadcast; for this one it calls the same loop, with the same bits).
+    None when the call is not of that kind."""
+    cdef cnp.ndarray k = ops.a if w == 0 else ops.b
+    cdef cnp.ndarray x = ops.b if w == 0 else ops.a
+    cdef Py_ssize_t width = cnp.PyArray_SIZE(k), rows
+    cdef double small[64]
+    cdef double* total = small
+    cdef cnp.ndarray result
+    if not shares_trailing_shape(k, x) or not is_c_out(out):
+        return None
+    if out is None:
+        result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(k), cnp.PyArray_DIMS(k), ops.typenum, 0)
+    else:
+        result = check_out(out, cnp.PyArray_NDIM(k), cnp.PyArray_DIMS(k), ops.typenum)
+    rows = cnp.PyArray_SIZE(x) // width
+    if width > 64:
+        total = <double*>malloc(width * sizeof(double))
+        if total == NULL:
+            raise MemoryError("fastjac: no memory for the sums of sum_gradient")
+    try:
+        # all of k and X is read before out is written: out may be either
+        sum_rows_into(code, w == 0, ops.typenum, cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
+                      rows, width, total)
+        write_totals(total, result, width)
+    finally:
+        if total != small:
+            free(total)
+    return result
+
+
+cdef void write_totals(const double* total, cnp.ndarray result, Py_ssize_t n) noexcept:
+    """result[i] = total[i], rounded to result's dtype (a C-contiguous
+    float64 or float32 array)."""
+    cdef Py_ssize_t i
+    if cnp.PyArray_TYPE(result) == cnp.NPY_DOUBLE:
+        memcpy(cnp.PyArray_DATA(result), total, n * sizeof(double))
+    else:
+        for i in range(n):
+            (<float*>cnp.PyArray_DATA(result))[i] = <float>total[i]
 
 
 cdef str matrix_kind(bint summing, Operands ops, int w):

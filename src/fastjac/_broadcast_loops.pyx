@@ -33,6 +33,7 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 
 from ._kernels cimport derivative_into, derivative_sum
+from ._limits cimport NOGIL_MIN_SIZE
 from ._pool cimport parallel_for, pool_threads
 from ._rows cimport RowsTable
 
@@ -49,16 +50,24 @@ from . import _simd
 cnp.import_array()
 
 cdef dict ROWS_TABLES = {}      # level -> RowsTable capsule of its _level module
+cdef object ROWS_LEVEL = None   # the level of ROWS
+cdef RowsTable* ROWS = NULL
 
 
-cdef RowsTable* rows_table():
-    """The fused loops of the level in use (fastjac._simd.select may change it)."""
-    level = _simd.current()
-    capsule = ROWS_TABLES.get(level)
-    if capsule is None:
-        capsule = importlib.import_module(f"fastjac._level_{level}").rows_table()
-        ROWS_TABLES[level] = capsule
-    return <RowsTable*>PyCapsule_GetPointer(capsule, b"fastjac.RowsTable")
+cdef RowsTable* rows_table() except NULL:
+    """The fused loops of the level in use (fastjac._simd.select may change
+    it): one attribute read when the level is the one of the last call."""
+    global ROWS, ROWS_LEVEL
+    level = _simd._in_use
+    if level is None or level is not ROWS_LEVEL:
+        level = _simd.current()
+        capsule = ROWS_TABLES.get(level)
+        if capsule is None:
+            capsule = importlib.import_module(f"fastjac._level_{level}").rows_table()
+            ROWS_TABLES[level] = capsule
+        ROWS = <RowsTable*>PyCapsule_GetPointer(capsule, b"fastjac.RowsTable")
+        ROWS_LEVEL = level
+    return ROWS
 
 cdef enum:
     # Elements per fused call of sum_rows over narrow rows (whole rows of
@@ -153,21 +162,23 @@ cdef Py_ssize_t chunk_count(Py_ssize_t elements, Py_ssize_t parts) noexcept nogi
                                   elements // MIN_CHUNK_ELEMENTS))
 
 
-def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
-    """out[j] = sum over rows r of d(k_j, x[r, j]) (d(x[r, j], k_j) when k is
-    operand b), in float64; k of shape (width,), x (rows, width), both
-    C-contiguous, aligned and of one float dtype (checked by the caller)."""
-    cdef Py_ssize_t rows = x.shape[0], width = x.shape[1], n_chunks, c, j
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    cdef cnp.ndarray out = np.zeros(width, np.float64)
-    cdef cnp.ndarray tile, acc
+cdef int sum_rows_into(int code, bint k_is_a, int typenum, const void* k, const void* x,
+                       Py_ssize_t rows, Py_ssize_t width, double* total) except -1:
+    """total[j] = sum over rows r of d(k_j, x[r, j]) (d(x[r, j], k_j) when k
+    is operand b), j < width; k of width elements, x rows x width, both
+    C-contiguous, aligned, of ``typenum`` (NPY_DOUBLE or NPY_FLOAT; checked
+    by the caller). Called with the GIL (released here for large sums); the
+    C entry of _api.pyx's fast path for a shared parameter, and of sum_rows."""
+    cdef Py_ssize_t n_chunks, c, j, itemsize = 8 if typenum == cnp.NPY_DOUBLE else 4
     cdef RowsJob job
-    cdef double* total = <double*>cnp.PyArray_DATA(out)
+    cdef void* tile = NULL
+    cdef double* acc = NULL
     cdef double* parts
-    cdef PyThreadState* state
+    cdef PyThreadState* state = NULL
+    memset(total, 0, width * sizeof(double))
     if rows == 0 or width == 0:
-        return out
-    job.code, job.k_is_a, job.x, job.rows, job.width = code, k_is_a, cnp.PyArray_DATA(x), rows, width
+        return 0
+    job.code, job.k_is_a, job.x, job.rows, job.width = code, k_is_a, x, rows, width
     job.failed = False
     job.fused = rows_table()
     if not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
@@ -177,23 +188,28 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
         job.chunk_rows = 0
         job.chunk_cols = (width + n_chunks - 1) // n_chunks
         n_chunks = (width + job.chunk_cols - 1) // job.chunk_cols
-        job.k, job.tile_rows = cnp.PyArray_DATA(k), 1
+        job.k, job.tile_rows = k, 1
         job.acc = total
-        acc = out
     else:
         n_chunks = chunk_count(rows * width, rows)
         job.chunk_rows = (rows + n_chunks - 1) // n_chunks
         n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
         job.chunk_cols = 0
-        job.tile_rows = max(<Py_ssize_t>1, BLOCK // width)
-        tile = cnp.PyArray_EMPTY(1, [job.tile_rows * width], typenum, 0)
+        # no more copies of k than a chunk has rows (the sums are the same:
+        # the rows of a chunk go in one block either way)
+        job.tile_rows = max(<Py_ssize_t>1, min(BLOCK // width, job.chunk_rows))
+        tile = malloc(job.tile_rows * width * itemsize)
+        acc = <double*>malloc(n_chunks * width * sizeof(double))
+        if tile == NULL or acc == NULL:
+            free(tile)
+            free(acc)
+            raise MemoryError("fastjac: no memory for the accumulators of sum_rows")
         for c in range(job.tile_rows):
-            memcpy(<char*>cnp.PyArray_DATA(tile) + c * cnp.PyArray_NBYTES(k),
-                   cnp.PyArray_DATA(k), cnp.PyArray_NBYTES(k))
-        job.k = cnp.PyArray_DATA(tile)
-        acc = np.empty(n_chunks * width, np.float64)
-        job.acc = <double*>cnp.PyArray_DATA(acc)
-    state = PyEval_SaveThread()
+            memcpy(<char*>tile + c * width * itemsize, k, width * itemsize)
+        job.k = tile
+        job.acc = acc
+    if rows * width >= NOGIL_MIN_SIZE:
+        state = PyEval_SaveThread()
     if typenum == cnp.NPY_DOUBLE:
         parallel_for(rows_chunk_f64, &job, n_chunks, pool_threads())
     else:
@@ -203,9 +219,22 @@ def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
         for c in range(n_chunks):          # chunk order: the same bits on any thread count
             for j in range(width):
                 total[j] += parts[c * width + j]
-    PyEval_RestoreThread(state)
+    if state != NULL:
+        PyEval_RestoreThread(state)
+    free(tile)
+    free(acc)
     if job.failed:
         raise MemoryError("fastjac: no memory for the accumulators of sum_rows")
+    return 0
+
+
+def sum_rows(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
+    """out[j] = sum over rows r of d(k_j, x[r, j]) (d(x[r, j], k_j) when k is
+    operand b), in float64; k of shape (width,), x (rows, width), both
+    C-contiguous, aligned and of one float dtype (checked by the caller)."""
+    cdef cnp.ndarray out = np.empty(x.shape[1], np.float64)
+    sum_rows_into(code, k_is_a, cnp.PyArray_TYPE(x), cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
+                  x.shape[0], x.shape[1], <double*>cnp.PyArray_DATA(out))
     return out
 
 
