@@ -623,12 +623,12 @@ def jacobian(op, a, b=None, *, wrt=0, layout="numerator", format="compact", out=
     Parameters
     ----------
     op : str or numpy.ufunc
-        A binary operator ("add", "subtract", "multiply", "divide", "maximum",
-        "minimum", "greater", "less", "power", "logaddexp") or a unary
-        function ("identity", "negative", "square", "sqrt", "exp", "log",
-        "sin", "cos", "tanh", "sigmoid", "relu", "abs", "softplus",
-        "log_sigmoid", "log1p", "expm1"; then ``b`` is None). The matching
-        NumPy ufunc (``np.multiply``, ``np.tanh``...) is accepted too.
+        A binary operator, one of ``fastjac.BINARY_OPS`` ("multiply",
+        "divide", "maximum", "power", "logaddexp"...), or a unary function,
+        one of ``fastjac.UNARY_OPS`` ("exp", "tanh", "sigmoid", "log1p"...;
+        then ``b`` is None): both lists are made from the operator records
+        (docs/expressions.md has the table). The matching NumPy ufunc
+        (``np.multiply``, ``np.tanh``...) is accepted too.
     a : array_like of shape (...) or scalar
         First operand (w in the specification).
     b : array_like or scalar, optional

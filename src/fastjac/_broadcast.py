@@ -3,7 +3,10 @@
 ``jacobian`` and ``sum_gradient`` (_api.pyx) hand a call here when the two
 operands have different shapes, neither of them a scalar, or when
 ``sum_gradient`` is given an ``axis``; equal shapes and scalar operands
-without an axis never come here and keep their own path.
+without an axis never come here and keep their own path. Nor does the
+compact result for a shared parameter k of the trailing shape of a
+C-ordered X: _api.pyx computes it with the loops used here
+(``shared_parameter_gradient``, ``shared_parameter_partials``).
 
 The structure. y = op(a, b) has the broadcast shape S; each element s of y
 reads one element k(s) of the differentiated operand k, and its partial

@@ -24,11 +24,11 @@ other multiply and add are fused. The instruction set is the interpreter's
 
 Every formula comes from _formulas.h, the header whose functions the
 interpreter calls for the same instructions: this C #includes it. The loop
-computes arithmetic, comparisons, max/min, abs, relu, sqrt, log, log1p,
-expm1, log2 (libm's, in both) and the derivatives whose record in
-_operators.py costs no more than its memory traffic. Every other instruction
--- a vectorised transcendental function of _vecmath.h (exp, sin, cos, tanh,
-sigmoid, softplus, log_sigmoid, logaddexp, power) or a costlier derivative --
+computes the values whose record in _operators.py says ``jit`` (arithmetic,
+comparisons, max/min, abs, relu, and libm's sqrt, log, log1p... in both) and
+the derivatives whose record costs no more than its memory traffic. Every
+other instruction -- a vectorised transcendental function of _vecmath.h
+(exp, sin, tanh, softplus...) or a costlier derivative --
 is not recompiled here: such a program keeps the interpreter's 256-element
 blocks, the loop runs each stretch of the instructions above over a block,
 and the others are handed to the interpreter's own ``exec_block`` of the same
