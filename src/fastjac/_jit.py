@@ -33,7 +33,8 @@ is not recompiled here: such a program keeps the interpreter's 256-element
 blocks, the loop runs each stretch of the instructions above over a block,
 and the others are handed to the interpreter's own ``exec_block`` of the same
 SIMD level (``fj_block``, set when the code is loaded). They therefore give
-the interpreter's bits by construction: it is the same machine code. (The
+the interpreter's bits by construction: the same C, compiled in the
+interpreter's module with its flags, runs them. (The
 same function compiled here would not always: the interpreter's modules let
 the compiler contract multiply-adds inside those functions into FMAs, this C
 is compiled with -ffp-contract=off, so that the multiply-adds *between*
@@ -337,7 +338,7 @@ def _blocked_source(program, prog, outs, is_double, fused_muladd):
     interpreter's scratch), each output one block after them. A run of
     compiled instructions is one loop over the block; every other
     instruction (sums too) is the interpreter's, called through fj_block on
-    the same registers -- the same machine code as an interpreted run."""
+    the same registers -- the interpreter's code, from its own module."""
     kind, index, slot = (np.asarray(program.kind), np.asarray(program.index),
                          np.asarray(program.slot))
     n_slots = int(program.n_slots)
