@@ -555,24 +555,36 @@ def test_checker_accepts_every_format_of_the_sums(op, wrt, shapes, axis):
 def test_shared_parameter_gradient_runs_in_c(monkeypatch, op, wrt, dtype):
     """w of shape (n,) or (3, n) against a C-ordered X of shape (..., n):
     _api.pyx sums the rows itself (no Python call; per-call cost in
-    docs/performance.md). Checked against the closed forms, with out=
+    docs/performance.md), for axis=None and for the leading axes k lacks.
+    Checked against the closed forms, with out=
     (also aliasing w: all is read before out is written) and without."""
     def refuse(*args, **kwargs):
         raise AssertionError("the shared-parameter gradient takes the C path")
     rng = np.random.default_rng(5)
     for k_shape, x_shape in (((4,), (4, 4)), ((7,), (3000, 7)), ((3, 5), (2, 3, 5)),
-                             ((70,), (40, 70))):
+                             ((5,), (2, 3, 5)), ((70,), (40, 70))):
         k = rng.uniform(0.5, 2.0, k_shape).astype(dtype)
         X = rng.uniform(0.5, 2.0, x_shape).astype(dtype)
         a, b = (k, X) if wrt == 0 else (X, k)
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         partial = derivative(op, a64, b64, wrt)
         expected = partial.reshape((-1,) + k_shape).sum(axis=0)
+        lead = len(x_shape) - len(k_shape)
         monkeypatch.setattr(_broadcast, "differentiate", refuse)
         got = fastjac.sum_gradient(op, a, b, wrt=wrt)
         out = np.full(k_shape, 7, dtype)
         assert fastjac.sum_gradient(op, a, b, wrt=wrt, out=out) is out
+        # summed over the leading axes that k lacks: the same compact sums
+        for axis in (tuple(range(lead)), tuple(range(lead))[::-1],
+                     tuple(i - len(x_shape) for i in range(lead))):
+            np.testing.assert_array_equal(
+                fastjac.sum_gradient(op, a, b, wrt=wrt, axis=axis[0] if lead == 1 else axis),
+                got)
         monkeypatch.undo()
+        if lead == 2:                           # one leading axis of two: _broadcast.py
+            np.testing.assert_allclose(fastjac.sum_gradient(op, a, b, wrt=wrt, axis=1),
+                                       partial.sum(axis=1), rtol=1e-12 if
+                                       dtype == np.float64 else 2e-6)
         tol = 1e-12 if dtype == np.float64 else 2e-6
         assert got.dtype == dtype and got.shape == k_shape
         np.testing.assert_allclose(got, expected, rtol=tol)

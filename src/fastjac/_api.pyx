@@ -492,8 +492,8 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
         from . import _dask
         return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
     cdef Operands ops = coerce(a, b, spec.arity == 1)
-    if ops.broadcast and axis is None and fmt == "compact":
-        result = (shared_parameter_gradient(code, ops, w, out) if summing else
+    if ops.broadcast and fmt == "compact":
+        result = (shared_parameter_gradient(code, ops, w, out, axis) if summing else
                   shared_parameter_partials(code, ops, w, out))
         if result is not None:
             return result
@@ -561,13 +561,38 @@ cdef object shared_parameter_partials(int code, Operands ops, int w, object out)
     return result
 
 
-cdef object shared_parameter_gradient(int code, Operands ops, int w, object out):
+cdef bint names_leading_axes(object axis, int lead, int ndim):
+    """axis (an int or a tuple of ints, negative ones counted from the end
+    of ndim axes) names exactly the axes 0 .. lead-1, each once. Anything
+    else -- including what NumPy would refuse -- is False, and the call
+    goes to _broadcast.py, which says what is wrong."""
+    cdef long a
+    cdef int count = 0
+    cdef unsigned long long seen = 0
+    if type(axis) is int:
+        axis = (axis,)
+    if type(axis) is not tuple or len(<tuple>axis) != lead or lead > 64:
+        return False
+    for item in <tuple>axis:
+        if type(item) is not int:
+            return False
+        a = item
+        if a < 0:
+            a += ndim
+        if a < 0 or a >= lead or seen & (1ULL << a):
+            return False
+        seen |= 1ULL << a
+    return True
+
+
+cdef object shared_parameter_gradient(int code, Operands ops, int w, object out, object axis):
     """sum_gradient's compact result when the differentiated operand k has
     the trailing shape of the other, X, and both are C-contiguous (w of
-    shape (n,) against X of shape (N, n)): the sum over the rows of X, in
-    C from here, with no Python call (_broadcast.py takes every other
-    broadcast; for this one it calls the same loop, with the same bits).
-    None when the call is not of that kind."""
+    shape (n,) against X of shape (N, n)), for axis=None or the leading
+    axes that k lacks (whose compact result is the same sums): the sum
+    over the rows of X, in C from here, with no Python call (_broadcast.py
+    takes every other broadcast; for this one it calls the same loop, with
+    the same bits). None when the call is not of that kind."""
     cdef cnp.ndarray k = ops.a if w == 0 else ops.b
     cdef cnp.ndarray x = ops.b if w == 0 else ops.a
     cdef Py_ssize_t width = cnp.PyArray_SIZE(k), rows
@@ -575,6 +600,9 @@ cdef object shared_parameter_gradient(int code, Operands ops, int w, object out)
     cdef double* total = small
     cdef cnp.ndarray result
     if not shares_trailing_shape(k, x) or not is_c_out(out):
+        return None
+    if axis is not None and not names_leading_axes(
+            axis, cnp.PyArray_NDIM(x) - cnp.PyArray_NDIM(k), cnp.PyArray_NDIM(x)):
         return None
     if out is None:
         result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(k), cnp.PyArray_DIMS(k), ops.typenum, 0)
