@@ -73,6 +73,19 @@ def attached():
     return s["compiled"] + s["reused"] + s["loaded"]
 
 
+def interpreted_and_compiled(jit_mode, expr, wrt, w, x):
+    """(value, derivative) by the interpreter, then by compiled code (which
+    must have been attached: compiled, reused or loaded)."""
+    jit_mode("never")
+    interpreted = run(fj.compile(expr), wrt, w, x)
+    jit_mode("always")
+    before = attached()
+    fused = run(fj.compile(expr), wrt, w, x)
+    assert _jit.status()["error"] is None
+    assert attached() == before + 1                 # runs compiled code
+    return interpreted, fused
+
+
 def run(compiled, wrt, w, x):
     value = np.empty_like(w)
     deriv = np.empty_like(w)
@@ -88,13 +101,7 @@ def test_compiled_matches_closed_form_and_interpreter(case, dtype, jit_mode):
     w, x = data(dtype, nan=True)        # NaN: the same bits too, checked below
     ok = slice(62, None)                # the closed forms: where all is finite
     for wrt, deriv_f in derivs.items():
-        jit_mode("never")
-        interpreted = run(fj.compile(expr), wrt, w, x)
-        jit_mode("always")
-        attached_before = attached()
-        fused = run(fj.compile(expr), wrt, w, x)
-        assert _jit.status()["error"] is None
-        assert attached() == attached_before + 1        # runs compiled code
+        interpreted, fused = interpreted_and_compiled(jit_mode, expr, wrt, w, x)
         w64, x64 = w.astype(np.float64), x.astype(np.float64)
         tol = 1e-12 if dtype == np.float64 else 2e-5
         np.testing.assert_allclose(fused[0][ok], value_f(w64, x64)[ok], rtol=tol, atol=tol)
@@ -225,13 +232,7 @@ def test_every_operator_compiles_with_the_interpreters_bits(op, dtype, jit_mode)
                     "x": (oracle.derivative(op.name, w64, x64, 1) * x64 if binary else 0) + y}
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for wrt in ("w", "x"):
-        jit_mode("never")
-        interpreted = run(fj.compile(expr), wrt, w, x)
-        jit_mode("always")
-        before = attached()
-        fused = run(fj.compile(expr), wrt, w, x)
-        assert _jit.status()["error"] is None
-        assert attached() == before + 1                 # runs compiled code
+        interpreted, fused = interpreted_and_compiled(jit_mode, expr, wrt, w, x)
         np.testing.assert_array_equal(fused[0], interpreted[0])
         np.testing.assert_array_equal(fused[1], interpreted[1])
         with np.errstate(all="ignore"):
