@@ -239,15 +239,13 @@ def c_source(program, is_double, fused_muladd):
     prog = np.asarray(program.prog).reshape(-1, 5).tolist()
     if program.n_outs > MAX_OUTS or program.n_acc > MAX_SUMS:
         raise Unsupported("too many outputs or sums")
+    from ._planner import _results      # here: _planner imports _expr, which imports us
     kind = np.asarray(program.kind)
-    for op, d, a, b, c in prog:
-        if _NAME[op] != "sum" and kind[d] not in (_K["temp"], _K["out"]):
-            raise Unsupported("an instruction writes an input register")
+    written = {r for ins in prog for r in _results(ins)}
+    if any(kind[r] not in (_K["temp"], _K["out"]) for r in written):
+        raise Unsupported("an instruction writes an input register")
     outs = sorted({int(program.index[r]): r for r in range(len(kind))
                    if kind[r] == _K["out"]}.items())
-    written = {d for op, d, a, b, c in prog if _NAME[op] != "sum"}
-    written |= {b for op, d, a, b, c in prog if _NAME[op] in ("tanh_vd", "softplus_vd")}
-    written |= {c for op, d, a, b, c in prog if _NAME[op] == "softplus_vd" and c >= 0}
     for j, r in outs:
         if r not in written:
             raise Unsupported("an output no instruction writes")
