@@ -600,6 +600,61 @@ def test_shared_parameter_gradient_runs_in_c(monkeypatch, op, wrt, dtype):
         np.testing.assert_array_equal(k, X.sum(axis=0))
 
 
+# (k's shape, X's shape, X's order, the axes summed when not None)
+ONE_PASS_CALLS = [
+    ((5, 1), (5, 4), "C", (-1,)), ((5, 1), (5, 4), "F", (1,)),           # a per-row scale
+    ((300, 1), (300, 7), "C", None), ((4, 1), (4, 600), "F", None),
+    ((3, 1, 1), (3, 4, 5), "C", (1, 2)), ((3, 4, 1), (3, 4, 5), "C", None),
+    ((4,), (4, 4), "F", None), ((7,), (3000, 7), "F", (0,)),             # w against X in F order
+    ((5,), (2, 3, 5), "F", (0, 1)), ((3, 1), (3, 9000), "C", (-1,)),
+    ((1, 1), (6, 5), "F", None),                                          # k is one number
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,wrt", [("multiply", 0), ("divide", 1), ("power", 0),
+                                    ("maximum", 1)])
+@pytest.mark.parametrize("k_shape,x_shape,order,axis", ONE_PASS_CALLS)
+def test_one_pass_sums_run_in_c(monkeypatch, k_shape, x_shape, order, axis, op, wrt, dtype):
+    """The sums over the leading or the trailing axes of an X in C or
+    Fortran order run in _api.pyx without a Python call: a per-row scale
+    (N, 1) with axis=None and axis=-1, w (n,) against a Fortran-ordered X,
+    k of one element. Closed forms; out=, also out = k; the same bits as the
+    general path, which a strided out forces."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a one-pass sum takes the C path")
+    rng = np.random.default_rng(7)
+    k = rng.uniform(0.5, 2.0, k_shape).astype(dtype)
+    X = np.asarray(rng.uniform(0.5, 2.0, x_shape).astype(dtype), order=order)
+    a, b = (k, X) if wrt == 0 else (X, k)
+    partial = derivative(op, a.astype(np.float64), b.astype(np.float64), wrt)
+    k_aligned = (1,) * (len(x_shape) - len(k_shape)) + k_shape
+    summed = tuple(i for i in range(len(x_shape)) if k_aligned[i] == 1)
+    if axis is None:
+        expected = partial.sum(axis=summed).reshape(k_shape)
+    else:
+        expected = partial.sum(axis=summed)
+    monkeypatch.setattr(_broadcast, "differentiate", refuse)
+    got = fastjac.sum_gradient(op, a, b, wrt=wrt, axis=axis)
+    out = np.full(expected.shape, 7, dtype)
+    assert fastjac.sum_gradient(op, a, b, wrt=wrt, axis=axis, out=out) is out
+    k_in = k.copy()
+    if axis is None:        # out is the operand itself: all is read before it is written
+        args = [X, X]
+        args[wrt] = k_in
+        assert fastjac.sum_gradient(op, *args, wrt=wrt, out=k_in) is k_in
+    monkeypatch.undo()
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    assert got.dtype == dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=tol)
+    np.testing.assert_array_equal(out, got)
+    if axis is None:
+        np.testing.assert_array_equal(k_in, got)
+    strided = np.empty(expected.shape + (2,), dtype)[..., 0]
+    np.testing.assert_array_equal(
+        fastjac.sum_gradient(op, a, b, wrt=wrt, axis=axis, out=strided), got)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op,wrt", [("multiply", 0), ("divide", 1), ("power", 0),
                                     ("maximum", 1)])

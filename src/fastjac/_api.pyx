@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from ._broadcast_loops cimport sum_rows_into
+from ._broadcast_loops cimport sum_inner_into, sum_rows_into
 from ._kernels cimport derivative_into, derivative_sum
 from ._limits cimport NOGIL_MIN_SIZE
 from . import _broadcast, _hessian, _kernels, _layout, _ops
@@ -493,7 +493,7 @@ cdef object differentiate(bint summing, Op spec, object a, object b, object wrt,
         return _dask.differentiate(summing, spec, code, a, b, w, axis, denominator, fmt, out)
     cdef Operands ops = coerce(a, b, spec.arity == 1)
     if ops.broadcast and fmt == "compact":
-        result = (shared_parameter_gradient(code, ops, w, out, axis) if summing else
+        result = (one_pass_gradient(code, ops, w, out, axis) if summing else
                   shared_parameter_partials(code, ops, w, out))
         if result is not None:
             return result
@@ -561,63 +561,122 @@ cdef object shared_parameter_partials(int code, Operands ops, int w, object out)
     return result
 
 
-cdef bint names_leading_axes(object axis, int lead, int ndim):
-    """axis (an int or a tuple of ints, negative ones counted from the end
-    of ndim axes) names exactly the axes 0 .. lead-1, each once. Anything
-    else -- including what NumPy would refuse -- is False, and the call
-    goes to _broadcast.py, which says what is wrong."""
+cdef bint axis_mask(object axis, int ndim, unsigned long long* mask):
+    """mask: the axes that ``axis`` names (None, an int or a tuple of ints,
+    the negative ones counted from the end of ndim axes; None names none
+    here). False for anything else -- including what NumPy would refuse --
+    and the call goes to _broadcast.py, which says what is wrong."""
     cdef long a
-    cdef int count = 0
-    cdef unsigned long long seen = 0
+    mask[0] = 0
+    if ndim > 64:
+        return False
+    if axis is None:
+        return True
     if type(axis) is int:
         axis = (axis,)
-    if type(axis) is not tuple or len(<tuple>axis) != lead or lead > 64:
+    if type(axis) is not tuple:
         return False
     for item in <tuple>axis:
-        if type(item) is not int:
+        if type(item) is not int or item < -ndim or item >= ndim:
             return False
         a = item
         if a < 0:
             a += ndim
-        if a < 0 or a >= lead or seen & (1ULL << a):
+        if mask[0] & (1ULL << a):
             return False
-        seen |= 1ULL << a
+        mask[0] |= 1ULL << a
     return True
 
 
-cdef object shared_parameter_gradient(int code, Operands ops, int w, object out, object axis):
-    """sum_gradient's compact result when the differentiated operand k has
-    the trailing shape of the other, X, and both are C-contiguous (w of
-    shape (n,) against X of shape (N, n)), for axis=None or the leading
-    axes that k lacks (whose compact result is the same sums): the sum
-    over the rows of X, in C from here, with no Python call (_broadcast.py
-    takes every other broadcast; for this one it calls the same loop, with
-    the same bits). None when the call is not of that kind."""
+cdef object one_pass_gradient(int code, Operands ops, int w, object out, object axis):
+    """sum_gradient's compact result when the sums run in one pass over the
+    other operand X, here in C with no Python call: X in C or Fortran order
+    has the broadcast shape, and the axes it sums -- those along which the
+    differentiated operand k has length 1, every one of them named by
+    ``axis`` -- come before all of k's axes or after them. So a shared
+    parameter w (n,) against X (N, n) is a sum over rows, and a per-row
+    scale s (N, 1) a sum along rows; a Fortran-ordered X, read in its own
+    memory order, swaps the two. These are _broadcast.py's loops for the
+    same calls (_sum_in_one_pass), so the bits are the same. None when the
+    call is not of that kind; _broadcast.py takes it."""
     cdef cnp.ndarray k = ops.a if w == 0 else ops.b
     cdef cnp.ndarray x = ops.b if w == 0 else ops.a
-    cdef Py_ssize_t width = cnp.PyArray_SIZE(k), rows
+    cdef int k_ndim = cnp.PyArray_NDIM(k), ndim = cnp.PyArray_NDIM(x), lead, i, changes = 0
+    cdef int result_ndim = 0, k_long_axes = 0
+    cdef Py_ssize_t k_size = cnp.PyArray_SIZE(k), summed_size = 1, n, k_n
+    cdef unsigned long long named
+    cdef bint summed, any_summed = False, last_summed = False, first_summed = False
+    cdef bint seen = False, in_rows
+    cdef cnp.npy_intp dims[64]
     cdef double small[64]
     cdef double* total = small
     cdef cnp.ndarray result
-    if not shares_trailing_shape(k, x) or not is_c_out(out):
+    if (k_ndim > ndim or k_size == 0 or not cnp.PyArray_ISCARRAY_RO(k) or not is_c_out(out)
+            or not (cnp.PyArray_ISCARRAY_RO(x) or cnp.PyArray_ISFARRAY_RO(x))
+            or not axis_mask(axis, ndim, &named)):
         return None
-    if axis is not None and not names_leading_axes(
-            axis, cnp.PyArray_NDIM(x) - cnp.PyArray_NDIM(k), cnp.PyArray_NDIM(x)):
+    lead = ndim - k_ndim
+    for i in range(ndim):
+        n = cnp.PyArray_DIM(x, i)
+        k_n = 1 if i < lead else cnp.PyArray_DIM(k, i - lead)
+        if k_n != 1 and k_n != n:
+            return None                 # X is broadcast too
+        if axis is None:                # the gradient: every axis along which k is broadcast
+            summed = k_n == 1
+        elif (named >> i) & 1:
+            if k_n != 1:
+                return None             # an axis of k reduced: its partials are not summed
+            summed = True
+        else:
+            summed = False
+        any_summed |= summed
+        if not summed:
+            dims[result_ndim] = n
+            result_ndim += 1
+        if n == 1:
+            continue
+        if summed != (k_n == 1):
+            return None                 # an axis along which k is broadcast, kept
+        if summed:
+            summed_size *= n
+        else:
+            k_long_axes += 1
+        if not seen:
+            first_summed, seen = summed, True
+        elif summed != last_summed:
+            changes += 1
+        last_summed = summed
+    if changes > 1 or not any_summed:
         return None
+    # Which loop, in X's memory order: a sum over rows of k's length when the
+    # summed axes come first, else a sum along rows, one per element of k (k
+    # is one number: along the one row that is all of X).
+    in_rows = k_size > 1 and (first_summed or changes == 0)
+    if not cnp.PyArray_ISCARRAY_RO(x):
+        if k_long_axes > 1:
+            return None                 # k's elements would be read in Fortran order
+        in_rows = not in_rows and k_size > 1
+    if axis is None:
+        result_ndim = k_ndim
+        for i in range(k_ndim):
+            dims[i] = cnp.PyArray_DIM(k, i)
     if out is None:
-        result = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(k), cnp.PyArray_DIMS(k), ops.typenum, 0)
+        result = cnp.PyArray_EMPTY(result_ndim, dims, ops.typenum, 0)
     else:
-        result = check_out(out, cnp.PyArray_NDIM(k), cnp.PyArray_DIMS(k), ops.typenum)
-    rows = cnp.PyArray_SIZE(x) // width
-    if width > 64:
-        total = <double*>malloc(width * sizeof(double))
+        result = check_out(out, result_ndim, dims, ops.typenum)
+    if k_size > 64:
+        total = <double*>malloc(k_size * sizeof(double))
         if total == NULL:
             raise MemoryError("fastjac: no memory for the sums of sum_gradient")
     try:
         # all of k and X is read before out is written: out may be either
-        sum_rows_into(code, w == 0, ops.typenum, cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
-                      rows, width, total)
-        write_totals(total, result, width)
+        if in_rows:
+            sum_rows_into(code, w == 0, ops.typenum, cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
+                          cnp.PyArray_SIZE(x) // k_size, k_size, total)
+        else:
+            sum_inner_into(code, w == 0, ops.typenum, cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
+                           k_size, cnp.PyArray_SIZE(x) // k_size, total)
+        write_totals(total, result, k_size)
     finally:
         if total != small:
             free(total)

@@ -311,34 +311,49 @@ cdef void inner_chunk_f32(void* job, Py_ssize_t c, int worker) noexcept nogil:
     inner_chunk(<float*>NULL, <InnerJob*>job, c)
 
 
-def sum_inner(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
-    """out[i] = sum over j of d(k_i, x[i, j]) (d(x[i, j], k_i) when k is
-    operand b), in float64; k of shape (rows,), x (rows, length), both
-    C-contiguous, aligned and of one float dtype (checked by the caller)."""
-    cdef Py_ssize_t rows = x.shape[0], length = x.shape[1], n_chunks
-    cdef cnp.ndarray out = np.zeros(rows, np.float64)
+cdef int sum_inner_into(int code, bint k_is_a, int typenum, const void* k, const void* x,
+                        Py_ssize_t rows, Py_ssize_t length, double* total) except -1:
+    """total[i] = sum over j of d(k_i, x[i, j]) (d(x[i, j], k_i) when k is
+    operand b), i < rows; k of rows elements, x rows x length, both
+    C-contiguous, aligned, of ``typenum`` (NPY_DOUBLE or NPY_FLOAT; checked
+    by the caller). Called with the GIL (released here for large sums); the
+    C entry of _api.pyx's fast path for a per-row scale, and of sum_inner."""
+    cdef Py_ssize_t n_chunks
     cdef InnerJob job
-    cdef PyThreadState* state
-    if rows == 0:
-        return out
+    cdef PyThreadState* state = NULL
+    memset(total, 0, rows * sizeof(double))
+    if rows == 0 or length == 0:
+        return 0
     n_chunks = chunk_count(rows * length, rows)
     job.code, job.k_is_a, job.rows, job.length = code, k_is_a, rows, length
-    job.k, job.x, job.out = cnp.PyArray_DATA(k), cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(out)
+    job.k, job.x, job.out = k, x, total
     job.failed = False
     # a call of derivative_sum per row costs about as much as SHORT elements
-    job.fused = rows_table() if 0 < length < SHORT else NULL
+    job.fused = rows_table() if length < SHORT else NULL
     if job.fused != NULL and not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
         raise ValueError(f"sum_inner: derivative code {code} is not a binary operator's")
     job.chunk_rows = (rows + n_chunks - 1) // n_chunks
     n_chunks = (rows + job.chunk_rows - 1) // job.chunk_rows
-    state = PyEval_SaveThread()
-    if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+    if rows * length >= NOGIL_MIN_SIZE:
+        state = PyEval_SaveThread()
+    if typenum == cnp.NPY_DOUBLE:
         parallel_for(inner_chunk_f64, &job, n_chunks, pool_threads())
     else:
         parallel_for(inner_chunk_f32, &job, n_chunks, pool_threads())
-    PyEval_RestoreThread(state)
+    if state != NULL:
+        PyEval_RestoreThread(state)
     if job.failed:
         raise MemoryError("fastjac: no memory for the buffers of sum_inner")
+    return 0
+
+
+def sum_inner(int code, bint k_is_a, cnp.ndarray k, cnp.ndarray x):
+    """out[i] = sum over j of d(k_i, x[i, j]) (d(x[i, j], k_i) when k is
+    operand b), in float64; k of shape (rows,), x (rows, length), both
+    C-contiguous, aligned and of one float dtype (checked by the caller)."""
+    cdef cnp.ndarray out = np.empty(x.shape[0], np.float64)
+    sum_inner_into(code, k_is_a, cnp.PyArray_TYPE(x), cnp.PyArray_DATA(k), cnp.PyArray_DATA(x),
+                   x.shape[0], x.shape[1], <double*>cnp.PyArray_DATA(out))
     return out
 
 
