@@ -6,13 +6,15 @@ nothing of the size of X allocated. The size of a case is that of X (the
 ``n`` of the suite); its width is 10 (4 at 16 elements) and, from 10^5
 elements, 1000 as well; X is taken in C and in Fortran order. Beside it:
 NumPy's best formula for the same numbers (``X.sum(0)``, allocating; the
-einsum contraction into ``out``) and the STREAM read of X's bytes.
+einsum contraction into ``out``), JAX's ``jit(grad)`` and PyTorch's
+``autograd.grad`` of the summed loss, and the STREAM read of X's bytes.
 Per-row sums (a scale s of shape (N, 1), ``axis=-1``) and the diagonal
 Jacobian of the column sums (``axis=0``) complete the family.
 """
 import numpy as np
 
-from ._harness import Case, Rival
+from . import _rivals
+from ._harness import Case, Rival, call_with
 
 FAMILY = "broadcast"
 DESCRIPTION = ("sum_gradient(op, w, X) with w (n,) shared by the rows of X (N, n), "
@@ -42,6 +44,39 @@ def _shared(w, X):
     }
 
 
+def _jax(op, k_first, k, X):
+    """jax.jit(jax.grad) of sum(op(k, X)) (or op(X, k)) with respect to k."""
+    jax = _rivals.load("jax")
+    jnp = jax.numpy
+    f = getattr(jnp, op)
+    if k_first:
+        def loss(k, X):
+            return jnp.sum(f(k, X))
+    else:
+        def loss(k, X):
+            return jnp.sum(f(X, k))
+    call = call_with(jax.jit(jax.grad(loss)), (jax.device_put(k), jax.device_put(X)))
+    return lambda: call().block_until_ready()
+
+
+def _torch(op, k_first, k, X):
+    """torch.autograd.grad of sum(op(k, X)) (or op(X, k)) with respect to k."""
+    torch = _rivals.load("torch")
+    f = {"multiply": torch.mul, "maximum": torch.maximum, "divide": torch.div,
+         "power": torch.pow}[op]
+    X = torch.from_numpy(X)
+    leaf = torch.from_numpy(k.copy()).requires_grad_(True)
+    grad = torch.autograd.grad
+    if k_first:
+        return lambda: grad(f(leaf, X).sum(), leaf)[0]
+    return lambda: grad(f(X, leaf).sum(), leaf)[0]
+
+
+def _autodiff(op, k_first, k, X):
+    return [Rival("jax", lambda: _jax(op, k_first, k, X)),
+            Rival("torch", lambda: _torch(op, k_first, k, X))]
+
+
 # name: (op, w is operand a, axis)
 SHARED = {
     "sum(w * X) d/dw": ("multiply", True, None),
@@ -54,11 +89,11 @@ SHARED = {
 COMPUTE = {"sum(w ** X) d/dw"}
 
 
-def _case(name, kind, X, out, fj, fj_alloc, numpy, numpy_out, quick):
+def _case(name, kind, X, out, fj, fj_alloc, numpy, numpy_out, autodiff, quick):
     return Case(family=FAMILY, name=name, kind=kind, n=X.size, dtype=X.dtype,
                 nbytes=X.nbytes, fastjac=fj, fastjac_alloc=fj_alloc,
                 rivals=[Rival("numpy", lambda: numpy),
-                        Rival("numpy_out", lambda: (lambda: numpy_out(out)))],
+                        Rival("numpy_out", lambda: (lambda: numpy_out(out)))] + autodiff,
                 quick=quick, reads=1, writes=0, rtol=None if X.dtype == np.float64 else 1e-3)
 
 
@@ -91,7 +126,7 @@ def cases(n, dtype):
                 full = f"{name}, {shape}"
                 out_cases.append(_case(full, "compute" if name in COMPUTE else "memory",
                                        X, out, fj, fj_alloc, numpy, numpy_out,
-                                       name == QUICK and order == "C" and width == widths[0]))
+                                       _autodiff(op, w_first, w, X), name == QUICK and order == "C" and width == widths[0]))
             # per-row sums: s (N, 1) against X, y = sum(s * X, axis=-1)
             out = np.empty(rows, dtype)
 
@@ -103,5 +138,6 @@ def cases(n, dtype):
 
             out_cases.append(_case(f"sum(s * X, axis=-1) d/ds, {shape}", "memory", X, out, fj,
                                    fj_alloc, lambda X=X: X.sum(1),
-                                   lambda out, X=X: np.einsum("ij->i", X, out=out), False))
+                                   lambda out, X=X: np.einsum("ij->i", X, out=out),
+                                   _autodiff("multiply", True, s, X), False))
     return out_cases

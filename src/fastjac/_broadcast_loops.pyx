@@ -78,8 +78,10 @@ cdef enum:
     # Chunks per call at most: bounds the accumulators of sum_rows
     # (MAX_CHUNKS x width doubles).
     MAX_CHUNKS = 64
-    # sum_inner: rows shorter than this go through the fused loop in blocks.
-    SHORT = 256
+    # sum_inner: rows shorter than this go through the fused loop in blocks;
+    # longer ones take a call of derivative_sum each, which costs about as
+    # much as 16 elements of the blocks (docs/performance.md).
+    SHORT = 16
     # Rows at least this wide are cut into ranges of columns, not of rows:
     # narrower ones keep MAX_CHUNKS x width accumulators (at most 4 MiB).
     WIDE = 8192
@@ -250,11 +252,29 @@ cdef struct InnerJob:
     bint failed                 # a buffer could not be allocated
 
 
+cdef inline double row_sum(const double* row, Py_ssize_t n) noexcept nogil:
+    """The sum of row[0 .. n-1] in four interleaved partial sums: four
+    independent chains of additions (one chain would wait on each addition's
+    latency; the order is fixed, so the bits are the same on every call)."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= n:
+        s0 += row[j]
+        s1 += row[j + 1]
+        s2 += row[j + 2]
+        s3 += row[j + 3]
+        j += 4
+    while j < n:
+        s0 += row[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
 cdef inline void short_rows(floating* dtype, InnerJob* job, Py_ssize_t r0,
                             Py_ssize_t r1) noexcept nogil:
     """Rows too short for a kernel call each: blocks of whole rows, k_i
     spread over its row in a tile, the partials added by the fused loop
-    into one accumulator per element, then each row's added in order."""
+    into one accumulator per element, then each row's summed (row_sum)."""
     cdef Py_ssize_t L = job.length, block = max(<Py_ssize_t>1, BLOCK // L), r, i, j, m
     cdef const floating* k = <const floating*>job.k
     cdef const floating* x = <const floating*>job.x
@@ -276,13 +296,8 @@ cdef inline void short_rows(floating* dtype, InnerJob* job, Py_ssize_t r0,
             job.fused.f64(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
         else:
             job.fused.f32(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
-        # each row's accumulators in order, the rows side by side (independent
-        # additions rather than one chain per row)
         for i in range(m):
-            job.out[r + i] = lanes[i * L]
-        for j in range(1, L):
-            for i in range(m):
-                job.out[r + i] += lanes[i * L + j]
+            job.out[r + i] = row_sum(lanes + i * L, L)
         r += m
     free(tile)
     free(lanes)
@@ -328,7 +343,6 @@ cdef int sum_inner_into(int code, bint k_is_a, int typenum, const void* k, const
     job.code, job.k_is_a, job.rows, job.length = code, k_is_a, rows, length
     job.k, job.x, job.out = k, x, total
     job.failed = False
-    # a call of derivative_sum per row costs about as much as SHORT elements
     job.fused = rows_table() if length < SHORT else NULL
     if job.fused != NULL and not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
         raise ValueError(f"sum_inner: derivative code {code} is not a binary operator's")
