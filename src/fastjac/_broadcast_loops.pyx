@@ -16,7 +16,7 @@
 #   out[i] = sum_j d(k_i, X_ij), the scalar-expansion sum of the ordinary
 #   kernels (derivative_sum) once per row; rows shorter than SHORT, for
 #   which a call per row would cost as much as the row, go in blocks through
-#   the fused loop of _rows.pxd against k spread over a tile.
+#   the fused loop of _rows.pxd, one call per column of a block.
 #
 # Threads: work is cut into chunks whose boundaries depend on the sizes
 # only -- ranges of rows with their own accumulators, added in chunk order
@@ -140,14 +140,18 @@ cdef inline void rows_chunk(floating* dtype, RowsJob* job, Py_ssize_t c) noexcep
                 acc[j] += lanes[step * w + j]
         free(lanes)
     else:
-        # Wide rows: this chunk owns a range of columns, row after row.
+        # Wide rows: this chunk owns a range of columns, taken WIDE columns
+        # at a time (their sums and k stay in L2) row after row.
         c0 = c * job.chunk_cols
         c1 = min(c0 + job.chunk_cols, w)
         acc = job.acc
         for j in range(c0, c1):
             acc[j] = 0
-        for r in range(job.rows):
-            add_partials(job, k + c0, x + r * w + c0, acc + c0, c1 - c0)
+        while c0 < c1:
+            m = min(<Py_ssize_t>WIDE, c1 - c0)
+            for r in range(job.rows):
+                add_partials(job, k + c0, x + r * w + c0, acc + c0, m)
+            c0 += m
 
 
 cdef void rows_chunk_f64(void* job, Py_ssize_t c, int worker) noexcept nogil:
@@ -186,7 +190,9 @@ cdef int sum_rows_into(int code, bint k_is_a, int typenum, const void* k, const 
     if not job.fused.f64(code, k_is_a, NULL, NULL, NULL, 0):
         raise ValueError(f"sum_rows: derivative code {code} is not a binary operator's")
     if width >= WIDE:
-        n_chunks = chunk_count(rows * width, width // BLOCK)     # width >= WIDE: >= 8 parts
+        # a range of columns per thread: each reads long runs of a row (a
+        # column's sum is the same on any number of threads)
+        n_chunks = min(chunk_count(rows * width, width // BLOCK), pool_threads())
         job.chunk_rows = 0
         job.chunk_cols = (width + n_chunks - 1) // n_chunks
         n_chunks = (width + job.chunk_cols - 1) // job.chunk_cols
@@ -252,55 +258,36 @@ cdef struct InnerJob:
     bint failed                 # a buffer could not be allocated
 
 
-cdef inline double row_sum(const double* row, Py_ssize_t n) noexcept nogil:
-    """The sum of row[0 .. n-1] in four interleaved partial sums: four
-    independent chains of additions (one chain would wait on each addition's
-    latency; the order is fixed, so the bits are the same on every call)."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= n:
-        s0 += row[j]
-        s1 += row[j + 1]
-        s2 += row[j + 2]
-        s3 += row[j + 3]
-        j += 4
-    while j < n:
-        s0 += row[j]
-        j += 1
-    return (s0 + s1) + (s2 + s3)
-
-
 cdef inline void short_rows(floating* dtype, InnerJob* job, Py_ssize_t r0,
                             Py_ssize_t r1) noexcept nogil:
-    """Rows too short for a kernel call each: blocks of whole rows, k_i
-    spread over its row in a tile, the partials added by the fused loop
-    into one accumulator per element, then each row's summed (row_sum)."""
+    """Rows too short for a kernel call each: blocks of whole rows, copied
+    column by column into a buffer (a transpose in L1), then one fused call
+    per column adds d(k_i, x_ij) into each row's sum out[i], which k's
+    elements (contiguous, one per row) line up with. Each row's partials
+    are added in column order."""
     cdef Py_ssize_t L = job.length, block = max(<Py_ssize_t>1, BLOCK // L), r, i, j, m
     cdef const floating* k = <const floating*>job.k
-    cdef const floating* x = <const floating*>job.x
-    cdef floating* tile = <floating*>malloc(block * L * sizeof(floating))
-    cdef double* lanes = <double*>malloc(block * L * sizeof(double))
-    if tile == NULL or lanes == NULL:
-        free(tile)
-        free(lanes)
+    cdef const floating* x
+    cdef floating* columns = <floating*>malloc(block * L * sizeof(floating))
+    cdef floating* column
+    if columns == NULL:
         job.failed = True
         return
     r = r0
     while r < r1:
         m = min(block, r1 - r)
+        x = <const floating*>job.x + r * L
         for i in range(m):
             for j in range(L):
-                tile[i * L + j] = k[r + i]
-        memset(lanes, 0, m * L * sizeof(double))
-        if floating is double:
-            job.fused.f64(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
-        else:
-            job.fused.f32(job.code, job.k_is_a, tile, x + r * L, lanes, m * L)
-        for i in range(m):
-            job.out[r + i] = row_sum(lanes + i * L, L)
+                columns[j * m + i] = x[i * L + j]
+        memset(job.out + r, 0, m * sizeof(double))
+        for j in range(L):
+            if floating is double:
+                job.fused.f64(job.code, job.k_is_a, k + r, columns + j * m, job.out + r, m)
+            else:
+                job.fused.f32(job.code, job.k_is_a, k + r, columns + j * m, job.out + r, m)
         r += m
-    free(tile)
-    free(lanes)
+    free(columns)
 
 
 cdef inline void inner_chunk(floating* dtype, InnerJob* job, Py_ssize_t c) noexcept nogil:
