@@ -603,7 +603,7 @@ cdef object one_pass_gradient(int code, Operands ops, int w, object out, object 
     cdef cnp.ndarray x = ops.b if w == 0 else ops.a
     cdef int k_ndim = cnp.PyArray_NDIM(k), ndim = cnp.PyArray_NDIM(x), lead, i, changes = 0
     cdef int result_ndim = 0, k_long_axes = 0
-    cdef Py_ssize_t k_size = cnp.PyArray_SIZE(k), summed_size = 1, n, k_n
+    cdef Py_ssize_t k_size = cnp.PyArray_SIZE(k), n, k_n
     cdef unsigned long long named
     cdef bint summed, any_summed = False, last_summed = False, first_summed = False
     cdef bint seen = False, in_rows
@@ -637,9 +637,7 @@ cdef object one_pass_gradient(int code, Operands ops, int w, object out, object 
             continue
         if summed != (k_n == 1):
             return None                 # an axis along which k is broadcast, kept
-        if summed:
-            summed_size *= n
-        else:
+        if not summed:
             k_long_axes += 1
         if not seen:
             first_summed, seen = summed, True

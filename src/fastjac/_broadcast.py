@@ -3,10 +3,11 @@
 ``jacobian`` and ``sum_gradient`` (_api.pyx) hand a call here when the two
 operands have different shapes, neither of them a scalar, or when
 ``sum_gradient`` is given an ``axis``; equal shapes and scalar operands
-without an axis never come here and keep their own path. Nor does the
-compact result for a shared parameter k of the trailing shape of a
-C-ordered X: _api.pyx computes it with the loops used here
-(``shared_parameter_gradient``, ``shared_parameter_partials``).
+without an axis never come here and keep their own path. Nor do the
+compact sums that run in one pass over an X in C or Fortran order (a
+shared parameter, a per-row scale), nor jacobian's partials for a small
+shared parameter: _api.pyx computes them with the loops used here
+(``one_pass_gradient``, ``shared_parameter_partials``), with the same bits.
 
 The structure. y = op(a, b) has the broadcast shape S; each element s of y
 reads one element k(s) of the differentiated operand k, and its partial

@@ -18,11 +18,11 @@
 #   which a call per row would cost as much as the row, go in blocks through
 #   the fused loop of _rows.pxd, one call per column of a block.
 #
-# Threads: work is cut into chunks whose boundaries depend on the sizes
-# only -- ranges of rows with their own accumulators, added in chunk order
-# (sum_rows, narrow rows), or ranges of columns or rows that own their
-# results outright -- so a result is the same bit for bit on any number of
-# threads. A kernel called inside a chunk that would use the pool itself
+# Threads: work is cut into chunks that are either ranges of rows with
+# their own accumulators, added in chunk order (sum_rows, narrow rows; the
+# boundaries depend on the sizes only), or ranges of columns or rows that
+# own their results outright (one range per thread for wide rows) -- so a
+# result is the same bit for bit on any number of threads. A kernel called inside a chunk that would use the pool itself
 # finds it busy and runs on its thread (_pool.h), with the same result.
 
 cimport numpy as cnp
