@@ -429,6 +429,13 @@ def test_resolved_calls_repeat_the_full_path_bit_for_bit():
         loss.hvp("w", v[:-1], **d)
     with pytest.raises(ValueError, match="must be a scalar"):
         loss.value(**{**d, "alpha": np.ones(2, np.float32)})
+    # ... and so do a bad layout or format next to a resolved signature
+    for method in (loss.value_and_jacobian, loss.jacobian, loss.value_and_gradient,
+                   loss.gradient):
+        with pytest.raises(ValueError, match="layout must be 'numerator' or 'denominator'"):
+            method("w", layout="rows", **d)
+        with pytest.raises(ValueError, match="format"):
+            method("w", format="csx", **d)
     # a strided or non-native array takes the full path, same numbers
     dd = {**d, "X": np.asfortranarray(d["X"])}
     np.testing.assert_allclose(loss.jacobian("w", **dd), loss.jacobian("w", **d), rtol=1e-6)

@@ -656,37 +656,10 @@ class CompiledLoss(CompiledExpression):
                                                      False, False)
         return dtype.type(value)
 
-    def jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
-                 **variables):
-        """The gradient dL/d(wrt), of wrt's shape (compact).
-
-        Parameters
-        ----------
-        wrt : str
-            The variable (default: the only one compiled for differentiation).
-        layout : {"numerator", "denominator"}
-            A row (1 x n) or a column (n x 1), for a vector wrt and a
-            non-compact format.
-        format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
-            As :func:`fastjac.sum_gradient`; "compact" is an array of wrt's shape.
-        out : ndarray, optional
-            Where to write the result ("compact" or "dense").
-        **variables
-            The values of the variables.
-        """
-        _, grad = self._gradient(wrt, layout, format, out, variables, want_value=False)
-        return grad
-
-    def value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
-                           **variables):
-        """(L, dL/d(wrt)) from one pass; arguments as :meth:`jacobian`."""
-        if format == "compact" and out is None:
-            call = self._calls.get(_call_key(True, wrt))    # this signature, resolved
-            if call is not None:
-                result = call(variables)
-                if result is not None:
-                    return result
-        return self._gradient(wrt, layout, format, out, variables, want_value=True)
+    # The resolved call of a signature already seen, then _gradient: in C
+    # (_expr.pyx), where the docstrings are.
+    jacobian = _expr.loss_jacobian
+    value_and_jacobian = _expr.loss_value_and_jacobian
 
     gradient = jacobian
     value_and_gradient = value_and_jacobian
@@ -700,15 +673,10 @@ class CompiledLoss(CompiledExpression):
         return self._check_wrt(wrt)
 
     def _gradient(self, wrt, layout, format, out, variables, want_value):
-        key = _call_key(want_value, wrt)
-        fast = out is None and format == "compact" and key is not None \
-            and (layout == "numerator" or layout == "denominator")
-        if fast:
-            call = self._calls.get(key)
-            if call is not None:
-                result = call(variables)
-                if result is not None:
-                    return result if want_value else (None, result)
+        key = _expr.resolved_key(want_value, wrt, layout, format, out)
+        result = _expr.resolved_result(self, key, variables)
+        if result is not None:
+            return result if want_value else (None, result)
         stacked = isinstance(wrt, (list, tuple))
         if stacked:
             wrts = tuple(self._check_wrt(w) for w in wrt)
@@ -724,7 +692,7 @@ class CompiledLoss(CompiledExpression):
             from . import _dask_loss
             return _dask_loss.gradient(self, wrts, stacked, fmt, out, variables, want_value)
         dtype, values, shapes = self._values(variables)
-        trace = [] if fast else None
+        trace = [] if key is not None else None
         value, grads, _ = self._value_grad(wrts, values, dtype, shapes, want_value=want_value,
                                            trace=trace)
         if trace is not None:
@@ -1069,16 +1037,6 @@ def _ready(kwargs):
     if dtype not in _FLOATS or not dtype.isnative:
         return None, None
     return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
-
-
-def _call_key(want_value, wrt):
-    """The key of a resolved gradient call (None: never resolved)."""
-    if wrt is None or type(wrt) is str:
-        return (want_value, wrt)
-    if isinstance(wrt, (list, tuple)) and 0 < len(wrt) <= 4 and \
-            all(type(w) is str for w in wrt):
-        return (want_value, tuple(wrt))
-    return None
 
 
 def _mean_size(term, shape):

@@ -11,6 +11,7 @@
 # arrays are checked by the callers (_compiled.py, or ExprKernel.__call__).
 
 import numpy as np
+cimport cython
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -24,6 +25,10 @@ from libc.math cimport NAN
 from libc.stdlib cimport free, malloc
 
 from ._expr_loops cimport *
+
+cdef extern from "numpy/arrayobject.h":
+    # a NumPy scalar of descr's type from the bytes at data (descr is not stolen)
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 from ._kernels cimport in_chunks
 from ._limits cimport NOGIL_MIN_SIZE
 from ._pool cimport parallel_for, pool_threads
@@ -422,7 +427,7 @@ cdef class LossCall:
     as that path: the same bits."""
     cdef tuple names
     cdef int n_vars, type_num
-    cdef object scalar_type
+    cdef cnp.dtype descr                        # the result dtype
     cdef signed char kind_of[LOSS_MAX_VARS]     # LOSS_SCALAR, or the ndim of an array
     cdef list terms
     cdef double constant
@@ -441,7 +446,7 @@ cdef class LossCall:
             self.wrt[i] = wrt[i]
         self.names, self.n_vars = names, len(names)
         self.type_num = np.dtype(dtype).num
-        self.scalar_type = np.dtype(dtype).type
+        self.descr = np.dtype(dtype)
         for i in range(self.n_vars):
             self.kind_of[i] = kinds[i]
         self.terms, self.constant = terms, constant
@@ -516,21 +521,119 @@ cdef class LossCall:
                              len(grads), n_grad, gptr, &value) != 0:
                 return None
         if not grads:
-            return self.scalar_type(value)
+            return self.scalar(value)
         results = []
         for k in range(len(grads)):
             grad = <cnp.ndarray>grads[k]
             if self.kind_of[self.wrt[k]] == LOSS_SCALAR:
-                results.append(self.scalar_type(grad[0]))
+                results.append(self.scalar((<double*>cnp.PyArray_DATA(grad))[0]))
             else:
-                result = grad if is_double else grad.astype(np.float32)
+                result = grad if is_double else as_single(grad)
                 if self.kind_of[self.wrt[k]] != 1:
                     result = result.reshape(variables[self.names[self.wrt[k]]].shape)
                 results.append(result)
         result = results if self.stacked else results[0]
         if self.is_hvp or not self.want_value:
             return result
-        return self.scalar_type(value), result
+        return self.scalar(value), result
+
+    cdef object scalar(self, double value):
+        """value as a NumPy scalar of the call's dtype (float32: rounded once,
+        as np.float32(value) rounds)."""
+        cdef float single
+        if self.type_num == cnp.NPY_DOUBLE:
+            return PyArray_Scalar(&value, self.descr, None)
+        single = <float>value
+        return PyArray_Scalar(&single, self.descr, None)
+
+
+cpdef object resolved_key(bint want_value, object wrt, object layout, object format,
+                          object out):
+    """The key under which a CompiledLoss keeps the LossCall of a gradient
+    call (``self._calls``): a compact result without out=, a valid layout,
+    wrt None, a name or a list of up to 4 names. None: never resolved."""
+    if out is not None or format != "compact" or not (layout == "numerator"
+                                                      or layout == "denominator"):
+        return None
+    if wrt is None or type(wrt) is str:
+        return (want_value, wrt)
+    if not isinstance(wrt, (list, tuple)) or not 0 < len(wrt) <= 4:
+        return None
+    for name in wrt:
+        if type(name) is not str:
+            return None
+    return (want_value, tuple(wrt))
+
+
+cpdef object resolved_result(object loss, object key, dict variables):
+    """What the LossCall kept under ``key`` returns for these variables:
+    None when there is none, or when the call differs from its signature."""
+    if key is None:
+        return None
+    call = (<dict>loss._calls).get(key)
+    if call is None:
+        return None
+    return call(variables)
+
+
+cdef cnp.ndarray as_single(cnp.ndarray values):
+    """A new float32 copy of a 1-D float64 array, each element rounded once
+    (astype's rounding, without its Python call)."""
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(values)
+    cdef cnp.ndarray single = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(values), cnp.NPY_FLOAT, 0)
+    cdef const double* source = <const double*>cnp.PyArray_DATA(values)
+    cdef float* target = <float*>cnp.PyArray_DATA(single)
+    for i in range(n):
+        target[i] = <float>source[i]
+    return single
+
+
+@cython.binding(True)       # a method of CompiledLoss
+def loss_value_and_jacobian(self, wrt=None, *, layout="numerator", format="compact",
+                            out=None, **variables):
+    """(L, dL/d(wrt)) from one pass; arguments as :meth:`jacobian`.
+
+    Returns
+    -------
+    (value, gradient)
+        The loss, a NumPy scalar of the computation dtype, and the
+        gradient by ``wrt`` (of wrt's shape for ``format="compact"``; a
+        list of gradients when ``wrt`` is a list).
+    """
+    # CompiledLoss.value_and_jacobian (_batch.py), in C: for a signature
+    # already resolved the LossCall is the whole call, and a Python method
+    # around it cost half as much again (docs/performance.md).
+    result = resolved_result(self, resolved_key(True, wrt, layout, format, out), variables)
+    if result is not None:
+        return result
+    return self._gradient(wrt, layout, format, out, variables, True)
+
+
+@cython.binding(True)
+def loss_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=None,
+                  **variables):
+    """The gradient dL/d(wrt), of wrt's shape (compact).
+
+    Parameters
+    ----------
+    wrt : str or list of str
+        The variable (default: the only one compiled for differentiation);
+        a list gives a list of gradients.
+    layout : {"numerator", "denominator"}
+        A row (1 x n) or a column (n x 1), for a vector wrt and a
+        non-compact format.
+    format : {"compact", "dense", "csr", "csc", "coo", "dia", "sparse", "operator"}
+        As :func:`fastjac.sum_gradient`; "compact" is an array of wrt's shape.
+    out : ndarray, optional
+        Where to write the result ("compact" or "dense").
+    **variables
+        The values of the variables.
+    """
+    # CompiledLoss.jacobian (_batch.py), in C for the same reason.
+    result = resolved_result(self, resolved_key(False, wrt, layout, format, out), variables)
+    if result is not None:
+        return result
+    return self._gradient(wrt, layout, format, out, variables, False)[1]
 
 
 cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double* sval,
