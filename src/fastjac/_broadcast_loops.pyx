@@ -22,8 +22,9 @@
 # their own accumulators, added in chunk order (sum_rows, narrow rows; the
 # boundaries depend on the sizes only), or ranges of columns or rows that
 # own their results outright (one range per thread for wide rows) -- so a
-# result is the same bit for bit on any number of threads. A kernel called inside a chunk that would use the pool itself
-# finds it busy and runs on its thread (_pool.h), with the same result.
+# result is the same bit for bit on any number of threads. A kernel called
+# inside a chunk that would use the pool itself finds it busy and runs on
+# its thread (_pool.h), with the same result.
 
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
@@ -269,7 +270,6 @@ cdef inline void short_rows(floating* dtype, InnerJob* job, Py_ssize_t r0,
     cdef const floating* k = <const floating*>job.k
     cdef const floating* x
     cdef floating* columns = <floating*>malloc(block * L * sizeof(floating))
-    cdef floating* column
     if columns == NULL:
         job.failed = True
         return
