@@ -75,6 +75,11 @@ CASES = [
     ("row of broadcast", ("multiply", positive(4), positive(3, 4), 0, True, None), "RowOperator"),
     ("sum rows", ("multiply", positive(4), positive(3, 4), 0, True, 1), "BroadcastOperator"),
     ("sum rows by X", ("divide", positive(4), positive(3, 4), 1, True, 0), "BroadcastOperator"),
+    # more entries than _operator.SMALL_SUMS: the sums by np.einsum
+    ("sum rows, many", ("multiply", positive(40), positive(30, 40), 0, True, 1),
+     "BroadcastOperator"),
+    ("sum rows by X, many", ("divide", positive(40), positive(30, 40), 1, True, 0),
+     "BroadcastOperator"),
     ("sum columns diag", ("multiply", positive(4), positive(3, 4), 0, True, 0),
      "DiagonalOperator"),
     ("3-d middle", ("divide", positive(2, 1, 4), positive(3, 1), 0, True, (0, 2)),

@@ -51,6 +51,11 @@ __all__ = ["JacobianOperator", "DiagonalOperator", "RowOperator", "ColumnOperato
 # docs/performance.md, 'Measurements behind the code').
 LARGE = 1 << 20
 DOT_EINSUM = 4096
+# Up to this many stored entries, a broadcast product that sums runs as
+# np.multiply then np.add.reduce: np.einsum's setup costs more than both
+# calls at these sizes (measured: docs/performance.md, 'Measurements
+# behind the code').
+SMALL_SUMS = 256
 _PRODUCT = []
 
 
@@ -595,6 +600,8 @@ class BroadcastOperator(JacobianOperator):
         # J x sums over the axes that are columns only; all rows: one multiply
         self._mv_sums = not all(rows)
         self._rmv_sums = not all(cols)
+        self._mv_summed = tuple(i for i, r in enumerate(rows) if not r)
+        self._rmv_summed = tuple(i for i, c in enumerate(cols) if not c)
         self._sub_mv = f"{letters},{sub_c}->{sub_r}"
         self._sub_mm = f"{letters},{sub_c}z->{sub_r}z"
         self._sub_rmv = f"{letters},{sub_r}->{sub_c}"
@@ -613,8 +620,8 @@ class BroadcastOperator(JacobianOperator):
                 return out
             out = np.empty(self.shape[0], self._result_dtype(x.dtype))
         if self._mv_sums:
-            np.einsum(self._sub_mv, self.values, x.reshape(self._cols_only),
-                      out=out.reshape(self._rows_only))
+            self._sum_products(self._sub_mv, x, self._cols_only, self._cols_view,
+                               self._mv_summed, out.reshape(self._rows_only))
         else:
             np.multiply(self.values, x.reshape(self._cols_view), out=out.reshape(self._rows_view))
         return out
@@ -635,11 +642,20 @@ class BroadcastOperator(JacobianOperator):
                 return out
             out = np.empty(self.shape[1], self._result_dtype(u.dtype))
         if self._rmv_sums:
-            np.einsum(self._sub_rmv, self.values, u.reshape(self._rows_only),
-                      out=out.reshape(self._cols_only))
+            self._sum_products(self._sub_rmv, u, self._rows_only, self._rows_view,
+                               self._rmv_summed, out.reshape(self._cols_only))
         else:
             np.multiply(self.values, u.reshape(self._rows_view), out=out.reshape(self._cols_view))
         return out
+
+    def _sum_products(self, subscripts, x, only, view, summed, out):
+        """out = values * x (x seen through ``view``) summed over the axes
+        ``summed``: np.einsum(subscripts) with x of shape ``only``, or for
+        few entries np.multiply then np.add.reduce."""
+        if self.values.size > SMALL_SUMS:
+            np.einsum(subscripts, self.values, x.reshape(only), out=out)
+        else:
+            np.add.reduce(np.multiply(self.values, x.reshape(view)), axis=summed, out=out)
 
     def _rmm(self, U, out):
         n, k = self.shape[1], U.shape[1]
