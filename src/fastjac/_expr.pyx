@@ -25,10 +25,6 @@ from libc.math cimport NAN
 from libc.stdlib cimport free, malloc
 
 from ._expr_loops cimport *
-
-cdef extern from "numpy/arrayobject.h":
-    # a NumPy scalar of descr's type from the bytes at data (descr is not stolen)
-    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 from ._kernels cimport in_chunks
 from ._limits cimport NOGIL_MIN_SIZE
 from ._pool cimport parallel_for, pool_threads
@@ -38,6 +34,10 @@ from ._operators import opcode_names as _opcode_names
 cdef extern from "Python.h":
     PyThreadState* PyEval_SaveThread() noexcept
     void PyEval_RestoreThread(PyThreadState*) noexcept
+
+cdef extern from "numpy/arrayobject.h":
+    # a NumPy scalar of descr's type from the bytes at data (descr is not stolen)
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
     # the vectorcall protocol (PEP 590), for ExprKernel's calls
     ctypedef PyObject* (*vectorcallfunc)(PyObject*, PyObject* const*, size_t, PyObject*)
     Py_ssize_t PyVectorcall_NARGS(size_t nargsf) noexcept
@@ -602,7 +602,7 @@ def loss_value_and_jacobian(self, wrt=None, *, layout="numerator", format="compa
     """
     # CompiledLoss.value_and_jacobian (_batch.py), in C: for a signature
     # already resolved the LossCall is the whole call, and a Python method
-    # around it cost half as much again (docs/performance.md).
+    # around it cost half as much again (docs/losses.md, the per-call cost).
     result = resolved_result(self, resolved_key(True, wrt, layout, format, out), variables)
     if result is not None:
         return result
