@@ -673,10 +673,17 @@ class CompiledLoss(CompiledExpression):
         return self._check_wrt(wrt)
 
     def _gradient(self, wrt, layout, format, out, variables, want_value):
+        """(value or None, gradient): the resolved call if there is one, else
+        the full path."""
         key = _expr.resolved_key(want_value, wrt, layout, format, out)
         result = _expr.resolved_result(self, key, variables)
         if result is not None:
             return result if want_value else (None, result)
+        return self._full_gradient(wrt, layout, format, out, variables, want_value, key)
+
+    def _full_gradient(self, wrt, layout, format, out, variables, want_value, key):
+        """_gradient's full path: every check, one pass, and the LossCall of
+        this signature kept under ``key`` (None: not resolved)."""
         stacked = isinstance(wrt, (list, tuple))
         if stacked:
             wrts = tuple(self._check_wrt(w) for w in wrt)

@@ -603,10 +603,11 @@ def loss_value_and_jacobian(self, wrt=None, *, layout="numerator", format="compa
     # CompiledLoss.value_and_jacobian (_batch.py), in C: for a signature
     # already resolved the LossCall is the whole call, and a Python method
     # around it cost half as much again (docs/losses.md, the per-call cost).
-    result = resolved_result(self, resolved_key(True, wrt, layout, format, out), variables)
+    key = resolved_key(True, wrt, layout, format, out)
+    result = resolved_result(self, key, variables)
     if result is not None:
         return result
-    return self._gradient(wrt, layout, format, out, variables, True)
+    return self._full_gradient(wrt, layout, format, out, variables, True, key)
 
 
 @cython.binding(True)
@@ -630,10 +631,11 @@ def loss_jacobian(self, wrt=None, *, layout="numerator", format="compact", out=N
         The values of the variables.
     """
     # CompiledLoss.jacobian (_batch.py), in C for the same reason.
-    result = resolved_result(self, resolved_key(False, wrt, layout, format, out), variables)
+    key = resolved_key(False, wrt, layout, format, out)
+    result = resolved_result(self, key, variables)
     if result is not None:
         return result
-    return self._gradient(wrt, layout, format, out, variables, False)[1]
+    return self._full_gradient(wrt, layout, format, out, variables, False, key)[1]
 
 
 cdef int run_loss_term(LossTerm term, bint is_double, void** data, const double* sval,

@@ -598,10 +598,9 @@ class BroadcastOperator(JacobianOperator):
         self._rows_only = tuple(n for n, r in zip(lengths, rows) if r)
         self._cols_only = tuple(n for n, c in zip(lengths, cols) if c)
         # J x sums over the axes that are columns only; all rows: one multiply
-        self._mv_sums = not all(rows)
-        self._rmv_sums = not all(cols)
         self._mv_summed = tuple(i for i, r in enumerate(rows) if not r)
         self._rmv_summed = tuple(i for i, c in enumerate(cols) if not c)
+        self._mv_sums, self._rmv_sums = bool(self._mv_summed), bool(self._rmv_summed)
         self._sub_mv = f"{letters},{sub_c}->{sub_r}"
         self._sub_mm = f"{letters},{sub_c}z->{sub_r}z"
         self._sub_rmv = f"{letters},{sub_r}->{sub_c}"
