@@ -126,7 +126,8 @@ def cases(n, dtype):
                 full = f"{name}, {shape}"
                 out_cases.append(_case(full, "compute" if name in COMPUTE else "memory",
                                        X, out, fj, fj_alloc, numpy, numpy_out,
-                                       _autodiff(op, w_first, w, X), name == QUICK and order == "C" and width == widths[0]))
+                                       _autodiff(op, w_first, w, X),
+                                       name == QUICK and order == "C" and width == widths[0]))
             # per-row sums: s (N, 1) against X, y = sum(s * X, axis=-1)
             out = np.empty(rows, dtype)
 
