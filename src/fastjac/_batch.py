@@ -11,8 +11,10 @@ where each c_t is a constant or a product of scalar variables, and each
 E_t is element-wise (the operators of _nodes.py) over per-row arrays,
 scalars, and at most one row-wise product ``z = X @ w`` (X of shape
 (N, n), w of shape (n,)). A term without ``@`` is element-wise over
-arrays of one shape, as a compiled expression is (an L2 penalty
-``sum(w * w)`` is such a term).
+arrays that broadcast together, as a compiled expression is (an L2 penalty
+``sum(w * w)`` is such a term); a result per element by a variable
+broadcast to the term's shape is summed over the broadcast axes
+(_broadcast.sum_to_shape).
 
 Every derivative of a term follows from the first and second derivatives
 of its element-wise part e(z, ...) with respect to z and to the other
@@ -46,10 +48,10 @@ expression is compiled, saying which part.
 
 import numpy as np
 
-from . import _expr, _layout, _ops
+from . import _broadcast, _expr, _layout, _ops
 from ._api import is_dask_array
 from ._checks import check_format, check_layout, check_out, coerce_named
-from ._compiled import CompiledExpression, _dask_in
+from ._compiled import CompiledExpression, _dask_in, _expanded
 from ._nodes import Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var
 from ._planner import _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results
 
@@ -391,7 +393,7 @@ class CompiledLoss(CompiledExpression):
     arguments: X of shape (N, n) and w of shape (n,) for each product
     ``X @ w``; arrays of shape (N,) (one value per row: targets, sample
     weights) or scalars in the element-wise parts of that reduction; for a
-    reduction without ``@``, arrays of one shape or scalars. dtypes follow
+    reduction without ``@``, arrays that broadcast together, or scalars. dtypes follow
     :func:`fastjac.jacobian`: float32 stays float32, everything else becomes
     float64; every sum is accumulated in float64 and rounded once.
 
@@ -479,19 +481,15 @@ class CompiledLoss(CompiledExpression):
                         f"must have one value per row of {xn!r}, shape {shape}, or be a "
                         f"scalar")
         else:
-            shape = ()
-            for name in term.vars:
-                v = values[name]
-                if v.ndim == 0:
-                    continue
-                if shape == ():
-                    shape = v.shape
-                elif v.shape != shape:
-                    first = next(n for n in term.vars if values[n].ndim)
-                    raise ValueError(
-                        f"in {term.reduction}, {first!r} has shape {shape} and {name!r} "
-                        f"has shape {v.shape}; the arrays of an element-wise reduction "
-                        f"must have one shape (or be scalars)")
+            arrays = {name: values[name].shape for name in term.vars if values[name].ndim}
+            try:
+                shape = np.broadcast_shapes(*arrays.values())
+            except ValueError:
+                listed = " and ".join(f"{name!r} has shape {s}" for name, s in arrays.items())
+                raise ValueError(
+                    f"in {term.reduction}, {listed}; the arrays of an element-wise "
+                    f"reduction must broadcast together (NumPy's rule), or be "
+                    f"scalars") from None
         if term.axis is not None:
             _check_axis(term, len(shape))
         return shape
@@ -627,7 +625,8 @@ class CompiledLoss(CompiledExpression):
                         r = np.multiply.outer(r, values[term.matmul[1]])
                     # in float64, as the LossCall of later calls: a float32 r
                     # times the Python float c would be rounded in float32
-                    target[k] += c * np.asarray(r, dtype=np.float64)
+                    target[k] += c * _broadcast.sum_to_shape(
+                        np.asarray(r, dtype=np.float64), target[k].shape)
         return value, grads, hdiags
 
     def value(self, **variables):
@@ -826,7 +825,7 @@ class CompiledLoss(CompiledExpression):
                 (r,) = self._pass(i, values, dtype, shapes[i], (wrt,), [("full", ("ddt", 0))],
                                   v=v, trace=trace, owners=[0])
                 if r is not None:
-                    hv += c * r
+                    hv += c * _broadcast.sum_to_shape(r, hv.shape)
             else:
                 trace = None                    # (a per-row variable, or a scalar)
                 sink = self._sink(role, values, wrt)
@@ -895,7 +894,7 @@ class CompiledLoss(CompiledExpression):
                 (h,) = self._pass(i, values, dtype, shapes[i], (wrt,),
                                   [(sink, ("dd", 0, 0))])
                 if h is not None:
-                    diag += c * np.asarray(h)
+                    diag += c * _broadcast.sum_to_shape(np.asarray(h), diag.shape)
         return diag, dense
 
     def _mixed(self, wrt, format, variables):
@@ -945,7 +944,7 @@ class CompiledLoss(CompiledExpression):
                               [("xw" if _Z in keys else "full" if vector else "acc",
                                 ("dd", 0, 1))])
             if h is not None:
-                total += c * np.asarray(h)
+                total += c * _broadcast.sum_to_shape(np.asarray(h), total.shape)
         return total
 
 
@@ -998,7 +997,9 @@ class _TermRun:
             vecs = [res[k + i * n: k + (i + 1) * n] for i in range(self.n_xw + self.n_xx)]
         else:
             # _T: the vector of a Hessian-vector product, read element-wise
-            arr = tuple((v if a == _T else values[a]).reshape(-1) for a in self.arrays)
+            # (a variable broadcast to the term's shape is read as a copy of it)
+            arr = tuple(_expanded(v if a == _T else values[a], shape).reshape(-1)
+                        for a in self.arrays)
             sums = prog.run(arr, svals, full_outs, size, is_double)
         results = [None] * len(self.order)
         for i, sink, j in zip(self.order, self.sinks, self.where):

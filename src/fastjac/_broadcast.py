@@ -186,27 +186,66 @@ def differentiate(summing, op, code, a, b, wrt, axis, denominator, fmt, out):
         reduced = normalize_axis_tuple(axis, len(shape), "axis")
     structure = _structure(shape, k.shape, reduced)
     gradient = summing and axis is None
-    result_shape = k.shape if gradient else structure.compact_shape
+    check_result(structure, gradient, dtype, denominator, fmt, out)
+    compact = _compute(code, a, b, wrt, structure, dtype)
+    return deliver(structure, compact, gradient, denominator, fmt, op.structurally_zero, out)
+
+
+def check_result(structure, gradient, dtype, denominator, fmt, out):
+    """The checks of a result's ``out`` (and of a dense result's size) that
+    come before any work: the compact result has k's shape for a gradient
+    (``gradient``: a sum over every axis), the compact shape otherwise."""
     if fmt == "compact" and out is not None:
+        result_shape = structure.k_shape if gradient else structure.compact_shape
         _checks.check_out(out, result_shape, dtype)
     elif fmt != "compact" and not gradient:
         _check_matrix_out(structure, denominator, fmt, dtype, out)
 
-    compact = _compute(code, a, b, wrt, structure, dtype).reshape(result_shape)
-    if gradient and fmt != "compact":
-        kind = "gradient" if k.ndim else "scalar"
-        return _layout.as_matrix(compact, kind, denominator, fmt, op.structurally_zero, out)
+
+def deliver(structure, compact, gradient, denominator, fmt, structurally_zero, out):
+    """The result in ``fmt`` from the compact one (an array of the compact
+    shape, or of k's shape for a gradient); check_result has run."""
+    compact = compact.reshape(structure.k_shape if gradient else structure.compact_shape)
+    if gradient:
+        if fmt != "compact":
+            kind = "gradient" if structure.k_shape else "scalar"
+            return _layout.as_matrix(compact, kind, denominator, fmt, structurally_zero, out)
     if fmt == "operator":
         return _layout.operators().from_structure(structure, compact, denominator,
-                                                  op.structurally_zero)
+                                                  structurally_zero)
     if fmt == "dense":
         return _dense(structure, compact, denominator, out)
     if fmt != "compact":
-        return _sparse(structure, compact, denominator, fmt, op.structurally_zero)
+        return _sparse(structure, compact, denominator, fmt, structurally_zero)
     if out is not None:
         out[...] = compact
         return out
     return compact[()] if compact.ndim == 0 else compact
+
+
+def structure_of(shape, k_shape, summing):
+    """The Structure of y (of ``shape``) by an operand of ``k_shape``
+    broadcast to it; ``summing``: of the sum of y over every axis."""
+    return _structure(tuple(shape), tuple(k_shape),
+                      tuple(range(len(shape))) if summing else ())
+
+
+def sum_to_shape(partials, k_shape):
+    """Per-element partials (an array of S) by an operand of ``k_shape``
+    broadcast to S, summed over the axes it was broadcast along: of
+    ``k_shape``, in float64 (``partials`` itself when k_shape is S)."""
+    if partials.shape == tuple(k_shape):
+        return partials
+    return sum_broadcast(partials, structure_of(partials.shape, k_shape, True)).reshape(k_shape)
+
+
+def sum_broadcast(partials, structure):
+    """The partials (of S) summed over the structure's summed axes, in
+    float64: the compact result, or for a sum over every axis the gradient
+    (then of k's shape)."""
+    if not structure.summed:
+        return partials
+    return np.add.reduce(partials, axis=structure.summed, dtype=np.float64)
 
 
 # -- computing the compact result -------------------------------------------------
@@ -229,8 +268,7 @@ def _compute(code, a, b, wrt, st, dtype):
     _broadcast_loops.partials_into(code, full_a, full_b, partials)
     if not st.summed:
         return partials
-    total = np.add.reduce(partials, axis=st.summed, dtype=np.float64)
-    return np.ascontiguousarray(total, dtype=dtype)
+    return np.ascontiguousarray(sum_broadcast(partials, st), dtype=dtype)
 
 
 def _sum_in_one_pass(code, a, b, wrt, st, dtype):

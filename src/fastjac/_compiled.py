@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from . import _expr, _layout, _ops
+from . import _broadcast, _expr, _layout, _ops
 from ._checks import check_format, check_layout, check_no_out, check_out, coerce_named
 from ._nodes import Binary, Expr, Sum, Unary, Var, _wrap
 from ._planner import (_COTANGENT, _TANGENT, _Plan, _Stage, _StagePlan, _affine_in,
@@ -55,9 +55,10 @@ class CompiledExpression:
     """An expression (or a list of them) analysed once, to evaluate and
     differentiate many times. Obtain it with :func:`fastjac.compile`.
 
-    Variables are passed as keyword arguments: arrays of one shape (the
-    element-wise operands of one pass), or scalars (Python numbers or 0-d
-    arrays, expanded to that shape). dtypes follow ``fastjac.jacobian``:
+    Variables are passed as keyword arguments: arrays whose shapes NumPy
+    broadcasts together (the element-wise operands of one pass; see
+    docs/expressions.md, "Broadcast variables"), or scalars (Python numbers
+    or 0-d arrays, expanded to that shape). dtypes follow ``fastjac.jacobian``:
     float32 stays float32, integers and bool become float64.
     ``variables`` is their order (first appearance in the expression, or
     compile's ``variables=``): the positional order of :meth:`kernel`'s
@@ -271,6 +272,10 @@ class CompiledExpression:
         for sp in plans:
             shape = _common_shape(sp.arrays, values)
             n = math.prod(shape)
+            # a variable broadcast to the stage's shape: a sum's tangent by it
+            # is computed per element, then summed over the broadcast axes
+            widened = [sp.stage.is_sum and d[0] == "var" and _widened(values[d[1]], shape)
+                       for d in sp.directions]
             y_shape = () if sp.stage.is_sum else shape
             outs = [None] * sp.program.n_outs
             # values[] of this stage's outputs; the final stage may write into user arrays
@@ -283,13 +288,14 @@ class CompiledExpression:
             for k, rec in enumerate(sp.tangents):
                 if rec is not None and rec[0] == "out":
                     target = None
-                    t_shape = (values[sp.directions[k][1]].shape if sp.stage.is_sum
-                               else y_shape)
-                    if tangent_out is not None and last == 0 and len(out_idx) == 1:
+                    t_shape = (values[sp.directions[k][1]].shape
+                               if sp.stage.is_sum and not widened[k] else shape)
+                    if tangent_out is not None and last == 0 and len(out_idx) == 1 \
+                            and not widened[k]:
                         target = tangent_out.get(k)     # one pass: its tangent is the result
                     outs[rec[1]] = (_out_target(target, t_shape, dtype, "result")
                                     if target is not None else np.empty(t_shape, dtype))
-            arrays = tuple(values[name] for name in sp.arrays)
+            arrays = tuple(_expanded(values[name], shape) for name in sp.arrays)
             for o in outs:
                 for a in arrays:
                     if _expr.overlaps(o, a):
@@ -310,7 +316,9 @@ class CompiledExpression:
                 scalars[step.scale_scalar] = step.slope(scalars, is_double)
             sums = sp.program.run(arrays, scalars, tuple(outs), n, is_double)
             if step is not None:
-                results.append(self._step_results(sp, scalars, sums, outs, n, dtype))
+                results.append(_summed_widened(
+                    self._step_results(sp, scalars, sums, outs, n, dtype), sp, widened,
+                    values, dtype))
                 continue
 
             def fetch(rec):
@@ -321,7 +329,8 @@ class CompiledExpression:
                 return dtype.type(sums[rec[1]])
             value = fetch(sp.value)
             tangents = [fetch(r) for r in sp.tangents]
-            results.append((value, tangents, y_shape))
+            results.append(_summed_widened((value, tangents, y_shape), sp, widened, values,
+                                           dtype))
         return plans, out_idx, results
 
     @staticmethod
@@ -357,6 +366,13 @@ class CompiledExpression:
                         Factor.scalar(t, dtype)
                 elif x_shape == ():
                     f = Factor.column(t, y_shape) if y_shape != () else Factor.scalar(t, dtype)
+                elif x_shape != y_shape:
+                    raise NotImplementedError(
+                        f"{name!r} of shape {x_shape} is broadcast to {y_shape} in "
+                        f"{sp.stage.root}, an element-wise result that reads a reduction: its "
+                        f"Jacobian by a broadcast variable (neither diagonal nor a row) is "
+                        f"not provided. It is for an expression without an inner "
+                        f"reduction, and gradients of scalar results are always provided")
                 else:
                     f = Factor.diagonal(t, y_shape)
             elif what == "red":
@@ -398,7 +414,8 @@ class CompiledExpression:
         positional call. Positionally, the variables come in the order of
         ``f.variables`` (their first appearance in the expression, or
         compile's ``variables=``), then ``value_out``, then ``out``:
-        ``k.arguments`` and ``repr(k)`` show it. It writes the compact
+        ``k.arguments`` and ``repr(k)`` show it. Its arrays must have one
+        shape (scalars aside): broadcasting is for the methods. It writes the compact
         Jacobian (and the value) in place with one fused pass and returns
         ``out``. For a single expression without an inner reduction (a sum
         or dot product feeding element-wise work); arithmetic on the value
@@ -573,6 +590,12 @@ class CompiledExpression:
             tangent_out = {0: out}      # written in place by the pass, no copy
         plans, out_idx, results = self._run(values, dtype, (name,), _want_value,
                                             value_out=value_out, tangent_out=tangent_out)
+        x_shape, y_shape = values[name].shape, results[out_idx[0]][2]
+        if len(plans) == 1 and x_shape not in ((), y_shape) and y_shape != () \
+                and name in plans[0].arrays:
+            # one element-wise stage by a variable broadcast to its shape
+            return self._broadcast_jacobian(plans[0], results[0], x_shape, dtype, denominator,
+                                            fmt, out)
         if fmt == "compact" and len(plans) == 1:
             # one stage: its tangent is the compact Jacobian already
             sp = plans[-1]
@@ -589,6 +612,20 @@ class CompiledExpression:
         factor = self._factor(plans, results, out_idx[0], name, values, dtype, memo)
         value = _present(results[out_idx[0]][0])
         return value, _deliver(factor, denominator, fmt, out)
+
+    @staticmethod
+    def _broadcast_jacobian(sp, result, x_shape, dtype, denominator, fmt, out):
+        """(value, Jacobian) of an element-wise result y of shape S by a
+        variable of ``x_shape`` broadcast to S: one entry per element of y,
+        the partial computed there (compact: an array of S), the structure
+        of fastjac.jacobian's broadcast operands."""
+        value, tangents, y_shape = result
+        st = _broadcast.structure_of(y_shape, x_shape, False)
+        _broadcast.check_result(st, False, dtype, denominator, fmt, out)
+        t = tangents[0] if sp.directions else None
+        partials = np.zeros(y_shape, dtype) if t is None else t
+        return _present(value), _broadcast.deliver(st, partials, False, denominator, fmt,
+                                                   t is None, out)
 
     # -- products with the Jacobian ------------------------------------------------------
     # -- second derivatives of a scalar loss (fastjac._batch) -------------------------
@@ -725,10 +762,11 @@ class CompiledExpression:
         if mode == "vjp":
             u = np.ascontiguousarray(_product_operand(cotangent, y_shape, dtype, "cotangent",
                                                       "the expression's value"))
-        seeds = [] if seeds is None else [np.ascontiguousarray(t) for t in seeds]
+        seeds = [] if seeds is None else [np.ascontiguousarray(_expanded(t, shape))
+                                          for t in seeds]
         # where each input comes from: a variable (by name), tangent i, or the cotangent
-        inputs = [values[src] if type(src) is str else (u if src < 0 else seeds[src])
-                  for src in array_src]
+        inputs = [_expanded(values[src], shape) if type(src) is str else
+                  (u if src < 0 else seeds[src]) for src in array_src]
         numbers = [values[src].item() if type(src) is str else
                    (src[0] if type(src) is tuple else (u.item() if src < 0 else
                                                        seeds[src].item()))
@@ -739,14 +777,17 @@ class CompiledExpression:
         shapes = [y_shape] if mode == "jvp" else [values[n].shape for n in names]
         for rec, t_shape in zip(recs, shapes):
             if rec is not None and rec[0] == "out":
-                outs[rec[1]] = np.empty(t_shape, dtype)
+                # a variable broadcast to the shape: its VJP per element, then summed
+                outs[rec[1]] = np.empty(shape if mode == "vjp" else t_shape, dtype)
         sums = prog.run(tuple(inputs), numbers, tuple(outs), math.prod(shape),
                         dtype == np.float64)
 
         def fetch(rec, t_shape):
             if rec is None:                         # structurally zero
                 return _present(np.zeros(t_shape, dtype))
-            return _present(outs[rec[1]]) if rec[0] == "out" else dtype.type(sums[rec[1]])
+            if rec[0] != "out":
+                return dtype.type(sums[rec[1]])
+            return _present(np.asarray(_broadcast.sum_to_shape(outs[rec[1]], t_shape), dtype))
         return fetch(value_rec, y_shape), [fetch(r, t) for r, t in zip(recs, shapes)]
 
     def _product_plan(self, mode, names, values):
@@ -827,18 +868,53 @@ class CompiledExpression:
 
 
 def _common_shape(names, values):
-    """The one shape of the array variables ``names`` (() if none), else ValueError."""
-    shape = shape_owner = None
+    """The shape the array variables ``names`` broadcast to (() if there are
+    none), else ValueError naming their shapes."""
+    shape = None
     for name in names:
         s = values[name].shape
         if shape is None:
-            shape, shape_owner = s, name
+            shape = s
         elif s != shape:
-            raise ValueError(
-                f"{shape_owner} has shape {shape} and {name} has shape {s}; the "
-                f"variables of an element-wise expression must have the same "
-                f"shape, or be scalars")
+            return _broadcast_shape(names, values)
     return () if shape is None else shape
+
+
+def _broadcast_shape(names, values):
+    shapes = {name: values[name].shape for name in names}
+    try:
+        return np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = " and ".join(f"{name} has shape {s}" for name, s in shapes.items())
+        raise ValueError(
+            f"{listed}; the variables of an element-wise expression must broadcast "
+            f"together (NumPy's rule: aligned from the last axis, each pair of lengths "
+            f"equal or one of them 1), or be scalars") from None
+
+
+def _widened(x, shape):
+    """x is an array variable of another shape than ``shape`` (broadcast to it)."""
+    return x.ndim != 0 and x.shape != shape
+
+
+def _expanded(x, shape):
+    """x as the program reads it: itself, or a C-contiguous copy broadcast to
+    ``shape`` (|shape| elements) when it is an array of another shape."""
+    if not _widened(x, shape):
+        return x
+    return np.ascontiguousarray(np.broadcast_to(x, shape))
+
+
+def _summed_widened(result, sp, widened, values, dtype):
+    """A sum stage's (value, tangents, shape) with the tangents by widened
+    variables summed to their variables' shapes."""
+    if not any(widened):
+        return result
+    value, tangents, y_shape = result
+    tangents = [np.asarray(_broadcast.sum_to_shape(t, values[d[1]].shape), dtype)
+                if w and t is not None else t
+                for t, w, d in zip(tangents, widened, sp.directions)]
+    return value, tangents, y_shape
 
 
 def _tangent_list(tangent, names, stacked):

@@ -552,10 +552,22 @@ def _expression_operands(compiled, variables):
         if shape is None:
             shape, owner = s, v
         elif s != shape:
-            raise ValueError(
-                f"{owner} has shape {shape} and {v} has shape {s}; the variables of an "
-                f"element-wise expression must have the same shape, or be scalars")
+            _refuse_broadcast(f"{owner} has shape {shape} and {v} has shape {s}",
+                              (shape, s), "the variables of an element-wise expression")
     return operands, _result_dtype(votes), shape or ()
+
+
+def _refuse_broadcast(shapes_named, shapes, what):
+    """Shapes that differ among Dask operands: NotImplementedError if they
+    broadcast (the NumPy path broadcasts them), else ValueError."""
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{shapes_named}; {what} must broadcast together, or be "
+                         f"scalars") from None
+    raise NotImplementedError(f"{shapes_named}: with Dask arrays, {what} must have one "
+                              f"shape (or be scalars); broadcasting them is supported for "
+                              f"NumPy arrays only")
 
 
 def _output_kinds(compiled, shapes, ndim):
