@@ -204,3 +204,36 @@ def test_errors_name_the_shapes():
     with pytest.raises(ValueError, match="must match"):
         fj.compile(fj.sum(ELEMENTWISE)).kernel("w")(w=np.ones(3), X=np.ones((4, 3)),
                                                     b=np.array(0.0), out=np.empty(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dask_variables_broadcast_as_numpy_ones(dtype):
+    da = pytest.importorskip("dask.array")
+    vals = values((3,), (10, 3), dtype)
+    lazy = dict(vals, X=da.from_array(vals["X"], chunks=(3, 2)))      # ragged chunks
+    tol = tolerance(dtype)
+    u = RNG.standard_normal((10, 3)).astype(dtype)
+    t = RNG.standard_normal(3).astype(dtype)
+    for expr in (ELEMENTWISE, fj.sum(ELEMENTWISE), fj.log(fj.sum(fj.exp(w_ * X_ + b_)))):
+        f = fj.compile(expr)
+        for name in ("w", "X"):
+            value, jac = f.value_and_jacobian(name, **lazy)
+            assert isinstance(jac, da.Array) and jac.dtype == dtype
+            want_value, want = f.value_and_jacobian(name, **vals)
+            np.testing.assert_allclose(value.compute(), want_value, **tol)
+            np.testing.assert_allclose(jac.compute(), want, **tol)
+        cot = u if np.ndim(f.value(**vals)) else 1.0
+        _, (gw, gX) = f.vjp(["w", "X"], cot, **lazy)
+        _, (ww, wX) = f.vjp(["w", "X"], cot, **vals)
+        assert gw.shape == (3,) and isinstance(gw, da.Array)
+        np.testing.assert_allclose(gw.compute(), ww, **tol)
+        np.testing.assert_allclose(gX.compute(), wX, **tol)
+        _, jv = f.jvp("w", t, **lazy)
+        np.testing.assert_allclose(np.asarray(jv.compute()), f.jvp("w", t, **vals)[1], **tol)
+    f = fj.compile(fj.sum(ELEMENTWISE))
+    with pytest.raises(ValueError, match="broadcast together"):
+        f.jacobian("w", **dict(lazy, w=np.ones(2, dtype)))
+    with pytest.raises(ValueError, match=r"the tangent of 'w' has shape \(10, 3\)"):
+        f.jvp("w", np.ones((10, 3)), **lazy)
+    with pytest.raises(NotImplementedError, match="one variable of wrt at a time"):
+        f.jacobian(["w", "X"], **lazy)

@@ -445,9 +445,7 @@ class CompiledLoss(CompiledExpression):
         """(dtype, values, element shape of each term), every check made."""
         if kwargs.keys() != self._names:
             self._check_names(kwargs)
-        dtype, values = _ready(kwargs)
-        if dtype is None:
-            dtype, values = coerce_named(kwargs)
+        dtype, values = coerce_named(kwargs)
         return dtype, values, self._shapes(values)
 
     def _shapes(self, values):
@@ -1022,29 +1020,6 @@ def _size(shape):
     for k in shape:
         size *= k
     return size
-
-
-_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
-
-
-def _ready(kwargs):
-    """(dtype, values) when every value is already an ndarray of one float
-    dtype, C-contiguous, aligned and native, or a Python float (made a 0-d
-    array of that dtype); (None, None) otherwise (coerce_named's job)."""
-    dtype = None
-    for x in kwargs.values():
-        if type(x) is np.ndarray:
-            if dtype is None:
-                dtype = x.dtype
-            if x.dtype is not dtype and x.dtype != dtype:
-                return None, None
-            if not x.flags.c_contiguous or not x.flags.aligned:
-                return None, None
-        elif type(x) is not float:
-            return None, None
-    if dtype not in _FLOATS or not dtype.isnative:
-        return None, None
-    return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in kwargs.items()}
 
 
 def _mean_size(term, shape):

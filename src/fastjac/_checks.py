@@ -55,6 +55,9 @@ def coerce_named(values):
 
     Python numbers are weak (take the arrays' dtype). Returns (dtype, dict).
     """
+    ready = _ready(values)
+    if ready is not None:
+        return ready
     vote = 0
     arrays = {}
     for name, x in values.items():
@@ -74,6 +77,31 @@ def coerce_named(values):
         else:
             out[name] = np.ascontiguousarray(arr, dtype=dtype)
     return dtype, out
+
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _ready(values):
+    """coerce_named's result when it has nothing to convert: every value an
+    ndarray of one float dtype, C-contiguous, aligned and native, or a Python
+    float (made a 0-d array of that dtype); None otherwise. (The hot loops'
+    case, checked with a few attribute reads.)"""
+    dtype = None
+    for x in values.values():
+        if type(x) is np.ndarray:
+            if dtype is None:
+                dtype = x.dtype
+            if x.dtype is not dtype and x.dtype != dtype:
+                return None
+            if not x.flags.c_contiguous or not x.flags.aligned:
+                return None
+        elif type(x) is not float:
+            return None
+    # (dtype None: no array; np.dtype compares equal to None, hence "is")
+    if dtype is None or dtype not in _FLOATS or not dtype.isnative:
+        return None
+    return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in values.items()}
 
 
 # -- layout= and format= ---------------------------------------------------------------------

@@ -46,8 +46,12 @@ What differs from the NumPy path
   block runs the NumPy method; its results are element-wise blocks,
   per-block partial sums (tree_sum), or one number that reads no array
   variable (the first block's). Tangents and cotangents may be Dask,
-  NumPy or numbers. The array variables must have one shape (scalars
-  aside). An expression whose sums feed further work (``sum(e) / N``,
+  NumPy or numbers. Array variables of different shapes are broadcast as
+  on the NumPy path: each becomes a lazy ``da.broadcast_to`` of the common
+  shape S (each task then holds one block of it), and a gradient or VJP
+  by it is summed over the broadcast axes with Dask's own ``sum`` (a tree,
+  in float64). Stacked Jacobians and lists of expressions keep requiring
+  one shape (NotImplementedError). An expression whose sums feed further work (``sum(e) / N``,
   ``log(sum(exp(x)))``) runs one graph per stage (:func:`_staged`): each
   sum is a tree reduction whose lazy value the next stage reads as a
   number, the gradient is the chain rule over the stages; its jvp, vjp and
@@ -399,6 +403,14 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     elif not compiled._single:
         return list_value(compiled, variables)
     compiled._check_names(variables)
+    variables, widened = _broadcast_variables(compiled, variables)
+    if widened:
+        result = expression(compiled, name, layout, format, out, value_out, want_value,
+                            want_jacobian, variables)
+        if name not in widened or not _scalar_root(compiled):
+            return result           # element-wise: the compact result has the shape S
+        value, jac = result
+        return value, _summed_to(jac, widened[name])
     if compiled._has_inner:
         return _staged(compiled, name, want_value, want_jacobian, variables)
     names = compiled.variables
@@ -552,22 +564,80 @@ def _expression_operands(compiled, variables):
         if shape is None:
             shape, owner = s, v
         elif s != shape:
+            # (jacobian, jvp and vjp broadcast their variables first: here a
+            # stacked Jacobian or a list of expressions)
             _refuse_broadcast(f"{owner} has shape {shape} and {v} has shape {s}",
-                              (shape, s), "the variables of an element-wise expression")
+                              (shape, s), "the variables of an element-wise expression",
+                              "for one expression and one variable of wrt at a time")
     return operands, _result_dtype(votes), shape or ()
 
 
-def _refuse_broadcast(shapes_named, shapes, what):
-    """Shapes that differ among Dask operands: NotImplementedError if they
-    broadcast (the NumPy path broadcasts them), else ValueError."""
+def _one_array_shape(compiled, variables):
+    shapes = {_shape(variables[v]) for v in compiled.variables} - {()}
+    return len(shapes) <= 1
+
+
+def _broadcast_variables(compiled, variables):
+    """(variables, {name: original shape}) with every array variable of
+    another shape than their broadcast shape S made a lazy Dask array of S
+    (da.broadcast_to: no memory until a block is computed, and then only
+    that block). ({}: the arrays have one shape, nothing changed.)"""
+    if _one_array_shape(compiled, variables):
+        return variables, {}
+    names = [v for v in compiled.variables if _shape(variables[v])]
+    shapes = [_shape(variables[v]) for v in names]
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        listed = " and ".join(f"{v} has shape {s}" for v, s in zip(names, shapes))
+        raise ValueError(f"{listed}; the variables of an element-wise expression must "
+                         f"broadcast together, or be scalars") from None
+    widened = {v: s for v, s in zip(names, shapes) if s != shape}
+    out = dict(variables)
+    for v in widened:
+        x = variables[v]
+        out[v] = da.broadcast_to(x if _api.is_dask_array(x) else da.from_array(np.asarray(x)),
+                                 shape)
+    return out, widened
+
+
+def _broadcast_seed(compiled, mode, names, stacked, seed, variables):
+    """jvp's tangents as a list, each checked against its variable's own
+    shape (before the variables are broadcast); vjp's cotangent unchanged."""
+    if mode != "jvp":
+        return seed
+    tangents = _compiled._tangent_list(seed, names, stacked)
+    for n, t in zip(names, tangents):
+        _seed(t, _shape(variables[n]), np.dtype(np.float64), f"the tangent of {n!r}",
+              f"variable {n!r}")
+    return tangents
+
+
+def _scalar_root(compiled):
+    root = compiled._outputs[0]
+    return isinstance(root, Sum) or compiled._step is not None
+
+
+def _summed_to(g, shape):
+    """A lazy per-element result by a variable broadcast from ``shape``,
+    summed (in float64, Dask's tree) over the broadcast axes."""
+    st = _broadcast.structure_of(g.shape, shape, True)
+    if not st.summed:
+        return g
+    return g.sum(axis=st.summed, dtype=np.float64).astype(g.dtype).reshape(shape)
+
+
+def _refuse_broadcast(shapes_named, shapes, what, supported="for NumPy arrays only"):
+    """Shapes that differ among Dask operands where they are not broadcast:
+    NotImplementedError if they broadcast together, else ValueError."""
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
         raise ValueError(f"{shapes_named}; {what} must broadcast together, or be "
                          f"scalars") from None
-    raise NotImplementedError(f"{shapes_named}: with Dask arrays, {what} must have one "
-                              f"shape (or be scalars); broadcasting them is supported for "
-                              f"NumPy arrays only")
+    raise NotImplementedError(f"{shapes_named}: with Dask arrays here, {what} must have one "
+                              f"shape (or be scalars); broadcasting them is supported "
+                              f"{supported}")
 
 
 def _output_kinds(compiled, shapes, ndim):
@@ -647,6 +717,16 @@ def products(compiled, mode, names, stacked, seed, variables):
     wrt) or ``vjp`` (seed: the cotangent) of a single compiled expression
     with Dask variables; wrt is checked (_compiled's _product_args). Returns
     (value, product) or (value, gradient or tuple of gradients), lazy."""
+    compiled._check_names(variables)
+    widened = None
+    if not _one_array_shape(compiled, variables):
+        seed = _broadcast_seed(compiled, mode, names, stacked, seed, variables)
+        variables, widened = _broadcast_variables(compiled, variables)
+        if mode == "jvp":
+            shape = _shape(next(v for v in variables.values() if _shape(v)))
+            seed = [da.broadcast_to(da.asarray(t), shape) if n in widened else t
+                    for n, t in zip(names, seed)]
+            seed = seed if stacked else seed[0]
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
@@ -666,14 +746,19 @@ def products(compiled, mode, names, stacked, seed, variables):
         kinds = (y_kind,) + tuple(_ELEMENTWISE if shapes[n] != () else
                                   _FIRST if ndim == 0 else _SUMMED for n in names)
     if compiled._has_inner:
-        return _staged_products(compiled, mode, names, stacked, seeds, variables)
-    fn = functools.partial(_product_block, _share(compiled), compiled.variables, mode,
-                           tuple(names), stacked, kinds, ndim)
-    pairs = _blocks(fn, operands + seeds, ndim)
-    results = [_result(pairs, i, k, ndim, dtype, mode) for i, k in enumerate(kinds)]
-    if mode == "jvp" or not stacked:
-        return results[0], results[1]
-    return results[0], tuple(results[1:])
+        value, product = _staged_products(compiled, mode, names, stacked, seeds, variables)
+    else:
+        fn = functools.partial(_product_block, _share(compiled), compiled.variables, mode,
+                               tuple(names), stacked, kinds, ndim)
+        pairs = _blocks(fn, operands + seeds, ndim)
+        results = [_result(pairs, i, k, ndim, dtype, mode) for i, k in enumerate(kinds)]
+        value, product = results[0], (results[1] if mode == "jvp" or not stacked
+                                      else tuple(results[1:]))
+    if mode == "vjp" and widened:       # a VJP by a broadcast variable: summed over S
+        grads = [_summed_to(g, widened[n]) if n in widened else g
+                 for n, g in zip(names, product if stacked else (product,))]
+        product = tuple(grads) if stacked else grads[0]
+    return value, product
 
 
 @task
