@@ -290,6 +290,12 @@ def _build_stage(stage, scalar_vars, directions, want_value, reduction_index, sc
                 B.instr.append([_OPCODES[op + "_vd"], v, a, d, 0 if op == "tanh" else -1])
                 V[node] = v
                 tang = [B.t_scale(d, t) for t in ta]
+            elif op == "exp":
+                # d exp(x)/dx is the value itself: one exponential, not two,
+                # by the derivative kernel (its short exp where that is valid,
+                # the same bits as the exp op: _vecmath.h)
+                V[node] = B.deriv(_ops.UNARY[op], a, a)
+                tang = [B.t_scale(V[node], t) for t in ta]
             else:
                 V[node] = B.emit(op, a)
                 if any(t is not None for t in ta):
