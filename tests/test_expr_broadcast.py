@@ -9,10 +9,20 @@ import fastjac as fj
 from oracle import finite_difference
 
 RNG = np.random.default_rng(41)
+
+
+@pytest.fixture(autouse=True, params=[None, 7], ids=["one slab", "slabs of 7"])
+def slab(request, monkeypatch):
+    """Every test once as it runs, and once with passes over broadcast
+    variables cut into slabs of 7 elements (several slabs along the first
+    axis, the last one shorter)."""
+    if request.param is not None:
+        monkeypatch.setattr(fj._compiled, "SLAB", request.param)
 w_, X_, s_, b_ = fj.var("w"), fj.var("X"), fj.var("s"), fj.var("b")
 
 # (shape of w, shape of X): w is broadcast to X's shape, or both to a third
-SHAPES = [((3,), (4, 3)), ((4, 1), (4, 3)), ((1, 3), (4, 1)), ((2, 1, 3), (4, 1)), ((), (5,))]
+SHAPES = [((3,), (4, 3)), ((4, 1), (4, 3)), ((1, 3), (4, 1)), ((2, 1, 3), (4, 1)), ((), (5,)),
+          ((5, 1, 3), (5, 2, 1)), ((1, 1), (9, 2))]
 SPARSE = ("csr", "csc", "coo")
 
 

@@ -37,7 +37,7 @@ import functools
 
 import numpy as np
 
-from . import _broadcast_loops, _checks, _layout
+from . import _broadcast_loops, _checks, _kernels, _layout
 
 try:                                    # NumPy 2
     from numpy.lib.array_utils import normalize_axis_tuple
@@ -230,13 +230,30 @@ def structure_of(shape, k_shape, summing):
                       tuple(range(len(shape))) if summing else ())
 
 
+# d(k x)/dk = x: with it, the fused loops of the one-pass sums add up x itself
+_PLAIN = _kernels.DERIVATIVE_CODES["multiply_da"]
+
+
 def sum_to_shape(partials, k_shape):
     """Per-element partials (an array of S) by an operand of ``k_shape``
     broadcast to S, summed over the axes it was broadcast along: of
     ``k_shape``, in float64 (``partials`` itself when k_shape is S)."""
-    if partials.shape == tuple(k_shape):
+    k_shape = tuple(k_shape)
+    if partials.shape == k_shape:
         return partials
-    return sum_broadcast(partials, structure_of(partials.shape, k_shape, True)).reshape(k_shape)
+    st = structure_of(partials.shape, k_shape, True)
+    if st.one_pass is not None and partials.dtype in _FLOATS and partials.flags.c_contiguous \
+            and partials.flags.aligned:
+        # the summed axes lead or trail: one pass in C (NumPy's reduction
+        # along a leading axis of short rows is several times slower)
+        leading, rows, width, _ = st.one_pass
+        ones = np.ones(width, partials.dtype)
+        return _sum_2d(_PLAIN, True, ones, partials.reshape(-1), leading, rows,
+                       width).reshape(k_shape)
+    return sum_broadcast(partials, st).reshape(k_shape)
+
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def sum_broadcast(partials, structure):

@@ -15,6 +15,7 @@ the small helpers they use (shapes, tangents, delivering a result).
 """
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -285,8 +286,16 @@ class CompiledExpression:
                     outs[value_slot[1]] = _out_target(value_out, y_shape, dtype, "value")
                 else:
                     outs[value_slot[1]] = np.empty(y_shape, dtype)
+            step = sp.step
+            # a sum's tangent by a widened variable: summed over the broadcast
+            # axes slab by slab (_slabbed_run); after a scalar step, per element
+            # (the step scales it in place), then summed (_summed_widened)
+            reduce_to = [None] * sp.program.n_outs
             for k, rec in enumerate(sp.tangents):
                 if rec is not None and rec[0] == "out":
+                    if widened[k] and step is None:
+                        reduce_to[rec[1]] = values[sp.directions[k][1]].shape
+                        continue
                     target = None
                     t_shape = (values[sp.directions[k][1]].shape
                                if sp.stage.is_sum and not widened[k] else shape)
@@ -295,10 +304,11 @@ class CompiledExpression:
                         target = tangent_out.get(k)     # one pass: its tangent is the result
                     outs[rec[1]] = (_out_target(target, t_shape, dtype, "result")
                                     if target is not None else np.empty(t_shape, dtype))
-            arrays = tuple(_expanded(values[name], shape) for name in sp.arrays)
+            arrays = tuple(values[name] if step is None else _expanded(values[name], shape)
+                           for name in sp.arrays)
             for o in outs:
                 for a in arrays:
-                    if _expr.overlaps(o, a):
+                    if o is not None and _expr.overlaps(o, a):
                         raise ValueError("out overlaps an input variable; use a separate array")
             scalars = []
             for kind, key in sp.scalars:
@@ -311,10 +321,10 @@ class CompiledExpression:
                 else:                               # "scale": set by the step below
                     scalars.append(0.0)
             is_double = dtype == np.float64
-            step = sp.step
             if step is not None and step.scale_scalar >= 0:
                 scalars[step.scale_scalar] = step.slope(scalars, is_double)
-            sums = sp.program.run(arrays, scalars, tuple(outs), n, is_double)
+            sums = _broadcast_run(sp.program, arrays, scalars, outs, reduce_to, shape, dtype,
+                                  self._scratch())
             if step is not None:
                 results.append(_summed_widened(
                     self._step_results(sp, scalars, sums, outs, n, dtype), sp, widened,
@@ -403,6 +413,19 @@ class CompiledExpression:
             if self._depends(plans, i, name):
                 return True
         return False
+
+    def _scratch(self):
+        """This thread's buffers for passes over broadcast variables: a
+        slab's expanded inputs and per-element partials, kept between calls
+        (fresh pages cost more than the work at these sizes) and never
+        shared between threads."""
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self.__dict__.setdefault("_local", threading.local())
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = {}
+        return buffers
 
     # -- hot-loop kernels ---------------------------------------------------------------
     def kernel(self, wrt=None, *, value=False):
@@ -762,32 +785,34 @@ class CompiledExpression:
         if mode == "vjp":
             u = np.ascontiguousarray(_product_operand(cotangent, y_shape, dtype, "cotangent",
                                                       "the expression's value"))
-        seeds = [] if seeds is None else [np.ascontiguousarray(_expanded(t, shape))
-                                          for t in seeds]
+        seeds = [] if seeds is None else [np.ascontiguousarray(t) for t in seeds]
         # where each input comes from: a variable (by name), tangent i, or the cotangent
-        inputs = [_expanded(values[src], shape) if type(src) is str else
-                  (u if src < 0 else seeds[src]) for src in array_src]
+        inputs = [values[src] if type(src) is str else (u if src < 0 else seeds[src])
+                  for src in array_src]
         numbers = [values[src].item() if type(src) is str else
                    (src[0] if type(src) is tuple else (u.item() if src < 0 else
                                                        seeds[src].item()))
                    for src in scalar_src]
         outs = [None] * prog.n_outs
+        reduce_to = [None] * prog.n_outs
         if value_rec[0] == "out":
             outs[value_rec[1]] = np.empty(y_shape, dtype)
         shapes = [y_shape] if mode == "jvp" else [values[n].shape for n in names]
         for rec, t_shape in zip(recs, shapes):
             if rec is not None and rec[0] == "out":
-                # a variable broadcast to the shape: its VJP per element, then summed
-                outs[rec[1]] = np.empty(shape if mode == "vjp" else t_shape, dtype)
-        sums = prog.run(tuple(inputs), numbers, tuple(outs), math.prod(shape),
-                        dtype == np.float64)
+                if t_shape != shape:        # the VJP by a broadcast variable: summed
+                    reduce_to[rec[1]] = t_shape
+                else:
+                    outs[rec[1]] = np.empty(t_shape, dtype)
+        sums = _broadcast_run(prog, tuple(inputs), numbers, outs, reduce_to, shape, dtype,
+                              self._scratch())
 
         def fetch(rec, t_shape):
             if rec is None:                         # structurally zero
                 return _present(np.zeros(t_shape, dtype))
             if rec[0] != "out":
                 return dtype.type(sums[rec[1]])
-            return _present(np.asarray(_broadcast.sum_to_shape(outs[rec[1]], t_shape), dtype))
+            return _present(outs[rec[1]])
         return fetch(value_rec, y_shape), [fetch(r, t) for r, t in zip(recs, shapes)]
 
     def _product_plan(self, mode, names, values):
@@ -903,6 +928,78 @@ def _expanded(x, shape):
     if not _widened(x, shape):
         return x
     return np.ascontiguousarray(np.broadcast_to(x, shape))
+
+
+# Elements per slab of a pass over broadcast variables: large enough for the
+# pass's threads and compiled code (from 65 536), small enough that a slab's
+# expanded inputs and per-element partials stay in the L2/L3 caches.
+SLAB = 1 << 18
+
+
+def _broadcast_run(program, arrays, scalars, outs, reduce_to, shape, dtype, scratch):
+    """program.run over the elements of ``shape`` (S); the sums.
+
+    When every array has the shape S, one run. Otherwise slab by slab along
+    S's first axis: a slab of an input is a view of it, or a copy broadcast
+    to the slab (made once for an input constant along that axis); outs[j]
+    (of S, or None where reduce_to[j] is a shape) is written slab by slab,
+    and an output with reduce_to[j] is a slab's temporary summed over the
+    broadcast axes into a float64 total of that shape, which replaces
+    outs[j] (in the run's dtype). The slabs' sums are added in order.
+    Slab-sized buffers come from ``scratch`` (CompiledExpression._scratch).
+    """
+    is_double = dtype == np.float64
+    if all(not _widened(x, shape) for x in arrays):
+        return program.run(arrays, scalars, tuple(outs), math.prod(shape), is_double)
+    ndim = len(shape)
+    aligned = [x.reshape((1,) * (ndim - x.ndim) + x.shape) for x in arrays]
+    rows, width = shape[0], math.prod(shape[1:])
+    step = max(1, SLAB // max(width, 1))
+    totals = {j: np.zeros((1,) * (ndim - len(k)) + tuple(k), np.float64)
+              for j, k in enumerate(reduce_to) if k is not None}
+    filled = set()
+
+    def buffer(key, slab):
+        b = scratch.get(key)
+        if b is None or b.shape != slab or b.dtype != dtype:
+            b = scratch[key] = np.empty(slab, dtype)
+        return b
+
+    sums = [0.0] * program.n_acc
+    for r0 in range(0, rows, step):
+        m = min(step, rows - r0)
+        slab = (m,) + shape[1:]
+        ins = []
+        for i, x in enumerate(aligned):
+            if x.shape[0] == 1 and rows != 1:
+                part = x                        # the same block for every slab
+            else:
+                part = x[r0:r0 + m]
+            if part.shape == slab:
+                ins.append(part)
+                continue
+            block = buffer(("in", i, m), slab)
+            if part is not x or (i, m) not in filled:
+                np.copyto(block, np.broadcast_to(part, slab))
+                filled.add((i, m))
+            ins.append(block)
+        slab_outs = []
+        for j, o in enumerate(outs):
+            if j in totals:
+                o = buffer(("out", j, m), slab)
+            elif o is not None:
+                o = o.reshape(shape)[r0:r0 + m]
+            slab_outs.append(o)
+        part = program.run(tuple(ins), scalars, tuple(slab_outs), m * width, is_double)
+        sums = [a + b for a, b in zip(sums, part)]
+        for j, total in totals.items():
+            if total.shape[0] == 1:
+                total += _broadcast.sum_to_shape(slab_outs[j], (1,) + total.shape[1:])
+            else:
+                total[r0:r0 + m] = _broadcast.sum_to_shape(slab_outs[j], (m,) + total.shape[1:])
+    for j, total in totals.items():
+        outs[j] = total.astype(dtype).reshape(reduce_to[j])
+    return sums
 
 
 def _summed_widened(result, sp, widened, values, dtype):
