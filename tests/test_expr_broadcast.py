@@ -247,3 +247,21 @@ def test_dask_variables_broadcast_as_numpy_ones(dtype):
         f.jvp("w", np.ones((10, 3)), **lazy)
     with pytest.raises(NotImplementedError, match="one variable of wrt at a time"):
         f.jacobian(["w", "X"], **lazy)
+
+
+def test_threads_share_a_compiled_expression():
+    # each thread has its own slab buffers: concurrent calls stay exact
+    from concurrent.futures import ThreadPoolExecutor
+    f = fj.compile(fj.sum(fj.tanh(w_ * X_ + b_)))
+    rng = np.random.default_rng(5)
+    jobs = [(rng.uniform(0.5, 1.5, 16), rng.uniform(-1, 1, (3000, 16))) for _ in range(16)]
+
+    def run(job):
+        w, X = job
+        return [f.jacobian("w", w=w, X=X, b=0.1) for _ in range(5)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, jobs))
+    for (w, X), got in zip(jobs, results):
+        want = ((1 - np.tanh(w * X + 0.1) ** 2) * X).sum(axis=0)
+        for g in got:
+            np.testing.assert_allclose(g, want, rtol=1e-12)

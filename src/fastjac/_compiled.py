@@ -949,7 +949,7 @@ def _broadcast_run(program, arrays, scalars, outs, reduce_to, shape, dtype, scra
     Slab-sized buffers come from ``scratch`` (CompiledExpression._scratch).
     """
     is_double = dtype == np.float64
-    if all(not _widened(x, shape) for x in arrays):
+    if not shape or all(not _widened(x, shape) for x in arrays):    # (() : one element)
         return program.run(arrays, scalars, tuple(outs), math.prod(shape), is_double)
     ndim = len(shape)
     aligned = [x.reshape((1,) * (ndim - x.ndim) + x.shape) for x in arrays]
