@@ -980,7 +980,7 @@ def _broadcast_run(program, arrays, scalars, outs, reduce_to, shape, dtype, scra
                 continue
             block = buffer(("in", i, m), slab)
             if part is not x or (i, m) not in filled:
-                np.copyto(block, np.broadcast_to(part, slab))
+                np.copyto(block, part)              # broadcast to the slab
                 filled.add((i, m))
             ins.append(block)
         slab_outs = []
