@@ -144,3 +144,38 @@ def test_dask_arrays_give_lazy_products():
     for value, product in (f.jvp("w", np.ones(4), w=w, x=x), f.vjp("w", np.ones(4), w=w, x=x)):
         assert isinstance(value, da.Array) and isinstance(product, da.Array)
         np.testing.assert_array_equal(product.compute(), x)
+
+
+def test_repeated_calls_take_the_checked_shortcut_with_the_same_results():
+    # after a first call, jvp/vjp of one variable run through a cached
+    # _ProductCall; every other call must still get the full path's answer
+    # and its errors
+    f = fj.compile(fj.maximum(w_ * x_ + 3, 0) * x_ - w_ / z_)
+    g = fj.compile(fj.sum(fj.tanh(w_ * x_) * z_))
+    for dtype in (np.float64, np.float32):
+        w = RNG.uniform(0.5, 1.5, 7).astype(dtype)
+        x = RNG.uniform(0.5, 1.5, 7).astype(dtype)
+        z = np.asarray(1.25, dtype)
+        t = RNG.standard_normal(7).astype(dtype)
+        first = f.jvp("w", t, w=w, x=x, z=z), f.vjp("x", t, w=w, x=x, z=z), \
+            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", 2.0, w=w, x=x, z=z)
+        assert ("jvp", "w") in f._product_calls and ("vjp", "w") in g._product_calls
+        again = f.jvp("w", t, w=w, x=x, z=z), f.vjp("x", t, w=w, x=x, z=z), \
+            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", 2.0, w=w, x=x, z=z)
+        for (v1, p1), (v2, p2) in zip(first, again):
+            assert np.asarray(v2).dtype == dtype and np.asarray(p2).dtype == dtype
+            np.testing.assert_array_equal(v1, v2)
+            np.testing.assert_array_equal(p1, p2)
+        # calls the shortcut does not take: the same numbers as a fresh compile
+        fresh = fj.compile(fj.maximum(w_ * x_ + 3, 0) * x_ - w_ / z_)
+        for args in (dict(w=w, x=x[::-1], z=z),                 # not contiguous
+                     dict(w=w.astype(np.float64), x=x, z=z),    # another dtype
+                     dict(w=w, x=x, z=float(z)),                # a Python number
+                     dict(w=w, x=x, z=np.full(7, z))):          # z an array
+            np.testing.assert_array_equal(f.jvp("w", t, **args)[1], fresh.jvp("w", t, **args)[1])
+        with pytest.raises(ValueError, match=r"the tangent of 'w' has shape \(6,\)"):
+            f.jvp("w", t[:6], w=w, x=x, z=z)
+        with pytest.raises(ValueError, match=r"cotangent has shape \(\)"):
+            f.vjp("x", np.asarray(1.0, dtype), w=w, x=x, z=z)
+        with pytest.raises(ValueError, match="missing value for variable 'z'"):
+            f.jvp("w", t, w=w, x=x)

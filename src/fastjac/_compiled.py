@@ -98,6 +98,7 @@ class CompiledExpression:
         self._fast_kernels = {}
         self._plans = {}
         self._product_plans = {}        # fused jvp / vjp programs, by signature
+        self._product_calls = {}        # (mode, wrt): the last signature's _ProductCall
 
     def _set_variables(self, nodes, variables, wrt):
         """.variables (in order of appearance, or compile's ``variables=``) and
@@ -713,6 +714,11 @@ class CompiledExpression:
         ...       x=np.array([3.0, 4.0]))
         (array([3., 8.]), array([3., 4.]))
         """
+        call = self._product_calls.get(("jvp", wrt)) if type(wrt) is str else None
+        if call is not None:
+            result = call(variables, tangent)
+            if result is not None:
+                return result
         names, seeds, dtype, values = self._product_args(wrt, tangent, variables)
         if names is None:           # Dask variables: seeds is the lazy result
             return seeds
@@ -748,6 +754,11 @@ class CompiledExpression:
         >>> f.vjp(["w", "z"], np.ones(2), w=np.array([1.0, 2.0]), z=3.0)
         (array([3., 6.]), (array([3., 3.]), np.float64(3.0)))
         """
+        call = self._product_calls.get(("vjp", wrt)) if type(wrt) is str else None
+        if call is not None:
+            result = call(variables, cotangent)
+            if result is not None:
+                return result
         names, lazy, dtype, values = self._product_args(wrt, None, variables, "vjp", cotangent)
         if names is None:           # Dask variables: the lazy result
             return lazy
@@ -806,6 +817,10 @@ class CompiledExpression:
                     outs[rec[1]] = np.empty(t_shape, dtype)
         sums = _broadcast_run(prog, tuple(inputs), numbers, outs, reduce_to, shape, dtype,
                               self._scratch())
+        if len(names) == 1 and recs[0] is not None and not any(reduce_to):
+            # later calls of this signature: _ProductCall, checks and run only
+            self._product_calls[(mode, names[0])] = _ProductCall(
+                self.variables, values, dtype, mode, names[0], plan, stage.is_sum)
 
         def fetch(rec, t_shape):
             if rec is None:                         # structurally zero
@@ -890,6 +905,71 @@ class CompiledExpression:
             check_no_out(fmt, out)
             return value, _layout.operators().from_matrix(M, denominator)
         return value, _layout.as_matrix(M, "by_scalar", denominator, fmt, False, out)
+
+
+class _ProductCall:
+    """jvp or vjp by one variable for the signature of a call the full path
+    made (which variables are scalars, the dtype), without broadcasting:
+    the checks of that case, done with a few attribute reads, then the
+    fused program. Returns None for any other call (the full path takes
+    it, with every check and its messages)."""
+
+    def __init__(self, order, values, dtype, mode, wrt, plan, is_sum):
+        _, self.prog, value_rec, (rec,), _, array_src, scalar_src = plan
+        self.order, self.dtype, self.is_double = order, dtype, dtype == np.float64
+        self.scalar = tuple(values[n].ndim == 0 for n in order)
+        self.wrt_index, self.mode, self.is_sum = order.index(wrt), mode, is_sum
+        self.value_out = value_rec[1] if value_rec[0] == "out" else -1
+        self.value_acc = value_rec[1] if value_rec[0] == "acc" else -1
+        self.product_out = rec[1] if rec[0] == "out" else -1
+        self.product_acc = rec[1] if rec[0] == "acc" else -1
+        # inputs: >= 0 a variable's place in order, -1 the tangent or cotangent
+        self.array_src = [order.index(a) if type(a) is str else -1 for a in array_src]
+        self.scalar_src = [(order.index(a), None) if type(a) is str else
+                           (-1, a[0]) if type(a) is tuple else (-2, None)
+                           for a in scalar_src]
+
+    def __call__(self, variables, seed):
+        dtype, scalar = self.dtype, self.scalar
+        if len(variables) != len(scalar):
+            return None
+        xs, shape = [], None
+        for name, is_scalar in zip(self.order, scalar):
+            x = variables.get(name)
+            if type(x) is not np.ndarray or x.dtype is not dtype or (x.ndim == 0) != is_scalar:
+                return None
+            if not is_scalar:
+                if shape is None:
+                    shape = x.shape
+                if x.shape != shape or not x.flags.carray:
+                    return None
+            xs.append(x)
+        shape = () if shape is None else shape
+        # the seed: the tangent, of the variable's shape; the cotangent, of the value's
+        if self.mode == "jvp":
+            seed_shape = () if scalar[self.wrt_index] else shape
+        else:
+            seed_shape = () if self.is_sum else shape
+        if type(seed) is float and seed_shape == ():
+            seed = np.array(seed, dtype)
+        if type(seed) is not np.ndarray or seed.dtype is not dtype or seed.shape != seed_shape \
+                or not seed.flags.carray:
+            return None
+        inputs = tuple(xs[i] if i >= 0 else seed for i in self.array_src)
+        numbers = [float(xs[i]) if i >= 0 else (c if i == -1 else float(seed))
+                   for i, c in self.scalar_src]
+        y_shape = () if self.is_sum else shape
+        outs = [None] * self.prog.n_outs
+        if self.value_out >= 0:
+            outs[self.value_out] = np.empty(y_shape, dtype)
+        if self.product_out >= 0:
+            outs[self.product_out] = np.empty(y_shape if self.mode == "jvp" else shape, dtype)
+        sums = self.prog.run(inputs, numbers, tuple(outs), math.prod(shape), self.is_double)
+        value = (outs[self.value_out] if self.value_out >= 0 else
+                 dtype.type(sums[self.value_acc]))
+        product = (outs[self.product_out] if self.product_out >= 0 else
+                   dtype.type(sums[self.product_acc]))
+        return _present(value), _present(product)
 
 
 def _common_shape(names, values):
