@@ -158,10 +158,10 @@ def test_repeated_calls_take_the_checked_shortcut_with_the_same_results():
         z = np.asarray(1.25, dtype)
         t = RNG.standard_normal(7).astype(dtype)
         first = f.jvp("w", t, w=w, x=x, z=z), f.vjp("x", t, w=w, x=x, z=z), \
-            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", 2.0, w=w, x=x, z=z)
+            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", dtype(2.0), w=w, x=x, z=z)
         assert ("jvp", "w") in f._product_calls and ("vjp", "w") in g._product_calls
         again = f.jvp("w", t, w=w, x=x, z=z), f.vjp("x", t, w=w, x=x, z=z), \
-            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", 2.0, w=w, x=x, z=z)
+            g.jvp("z", 0.5, w=w, x=x, z=z), g.vjp("w", dtype(2.0), w=w, x=x, z=z)
         for (v1, p1), (v2, p2) in zip(first, again):
             assert np.asarray(v2).dtype == dtype and np.asarray(p2).dtype == dtype
             np.testing.assert_array_equal(v1, v2)

@@ -950,8 +950,8 @@ class _ProductCall:
             seed_shape = () if scalar[self.wrt_index] else shape
         else:
             seed_shape = () if self.is_sum else shape
-        if type(seed) is float and seed_shape == ():
-            seed = np.array(seed, dtype)
+        if seed_shape == () and (type(seed) is float or type(seed) is dtype.type):
+            seed = np.array(seed, dtype)            # a number (NumPy's of the dtype too)
         if type(seed) is not np.ndarray or seed.dtype is not dtype or seed.shape != seed_shape \
                 or not seed.flags.carray:
             return None
