@@ -242,8 +242,8 @@ def sum_to_shape(partials, k_shape):
     if partials.shape == k_shape:
         return partials
     st = structure_of(partials.shape, k_shape, True)
-    if st.one_pass is not None and partials.dtype in _FLOATS and partials.flags.c_contiguous \
-            and partials.flags.aligned:
+    if st.one_pass is not None and partials.dtype in _checks.FLOAT_DTYPES \
+            and partials.flags.c_contiguous and partials.flags.aligned:
         # the summed axes lead or trail: one pass in C (NumPy's reduction
         # along a leading axis of short rows is several times slower)
         leading, rows, width, _ = st.one_pass
@@ -252,8 +252,6 @@ def sum_to_shape(partials, k_shape):
                        width).reshape(k_shape)
     return sum_broadcast(partials, st).reshape(k_shape)
 
-
-_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def sum_broadcast(partials, structure):

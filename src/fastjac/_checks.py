@@ -79,7 +79,7 @@ def coerce_named(values):
     return dtype, out
 
 
-_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def _ready(values):
@@ -99,7 +99,7 @@ def _ready(values):
         elif type(x) is not float:
             return None
     # (dtype None: no array; np.dtype compares equal to None, hence "is")
-    if dtype is None or dtype not in _FLOATS or not dtype.isnative:
+    if dtype is None or dtype not in FLOAT_DTYPES or not dtype.isnative:
         return None
     return dtype, {k: (np.array(x, dtype) if type(x) is float else x) for k, x in values.items()}
 

@@ -289,8 +289,8 @@ class CompiledExpression:
                     outs[value_slot[1]] = np.empty(y_shape, dtype)
             step = sp.step
             # a sum's tangent by a widened variable: summed over the broadcast
-            # axes slab by slab (_slabbed_run); after a scalar step, per element
-            # (the step scales it in place), then summed (_summed_widened)
+            # axes slab by slab (_broadcast_run); after a scalar step, per
+            # element (the step scales it in place), then summed (_summed_widened)
             reduce_to = [None] * sp.program.n_outs
             for k, rec in enumerate(sp.tangents):
                 if rec is not None and rec[0] == "out":
@@ -340,8 +340,7 @@ class CompiledExpression:
                 return dtype.type(sums[rec[1]])
             value = fetch(sp.value)
             tangents = [fetch(r) for r in sp.tangents]
-            results.append(_summed_widened((value, tangents, y_shape), sp, widened, values,
-                                           dtype))
+            results.append((value, tangents, y_shape))
         return plans, out_idx, results
 
     @staticmethod
@@ -817,7 +816,7 @@ class CompiledExpression:
                     outs[rec[1]] = np.empty(t_shape, dtype)
         sums = _broadcast_run(prog, tuple(inputs), numbers, outs, reduce_to, shape, dtype,
                               self._scratch())
-        if len(names) == 1 and recs[0] is not None and not any(reduce_to):
+        if len(names) == 1 and recs[0] is not None and all(r is None for r in reduce_to):
             # later calls of this signature: _ProductCall, checks and run only
             self._product_calls[(mode, names[0])] = _ProductCall(
                 self.variables, values, dtype, mode, names[0], plan, stage.is_sum)
@@ -1083,7 +1082,7 @@ def _broadcast_run(program, arrays, scalars, outs, reduce_to, shape, dtype, scra
 
 
 def _summed_widened(result, sp, widened, values, dtype):
-    """A sum stage's (value, tangents, shape) with the tangents by widened
+    """A scalar step's (value, tangents, shape) with the tangents by widened
     variables summed to their variables' shapes."""
     if not any(widened):
         return result
