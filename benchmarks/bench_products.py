@@ -20,24 +20,13 @@ call.
 import numpy as np
 
 from ._harness import Case, Rival, data
+from .bench_expr import _arith_nodiv as _arith, _sumtanh, _trig
 from ._rivals import load
 
 FAMILY = "products"
 DESCRIPTION = "f.jvp and f.vjp of compiled expressions against JAX and PyTorch"
 
 WIDTH = 16              # the shared parameter's length in the broadcast case
-
-
-def _arith(lib):
-    return lambda w, x: lib["maximum"](w * x + 3, 0 * w) * x - w
-
-
-def _trig(lib):
-    return lambda w, x: lib["sin"](w) * lib["exp"](x) - w / x
-
-
-def _sumtanh(lib):
-    return lambda w, x: lib["sum"](lib["tanh"](w * x) + 3)
 
 
 def _sumtanh_rows(lib):

@@ -479,15 +479,9 @@ class CompiledLoss(CompiledExpression):
                         f"must have one value per row of {xn!r}, shape {shape}, or be a "
                         f"scalar")
         else:
-            arrays = {name: values[name].shape for name in term.vars if values[name].ndim}
-            try:
-                shape = np.broadcast_shapes(*arrays.values())
-            except ValueError:
-                listed = " and ".join(f"{name!r} has shape {s}" for name, s in arrays.items())
-                raise ValueError(
-                    f"in {term.reduction}, {listed}; the arrays of an element-wise "
-                    f"reduction must broadcast together (NumPy's rule), or be "
-                    f"scalars") from None
+            shape = _broadcast.broadcast_named(
+                {repr(name): values[name].shape for name in term.vars if values[name].ndim},
+                f"in {term.reduction}, the arrays of an element-wise reduction")
         if term.axis is not None:
             _check_axis(term, len(shape))
         return shape

@@ -65,6 +65,19 @@ def check_shapes(a_shape, b_shape):
     return tuple(shape)
 
 
+def broadcast_named(named, what):
+    """The shape the shapes of ``named`` (name -> shape, in order) broadcast
+    to, else ValueError naming each ("a has shape (2,) and b has shape (3,);
+    <what> must broadcast together ...")."""
+    try:
+        return np.broadcast_shapes(*named.values())
+    except ValueError:
+        listed = " and ".join(f"{name} has shape {s}" for name, s in named.items())
+        raise ValueError(f"{listed}; {what} must broadcast together (NumPy's rule: aligned "
+                         f"from the last axis, each pair of lengths equal or one of them "
+                         f"1), or be scalars") from None
+
+
 def as_operand(x, dtype):
     """x in ``dtype``, in whatever memory order it has (a Fortran-order array
     is not copied: the sums read it as it is)."""

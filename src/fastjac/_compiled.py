@@ -980,20 +980,9 @@ def _common_shape(names, values):
         if shape is None:
             shape = s
         elif s != shape:
-            return _broadcast_shape(names, values)
+            return _broadcast.broadcast_named({name: values[name].shape for name in names},
+                                              "the variables of an element-wise expression")
     return () if shape is None else shape
-
-
-def _broadcast_shape(names, values):
-    shapes = {name: values[name].shape for name in names}
-    try:
-        return np.broadcast_shapes(*shapes.values())
-    except ValueError:
-        listed = " and ".join(f"{name} has shape {s}" for name, s in shapes.items())
-        raise ValueError(
-            f"{listed}; the variables of an element-wise expression must broadcast "
-            f"together (NumPy's rule: aligned from the last axis, each pair of lengths "
-            f"equal or one of them 1), or be scalars") from None
 
 
 def _widened(x, shape):

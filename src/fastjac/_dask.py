@@ -566,8 +566,7 @@ def _expression_operands(compiled, variables):
         elif s != shape:
             # (jacobian, jvp and vjp broadcast their variables first: here a
             # stacked Jacobian or a list of expressions)
-            _refuse_broadcast(f"{owner} has shape {shape} and {v} has shape {s}",
-                              (shape, s), "the variables of an element-wise expression",
+            _refuse_broadcast({owner: shape, v: s}, "the variables of an element-wise expression",
                               "for one expression and one variable of wrt at a time")
     return operands, _result_dtype(votes), shape or ()
 
@@ -584,15 +583,9 @@ def _broadcast_variables(compiled, variables):
     that block). ({}: the arrays have one shape, nothing changed.)"""
     if _one_array_shape(compiled, variables):
         return variables, {}
-    names = [v for v in compiled.variables if _shape(variables[v])]
-    shapes = [_shape(variables[v]) for v in names]
-    try:
-        shape = np.broadcast_shapes(*shapes)
-    except ValueError:
-        listed = " and ".join(f"{v} has shape {s}" for v, s in zip(names, shapes))
-        raise ValueError(f"{listed}; the variables of an element-wise expression must "
-                         f"broadcast together, or be scalars") from None
-    widened = {v: s for v, s in zip(names, shapes) if s != shape}
+    named = {v: _shape(variables[v]) for v in compiled.variables if _shape(variables[v])}
+    shape = _broadcast.broadcast_named(named, "the variables of an element-wise expression")
+    widened = {v: s for v, s in named.items() if s != shape}
     out = dict(variables)
     for v in widened:
         x = variables[v]
@@ -627,15 +620,13 @@ def _summed_to(g, shape):
     return g.sum(axis=st.summed, dtype=np.float64).astype(g.dtype).reshape(shape)
 
 
-def _refuse_broadcast(shapes_named, shapes, what, supported="for NumPy arrays only"):
-    """Shapes that differ among Dask operands where they are not broadcast:
-    NotImplementedError if they broadcast together, else ValueError."""
-    try:
-        np.broadcast_shapes(*shapes)
-    except ValueError:
-        raise ValueError(f"{shapes_named}; {what} must broadcast together, or be "
-                         f"scalars") from None
-    raise NotImplementedError(f"{shapes_named}: with Dask arrays here, {what} must have one "
+def _refuse_broadcast(named, what, supported="for NumPy arrays only"):
+    """Shapes (name -> shape) that differ among Dask operands where they are
+    not broadcast: NotImplementedError if they broadcast together, else
+    ValueError."""
+    _broadcast.broadcast_named(named, what)
+    listed = " and ".join(f"{name} has shape {s}" for name, s in named.items())
+    raise NotImplementedError(f"{listed}: with Dask arrays here, {what} must have one "
                               f"shape (or be scalars); broadcasting them is supported "
                               f"{supported}")
 

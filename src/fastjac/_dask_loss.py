@@ -133,11 +133,9 @@ class _Call:
         shapes = loss._shapes(shaped)
         groups = {}
         for i, term in enumerate(loss._terms):
-            arrays = [n for n in term.vars if self.shape[n]]
-            if term.matmul is None and any(self.shape[n] != shapes[i] for n in arrays):
-                _dask._refuse_broadcast(
-                    " and ".join(f"{n!r} has shape {self.shape[n]}" for n in arrays),
-                    [self.shape[n] for n in arrays], f"the arrays of {term.reduction}")
+            arrays = {repr(n): self.shape[n] for n in term.vars if self.shape[n]}
+            if term.matmul is None and any(s != shapes[i] for s in arrays.values()):
+                _dask._refuse_broadcast(arrays, f"the arrays of {term.reduction}")
             key = ("rows", term.matmul[0]) if term.matmul else ("elements", shapes[i])
             groups.setdefault(key, []).append(i)
         self.groups = []
