@@ -33,6 +33,11 @@ NEURON_MAX_ROWS = 1_000_000
 
 # -- the expressions, in every library ------------------------------------------------
 
+def lib_of(module):
+    """The functions the formulas below call, from jax.numpy or torch."""
+    return {name: getattr(module, name) for name in ("maximum", "sin", "exp", "tanh", "sum")}
+
+
 def _arith(lib):
     return lambda w, x: lib["maximum"](w * x + 3, 0 * w) - w / x
 
@@ -186,9 +191,7 @@ def _expr_case(name, n, dtype):
     def jax():
         jx = load("jax")
         jnp = jx.numpy
-        lib = {"maximum": jnp.maximum, "sin": jnp.sin, "exp": jnp.exp, "tanh": jnp.tanh,
-               "sum": jnp.sum}
-        f = formula(lib)
+        f = formula(lib_of(jnp))
         wj, xj = jx.device_put(w), jx.device_put(x)
         if reduce:
             vg = jx.jit(jx.value_and_grad(f, argnums=0))
@@ -206,9 +209,7 @@ def _expr_case(name, n, dtype):
 
     def torch():
         th = load("torch")
-        lib = {"maximum": th.maximum, "sin": th.sin, "exp": th.exp, "tanh": th.tanh,
-               "sum": th.sum}
-        f = formula(lib)
+        f = formula(lib_of(th))
         wt, xt = th.from_numpy(w), th.from_numpy(x)
         if reduce:
             leaf = wt.detach().clone().requires_grad_(True)

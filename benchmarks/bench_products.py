@@ -20,7 +20,7 @@ call.
 import numpy as np
 
 from ._harness import Case, Rival, data
-from .bench_expr import _arith_nodiv as _arith, _sumtanh, _trig
+from .bench_expr import _arith_nodiv as _arith, _sumtanh, _trig, lib_of
 from ._rivals import load
 
 FAMILY = "products"
@@ -107,9 +107,7 @@ def _case(name, mode, n, dtype):
     def jax():
         jx = load("jax")
         jnp = jx.numpy
-        lib = {"maximum": jnp.maximum, "sin": jnp.sin, "exp": jnp.exp, "tanh": jnp.tanh,
-               "sum": jnp.sum}
-        g = formula(lib)
+        g = formula(lib_of(jnp))
         wj, xj, tj, uj = (jx.device_put(a) for a in (w, x, t, np.asarray(u)))
         if mode == "jvp":
             call = jx.jit(lambda a, b, v: jx.jvp(lambda p: g(p, b), (a,), (v,)))
@@ -132,9 +130,7 @@ def _case(name, mode, n, dtype):
     def torch():
         th = load("torch")
         from torch.func import jvp, vjp
-        lib = {"maximum": th.maximum, "sin": th.sin, "exp": th.exp, "tanh": th.tanh,
-               "sum": th.sum}
-        g = formula(lib)
+        g = formula(lib_of(th))
         wt, xt, tt = th.from_numpy(w), th.from_numpy(x), th.from_numpy(t)
         ut = th.tensor(u) if scalar else th.from_numpy(u)
         if mode == "jvp":
