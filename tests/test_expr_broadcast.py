@@ -265,3 +265,16 @@ def test_threads_share_a_compiled_expression():
         want = ((1 - np.tanh(w * X + 0.1) ** 2) * X).sum(axis=0)
         for g in got:
             np.testing.assert_allclose(g, want, rtol=1e-12)
+
+
+def test_empty_broadcast_shapes():
+    f, g = fj.compile(ELEMENTWISE), fj.compile(fj.sum(ELEMENTWISE))
+    vals = dict(w=np.ones(3), X=np.ones((0, 3)), b=0.5)
+    np.testing.assert_array_equal(g.jacobian("w", **vals), np.zeros(3))
+    assert g.value(**vals) == 0.0
+    assert f.jacobian("w", **vals).shape == (0, 3)
+    assert f.jacobian("w", format="dense", **vals).shape == (0, 3)
+    assert f.jacobian("w", format="csr", **vals).shape == (0, 3)
+    np.testing.assert_array_equal(f.vjp("w", np.ones((0, 3)), **vals)[1], np.zeros(3))
+    np.testing.assert_array_equal(g.jacobian("w", w=np.ones(0), X=np.ones((5, 0)), b=0.5),
+                                  np.zeros(0))
