@@ -65,12 +65,17 @@ def check_shapes(a_shape, b_shape):
     return tuple(shape)
 
 
+@functools.lru_cache(maxsize=256)
+def _broadcast_shapes(shapes):
+    return np.broadcast_shapes(*shapes)
+
+
 def broadcast_named(named, what):
     """The shape the shapes of ``named`` (name -> shape, in order) broadcast
     to, else ValueError naming each ("a has shape (2,) and b has shape (3,);
     <what> must broadcast together ...")."""
     try:
-        return np.broadcast_shapes(*named.values())
+        return _broadcast_shapes(tuple(named.values()))
     except ValueError:
         listed = " and ".join(f"{name} has shape {s}" for name, s in named.items())
         raise ValueError(f"{listed}; {what} must broadcast together (NumPy's rule: aligned "

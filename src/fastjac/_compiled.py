@@ -816,7 +816,8 @@ class CompiledExpression:
                     outs[rec[1]] = np.empty(t_shape, dtype)
         sums = _broadcast_run(prog, tuple(inputs), numbers, outs, reduce_to, shape, dtype,
                               self._scratch())
-        if len(names) == 1 and recs[0] is not None and all(r is None for r in reduce_to):
+        if len(names) == 1 and recs[0] is not None and \
+                all(values[v].shape == shape for v in variables):
             # later calls of this signature: _ProductCall, checks and run only
             self._product_calls[(mode, names[0])] = _ProductCall(
                 self.variables, values, dtype, mode, names[0], plan, stage.is_sum)
