@@ -528,6 +528,9 @@ class CompiledLoss(CompiledExpression):
             term = self._terms[i]
             if any(self._role(term, w) == "X" for w in wrts):
                 return None
+            if term.matmul is None and \
+                    len({values[a].shape for a in term.vars if values[a].ndim}) > 1:
+                return None             # broadcast variables: a LossCall reads one shape
             prog = run.program
             array_var = [_ARRAY_Z if a == _Z else _ARRAY_T if a == _T else pos[a]
                          for a in run.arrays]
