@@ -51,7 +51,7 @@ import numpy as np
 from . import _broadcast, _expr, _layout, _ops
 from ._api import is_dask_array
 from ._checks import check_format, check_layout, check_out, coerce_named
-from ._compiled import CompiledExpression, _dask_in, _expanded
+from ._compiled import CompiledExpression, _broadcast_run, _dask_in
 from ._nodes import Binary, Const, Expr, MatMul, Mean, Sum, Unary, Var
 from ._planner import _Builder, _children, _finish, _ONE, _OPCODES, _KINDS, _postorder, _results
 
@@ -501,7 +501,7 @@ class CompiledLoss(CompiledExpression):
             run = self._programs[key] = _TermRun(term, scalar_vars, dirs, outs)
         if trace is not None:
             trace.append((i, run, outs, owners))
-        return run(values, dtype, shape, v)
+        return run(values, dtype, shape, v, self._scratch())
 
     def _sink(self, role, values, wrt, second=False):
         """Where a term's derivative by wrt goes: a number for a scalar, X^T
@@ -971,16 +971,21 @@ class _TermRun:
         if term.matmul is None and any(k != "full" for k in kinds):
             raise RuntimeError("internal error: X-weighted output of a term without X @ w")
         self.full = [k == "full" for k in kinds]
+        # the variables each per-element output is a derivative by (a result
+        # by a variable broadcast to the term's shape is summed to its shape)
+        self.full_by = [tuple(dirs[d] for d in what[1:]) for (sink, what), j in zip(built, where)
+                        if sink != "acc" and j is not None]
         self.n_xw, self.n_xx = kinds.count("xw"), kinds.count("xx")
         self.z = self.arrays.index(_Z) if _Z in self.arrays else -1
         self.t = self.arrays.index(_T) if _T in self.arrays else -1
 
-    def __call__(self, values, dtype, shape, v):
+    def __call__(self, values, dtype, shape, v, scratch):
         prog, term = self.program, self.term
         svals = [values[src[1]].item() if src[0] == "var" else src[1] for src in self.scalars]
         is_double = dtype == np.float64
         size = _size(shape)
         full_outs = tuple(np.empty(size, dtype) if f else None for f in self.full)
+        reduce_to = [None] * len(full_outs)
         vecs = ()
         if term.matmul is not None:
             X = values[term.matmul[0]]
@@ -991,11 +996,17 @@ class _TermRun:
             sums = res[:k]
             vecs = [res[k + i * n: k + (i + 1) * n] for i in range(self.n_xw + self.n_xx)]
         else:
-            # _T: the vector of a Hessian-vector product, read element-wise
-            # (a variable broadcast to the term's shape is read as a copy of it)
-            arr = tuple(_expanded(v if a == _T else values[a], shape).reshape(-1)
-                        for a in self.arrays)
-            sums = prog.run(arr, svals, full_outs, size, is_double)
+            # _T: the vector of a Hessian-vector product, read element-wise; a
+            # result by a variable broadcast to the term's shape is summed to
+            # that variable's shape in the pass (_compiled._broadcast_run)
+            arr = tuple(v if a == _T else values[a] for a in self.arrays)
+            for j, by in enumerate(self.full_by):
+                target = max((values[name].shape for name in by), key=len, default=shape)
+                if target != tuple(shape):
+                    reduce_to[j] = target
+            full_outs = [None if r is not None else o for o, r in zip(full_outs, reduce_to)]
+            sums = _broadcast_run(prog, arr, svals, full_outs, reduce_to, tuple(shape), dtype,
+                                  scratch)
         results = [None] * len(self.order)
         for i, sink, j in zip(self.order, self.sinks, self.where):
             if j is None:
@@ -1003,7 +1014,8 @@ class _TermRun:
             if sink == "acc":
                 results[i] = float(sums[j])
             elif sink == "full":
-                results[i] = full_outs[j].reshape(shape)
+                out = full_outs[j]
+                results[i] = out if reduce_to[j] is not None else out.reshape(shape)
             else:
                 results[i] = vecs[j]
         return results
