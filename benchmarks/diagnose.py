@@ -8,6 +8,7 @@
     python benchmarks/diagnose.py expr          # n = 10^7: a compiled expression vs its STREAM twin
     python benchmarks/diagnose.py small         # n = 512..6 000: small jobs, hot loop and lone calls
     python benchmarks/diagnose.py jit_interpreted  # n = 10^7: compiled code calling the interpreter
+    python benchmarks/diagnose.py numba_threads    # fastjac right after numba's prange threads
 
 overhead: the per-call cost at n = 16 of an empty Python call, NumPy's
 cheapest ufunc call, ``fastjac.kernel``, ``jacobian(..., out=)`` with a
@@ -339,6 +340,51 @@ def fill():
         print("  " + "   ".join(row))
 
 
+def numba_threads():
+    """fastjac's call right after numba's parallel loop has run (its OpenMP
+    threads may still be spinning) against the same call after a 0.2 s
+    pause, alternating, 21 rounds; medians of batches (issue 20)."""
+    import fastjac
+    try:
+        from numba import njit, prange
+    except ImportError:
+        print("numba_threads: numba is not installed")
+        return
+
+    @njit(parallel=True)
+    def divide_dx(w, x, o):
+        for i in prange(o.shape[0]):
+            o[i] = -w[i] / (x[i] * x[i])
+
+    for n in (10**5, 10**7):
+        rng = np.random.default_rng(0)
+        x, w = rng.uniform(0.5, 1.5, n), rng.uniform(0.5, 1.5, n)
+        out, other = np.empty(n), np.empty(n)
+        divide_dx(w, x, other)
+        calls = 100 if n <= 10**5 else 5
+
+        def batch(fn):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - t0) / calls
+
+        ours = lambda: fastjac.jacobian("divide", w, x, wrt=1, out=out)  # noqa: E731
+        theirs = lambda: divide_dx(w, x, other)  # noqa: E731
+        paused, after, numba = [], [], []
+        for _ in range(21):
+            batch(theirs)
+            time.sleep(0.2)
+            paused.append(batch(ours))
+            batch(theirs)
+            after.append(batch(ours))
+            time.sleep(0.2)
+            numba.append(batch(theirs))
+        print(f"n={n}: divide d/dx, fastjac after a pause {np.median(paused) * 1e6:9.1f} us, "
+              f"right after numba's prange loop {np.median(after) * 1e6:9.1f} us; "
+              f"numba alone {np.median(numba) * 1e6:9.1f} us")
+
+
 if __name__ == "__main__":
     what = [a for a in sys.argv[1:] if not a.startswith("--")] or \
         ["overhead", "compute", "threads"]
@@ -348,5 +394,5 @@ if __name__ == "__main__":
         else:
             {"overhead": overhead, "compute": compute, "threads": threads,
              "neuron": neuron, "expr": expr, "small": small, "fill": fill,
-             "jit_interpreted": jit_interpreted}[w]()
+             "jit_interpreted": jit_interpreted, "numba_threads": numba_threads}[w]()
         print()
