@@ -352,6 +352,13 @@ def test_errors():
     D = fastjac.jacobian("exp", np.ones(8), format="operator")
     with pytest.raises(ValueError, match="shares memory"):
         D.matvec(x[:8], out=x[4:12])
+    with pytest.raises(ValueError, match="shares memory"):          # x strided, overlapping
+        D.matvec(x[::2], out=x[8:16])
+    # views of one buffer that do not overlap: the product, no error
+    x[:8] = np.arange(8.0)
+    np.testing.assert_allclose(D.matvec(x[:8], out=x[8:16]), np.e * np.arange(8.0),
+                               rtol=1e-15)
+    np.testing.assert_allclose(x[8:16], np.e * np.arange(8.0), rtol=1e-15)
     with pytest.raises(ValueError, match="do not chain"):
         J @ J
     with pytest.raises(ValueError, match="do not match"):
