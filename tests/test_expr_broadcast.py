@@ -224,7 +224,8 @@ def test_dask_variables_broadcast_as_numpy_ones(dtype):
     tol = tolerance(dtype)
     u = RNG.standard_normal((10, 3)).astype(dtype)
     t = RNG.standard_normal(3).astype(dtype)
-    for expr in (ELEMENTWISE, fj.sum(ELEMENTWISE), fj.log(fj.sum(fj.exp(w_ * X_ + b_)))):
+    for expr in (ELEMENTWISE, fj.sum(ELEMENTWISE), fj.log(fj.sum(fj.exp(w_ * X_ + b_))),
+                 fj.sum(w_ * X_) * fj.sum(fj.tanh(X_ + b_))):      # a number from two sums
         f = fj.compile(expr)
         for name in ("w", "X"):
             value, jac = f.value_and_jacobian(name, **lazy)

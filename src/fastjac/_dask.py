@@ -407,7 +407,7 @@ def expression(compiled, wrt, layout, format, out, value_out, want_value, want_j
     if widened:
         result = expression(compiled, name, layout, format, out, value_out, want_value,
                             want_jacobian, variables)
-        if name not in widened or not _scalar_root(compiled):
+        if name not in widened or not _scalar_root(compiled, variables):
             return result           # element-wise: the compact result has the shape S
         value, jac = result
         return value, _summed_to(jac, widened[name])
@@ -606,9 +606,12 @@ def _broadcast_seed(compiled, mode, names, stacked, seed, variables):
     return tangents
 
 
-def _scalar_root(compiled):
+def _scalar_root(compiled, variables):
+    """The (single) expression's value is a number: a sum, or arithmetic on
+    sums that reads no array variable after them."""
     root = compiled._outputs[0]
-    return isinstance(root, Sum) or compiled._step is not None
+    return isinstance(root, Sum) or (
+        compiled._has_inner and all(_shape(variables[v]) == () for v in _Stage(root).vars))
 
 
 def _summed_to(g, shape):
@@ -721,9 +724,7 @@ def products(compiled, mode, names, stacked, seed, variables):
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
-    root = compiled._outputs[0]
-    summed_root = isinstance(root, Sum) or (
-        compiled._has_inner and all(shapes[v] == () for v in _Stage(root).vars))
+    summed_root = _scalar_root(compiled, variables)
     y_kind = _FIRST if ndim == 0 else _SUMMED if summed_root else _ELEMENTWISE
     if mode == "jvp":
         seed = _compiled._tangent_list(seed, names, stacked)
