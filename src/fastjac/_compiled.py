@@ -1018,7 +1018,10 @@ def _broadcast_run(program, arrays, scalars, outs, reduce_to, shape, dtype, scra
     Slab-sized buffers come from ``scratch`` (CompiledExpression._scratch).
     """
     is_double = dtype == np.float64
-    if not shape or all(not _widened(x, shape) for x in arrays):    # (() : one element)
+    for x in arrays:
+        if x.ndim and x.shape != shape and shape:       # (shape (): one element)
+            break
+    else:
         return program.run(arrays, scalars, tuple(outs), math.prod(shape), is_double)
     ndim = len(shape)
     aligned = [x.reshape((1,) * (ndim - x.ndim) + x.shape) for x in arrays]

@@ -51,8 +51,8 @@ What differs from the NumPy path
   shape S (each task then holds one block of it), and a gradient or VJP
   by it is summed over the broadcast axes with Dask's own ``sum`` (a tree,
   in float64). Stacked Jacobians and lists of expressions keep requiring
-  one shape (NotImplementedError). An expression whose sums feed further work (``sum(e) / N``,
-  ``log(sum(exp(x)))``) runs one graph per stage (:func:`_staged`): each
+  one shape (NotImplementedError). An expression whose sums feed further
+  work (``sum(e) / N``, ``log(sum(exp(x)))``) runs one graph per stage (:func:`_staged`): each
   sum is a tree reduction whose lazy value the next stage reads as a
   number, the gradient is the chain rule over the stages; its jvp, vjp and
   stacked rows come from those gradients. Its result must be a number for
@@ -571,19 +571,14 @@ def _expression_operands(compiled, variables):
     return operands, _result_dtype(votes), shape or ()
 
 
-def _one_array_shape(compiled, variables):
-    shapes = {_shape(variables[v]) for v in compiled.variables} - {()}
-    return len(shapes) <= 1
-
-
 def _broadcast_variables(compiled, variables):
     """(variables, {name: original shape}) with every array variable of
     another shape than their broadcast shape S made a lazy Dask array of S
     (da.broadcast_to: no memory until a block is computed, and then only
     that block). ({}: the arrays have one shape, nothing changed.)"""
-    if _one_array_shape(compiled, variables):
-        return variables, {}
     named = {v: _shape(variables[v]) for v in compiled.variables if _shape(variables[v])}
+    if len(set(named.values())) <= 1:
+        return variables, {}
     shape = _broadcast.broadcast_named(named, "the variables of an element-wise expression")
     widened = {v: s for v, s in named.items() if s != shape}
     out = dict(variables)
@@ -594,11 +589,9 @@ def _broadcast_variables(compiled, variables):
     return out, widened
 
 
-def _broadcast_seed(compiled, mode, names, stacked, seed, variables):
+def _broadcast_seed(names, stacked, seed, variables):
     """jvp's tangents as a list, each checked against its variable's own
-    shape (before the variables are broadcast); vjp's cotangent unchanged."""
-    if mode != "jvp":
-        return seed
+    shape (``variables``: before they are broadcast)."""
     tangents = _compiled._tangent_list(seed, names, stacked)
     for n, t in zip(names, tangents):
         _seed(t, _shape(variables[n]), np.dtype(np.float64), f"the tangent of {n!r}",
@@ -712,15 +705,15 @@ def products(compiled, mode, names, stacked, seed, variables):
     with Dask variables; wrt is checked (_compiled's _product_args). Returns
     (value, product) or (value, gradient or tuple of gradients), lazy."""
     compiled._check_names(variables)
-    widened = None
-    if not _one_array_shape(compiled, variables):
-        seed = _broadcast_seed(compiled, mode, names, stacked, seed, variables)
-        variables, widened = _broadcast_variables(compiled, variables)
-        if mode == "jvp":
-            shape = _shape(next(v for v in variables.values() if _shape(v)))
-            seed = [da.broadcast_to(da.asarray(t), shape) if n in widened else t
-                    for n, t in zip(names, seed)]
-            seed = seed if stacked else seed[0]
+    original = variables
+    variables, widened = _broadcast_variables(compiled, variables)
+    if widened and mode == "jvp":
+        # each tangent checked against its variable's own shape, then broadcast
+        seed = _broadcast_seed(names, stacked, seed, original)
+        shape = _shape(variables[next(iter(widened))])
+        seed = [da.broadcast_to(da.asarray(t), shape) if n in widened else t
+                for n, t in zip(names, seed)]
+        seed = seed if stacked else seed[0]
     operands, dtype, shape = _expression_operands(compiled, variables)
     ndim = len(shape)
     shapes = {v: _shape(x) for v, x in zip(compiled.variables, operands)}
